@@ -1,0 +1,151 @@
+//! Command-line flags: one definition per flag, help text beside it.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
+use ipnet::IpNet;
+
+use crate::cluster;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "kinit",
+    version,
+    about = "One command to a real single-host Kubernetes cluster on Docker",
+    long_about = "kinit turns a Linux host with Docker into a single-node Kubernetes test cluster: \
+                  certificates, etcd, the control plane and kube-proxy run as host-networked \
+                  containers, and `kinit socks` lets a browser open pod and Service IPs.\n\n\
+                  Start with `sudo kinit up`, then `kinit status`."
+)]
+pub struct Cli {
+    /// More output: -v shows details of each step, -vv everything kinit does.
+    #[arg(short, long, action = ArgAction::Count, global = true)]
+    pub verbose: u8,
+
+    /// Where kinit keeps the cluster's certificates, etcd data and settings
+    /// [default: /var/lib/kinit as root, else the per-user data directory].
+    #[arg(long, global = true, env = "KINIT_STATE_DIR", value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create the cluster, or repair it if some part is missing (needs root).
+    ///
+    /// Checks the host, writes certificates into the state directory and starts every
+    /// component as a Docker container. Safe to run again: steps already done are skipped.
+    Up(UpArgs),
+    /// Stop and remove kinit's containers; keeps the data so `kinit up` brings it back.
+    Down(DownArgs),
+    /// Show each component's container, its health and the versions in use.
+    Status(StatusArgs),
+    /// Run a SOCKS5 proxy so a browser can open pod and Service IPs.
+    Socks(SocksArgs),
+    /// Print the admin kubeconfig for the cluster.
+    Kubeconfig,
+    /// Show a component's logs.
+    Logs(LogsArgs),
+    /// Write the cluster's certificates and kubeconfigs to a directory, touching nothing else.
+    ///
+    /// Produces kubeadm's layout (pki/ca.crt, pki/apiserver.crt, pki/etcd/..., admin.conf,
+    /// ...). Run it again on the same directory and valid certificates are kept as they are.
+    Certs(CertsArgs),
+    /// Deploy a tutorial application (telescope, nginx, job).
+    Example(ExampleArgs),
+    /// Print kinit's version and the component versions it deploys.
+    Version,
+}
+
+/// The settings that identify a cluster and go into its certificates.
+#[derive(Debug, Clone, Default, Args)]
+pub struct ClusterArgs {
+    /// The address the API server and etcd advertise [default: the host's primary address].
+    #[arg(long, value_name = "IP")]
+    pub node_ip: Option<IpAddr>,
+
+    /// The node's name [default: this host's name].
+    #[arg(long, value_name = "NAME", value_parser = cluster::parse_hostname)]
+    pub hostname: Option<String>,
+
+    /// The range Service IPs come from [default: 10.96.0.0/12].
+    #[arg(long, value_name = "CIDR", value_parser = cluster::parse_service_cidr)]
+    pub service_cidr: Option<IpNet>,
+
+    /// The cluster's DNS domain [default: cluster.local].
+    #[arg(long, value_name = "DOMAIN", value_parser = cluster::parse_dns_domain)]
+    pub dns_domain: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct UpArgs {
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct DownArgs {
+    /// Also delete the state directory: certificates, etcd data, settings. Cannot be undone.
+    #[arg(long)]
+    pub purge: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Output format.
+    #[arg(long, short, value_enum, default_value_t = OutputFormat::Text)]
+    pub output: OutputFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Args)]
+pub struct SocksArgs {
+    /// The port to listen on.
+    #[arg(long, default_value_t = 8082)]
+    pub port: u16,
+}
+
+#[derive(Debug, Args)]
+pub struct LogsArgs {
+    /// The component whose logs to show.
+    #[arg(value_enum)]
+    pub component: LogComponent,
+
+    /// Keep printing new lines as they come.
+    #[arg(short, long)]
+    pub follow: bool,
+
+    /// Show only this many lines from the end.
+    #[arg(long, value_name = "N")]
+    pub tail: Option<u32>,
+}
+
+/// Components whose logs kinit can show.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogComponent {
+    Etcd,
+}
+
+#[derive(Debug, Args)]
+pub struct CertsArgs {
+    /// The directory to write into; created when missing.
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct ExampleArgs {
+    /// The tutorial to deploy.
+    pub name: Option<String>,
+}

@@ -1,0 +1,310 @@
+//! The settings that define a cluster: validated from flags, saved in the state directory,
+//! and read back so every later command agrees with the first `kinit up`.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::path::Path;
+
+use anyhow::{Context, Result, bail};
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+
+use crate::cli::ClusterArgs;
+use crate::{fs, net};
+
+pub const DEFAULT_SERVICE_CIDR: &str = "10.96.0.0/12";
+pub const DEFAULT_DNS_DOMAIN: &str = "cluster.local";
+pub const API_SERVER_PORT: u16 = 6443;
+
+/// What identifies one cluster; everything else is derived from it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Settings {
+    pub node_ip: IpAddr,
+    pub hostname: String,
+    pub service_cidr: IpNet,
+    pub dns_domain: String,
+}
+
+impl Settings {
+    /// Fills in defaults for every flag the user left out.
+    pub fn from_args(args: &ClusterArgs) -> Result<Self> {
+        let node_ip = match args.node_ip {
+            Some(ip) => ip,
+            None => net::primary_ip()?,
+        };
+        let hostname = match &args.hostname {
+            Some(name) => name.clone(),
+            None => default_hostname()?,
+        };
+        let service_cidr = match args.service_cidr {
+            Some(cidr) => cidr,
+            None => parse_service_cidr(DEFAULT_SERVICE_CIDR).map_err(anyhow::Error::msg)?,
+        };
+        let dns_domain = args
+            .dns_domain
+            .clone()
+            .unwrap_or_else(|| DEFAULT_DNS_DOMAIN.to_string());
+        Ok(Self {
+            node_ip,
+            hostname,
+            service_cidr,
+            dns_domain,
+        })
+    }
+
+    /// Settings for an existing cluster: the saved ones, refusing flags that contradict them,
+    /// because changing them under a running cluster would break its certificates and data.
+    pub fn reconcile(saved: Settings, args: &ClusterArgs) -> Result<Self> {
+        let mut conflicts = Vec::new();
+        if args.node_ip.is_some_and(|ip| ip != saved.node_ip) {
+            conflicts.push(format!("--node-ip (cluster has {})", saved.node_ip));
+        }
+        if args.hostname.as_ref().is_some_and(|h| *h != saved.hostname) {
+            conflicts.push(format!("--hostname (cluster has {})", saved.hostname));
+        }
+        if args.service_cidr.is_some_and(|c| c != saved.service_cidr) {
+            conflicts.push(format!(
+                "--service-cidr (cluster has {})",
+                saved.service_cidr
+            ));
+        }
+        if args
+            .dns_domain
+            .as_ref()
+            .is_some_and(|d| *d != saved.dns_domain)
+        {
+            conflicts.push(format!("--dns-domain (cluster has {})", saved.dns_domain));
+        }
+        if !conflicts.is_empty() {
+            bail!(
+                "the existing cluster was created with other settings: {}; \
+                 leave these flags out, or run `kinit down --purge` to start a new cluster",
+                conflicts.join(", ")
+            );
+        }
+        Ok(saved)
+    }
+
+    /// The first address of the Service range, which the `kubernetes` Service takes.
+    pub fn first_service_ip(&self) -> IpAddr {
+        nth_address(self.service_cidr, 1)
+    }
+
+    /// `https://<node-ip>:6443`, bracketing IPv6 addresses.
+    pub fn api_server_url(&self) -> String {
+        format!(
+            "https://{}",
+            std::net::SocketAddr::new(self.node_ip, API_SERVER_PORT)
+        )
+    }
+
+    /// Reads the saved settings; `None` when no cluster was created in this state directory.
+    pub fn load(path: &Path) -> Result<Option<Self>> {
+        let Some(bytes) = fs::read_optional(path)? else {
+            return Ok(None);
+        };
+        let corrupt = || {
+            format!(
+                "the state file {} is corrupt; fix it, or run `kinit down --purge` to start over",
+                path.display()
+            )
+        };
+        let settings: Settings = serde_yaml::from_slice(&bytes).with_context(corrupt)?;
+        settings.validate().with_context(corrupt)?;
+        Ok(Some(settings))
+    }
+
+    pub fn save(&self, path: &Path) -> Result<()> {
+        let yaml = serde_yaml::to_string(self).context("cannot serialize the cluster settings")?;
+        let text =
+            format!("# Written by kinit up; the settings this cluster was created with.\n{yaml}");
+        fs::write_file(path, text.as_bytes(), fs::Mode::Public)
+    }
+
+    fn validate(&self) -> Result<()> {
+        parse_hostname(&self.hostname).map_err(anyhow::Error::msg)?;
+        parse_service_cidr(&self.service_cidr.to_string()).map_err(anyhow::Error::msg)?;
+        parse_dns_domain(&self.dns_domain).map_err(anyhow::Error::msg)?;
+        Ok(())
+    }
+}
+
+/// The n-th address of a network (0 is the network address itself).
+pub fn nth_address(net: IpNet, n: u32) -> IpAddr {
+    match net.network() {
+        IpAddr::V4(a) => IpAddr::V4(Ipv4Addr::from(u32::from(a).wrapping_add(n))),
+        IpAddr::V6(a) => IpAddr::V6(Ipv6Addr::from(u128::from(a).wrapping_add(u128::from(n)))),
+    }
+}
+
+/// The host name, lowercased, as Kubernetes needs a node name to be.
+fn default_hostname() -> Result<String> {
+    let raw = nix::unistd::gethostname().context("cannot read this host's name")?;
+    let name = raw.to_string_lossy().to_lowercase();
+    parse_hostname(&name).map_err(|e| {
+        anyhow::anyhow!("this host's name cannot be a Kubernetes node name ({e}); pass --hostname")
+    })
+}
+
+/// A node name: an RFC 1123 DNS subdomain, as Kubernetes requires.
+pub fn parse_hostname(s: &str) -> Result<String, String> {
+    if is_dns_subdomain(s) {
+        Ok(s.to_string())
+    } else {
+        Err(format!(
+            "'{s}' is not a valid host name: use lowercase letters, digits, '-' and '.', \
+             start and end with a letter or digit, at most 253 characters"
+        ))
+    }
+}
+
+pub fn parse_dns_domain(s: &str) -> Result<String, String> {
+    let s = s.strip_suffix('.').unwrap_or(s);
+    if is_dns_subdomain(s) {
+        Ok(s.to_string())
+    } else {
+        Err(format!(
+            "'{s}' is not a valid DNS domain (for example: cluster.local)"
+        ))
+    }
+}
+
+/// A Service range the API server accepts: a network address (no host bits) no larger
+/// than the API server allows (/12 for IPv4, /108 for IPv6) and large enough to hold the
+/// cluster DNS address at its 10th IP.
+pub fn parse_service_cidr(s: &str) -> Result<IpNet, String> {
+    let net: IpNet = s.parse().map_err(|_| {
+        format!("'{s}' is not a CIDR (expected a range like {DEFAULT_SERVICE_CIDR})")
+    })?;
+    if net.trunc() != net {
+        return Err(format!(
+            "'{s}' has host bits set; did you mean {}?",
+            net.trunc()
+        ));
+    }
+    let (min, max) = match net {
+        IpNet::V4(_) => (12, 28),
+        IpNet::V6(_) => (108, 124),
+    };
+    if net.prefix_len() < min || net.prefix_len() > max {
+        return Err(format!(
+            "'{s}' has a /{} prefix; the Service range needs a prefix from /{min} to /{max}",
+            net.prefix_len()
+        ));
+    }
+    Ok(net)
+}
+
+fn is_dns_subdomain(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 253
+        && s.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings() -> Settings {
+        Settings {
+            node_ip: "10.0.2.15".parse().unwrap(),
+            hostname: "kinit-test".into(),
+            service_cidr: "10.96.0.0/12".parse().unwrap(),
+            dns_domain: "cluster.local".into(),
+        }
+    }
+
+    #[test]
+    fn service_cidr_validation() {
+        assert!(parse_service_cidr("10.96.0.0/12").is_ok());
+        assert!(parse_service_cidr("fd00:10:96::/112").is_ok());
+        let err = parse_service_cidr("10.96.0.1/12").unwrap_err();
+        assert!(err.contains("did you mean 10.96.0.0/12"), "{err}");
+        assert!(
+            parse_service_cidr("10.0.0.0/8")
+                .unwrap_err()
+                .contains("/12 to /28")
+        );
+        assert!(parse_service_cidr("10.0.0.0/30").is_err());
+        assert!(parse_service_cidr("10.0.0.0").is_err());
+        assert!(parse_service_cidr("banana").is_err());
+    }
+
+    #[test]
+    fn hostname_and_domain_validation() {
+        assert!(parse_hostname("kinit-test").is_ok());
+        assert!(parse_hostname("node1.example.com").is_ok());
+        for bad in [
+            "",
+            "Upper",
+            "-lead",
+            "trail-",
+            "a..b",
+            "under_score",
+            &"a".repeat(64),
+        ] {
+            assert!(parse_hostname(bad).is_err(), "{bad:?} accepted");
+        }
+        assert_eq!(parse_dns_domain("cluster.local.").unwrap(), "cluster.local");
+        assert!(parse_dns_domain("bad domain").is_err());
+    }
+
+    #[test]
+    fn derived_addresses() {
+        let s = settings();
+        assert_eq!(s.first_service_ip().to_string(), "10.96.0.1");
+        assert_eq!(nth_address(s.service_cidr, 10).to_string(), "10.96.0.10");
+        assert_eq!(s.api_server_url(), "https://10.0.2.15:6443");
+        let v6 = Settings {
+            node_ip: "fd00::5".parse().unwrap(),
+            ..s
+        };
+        assert_eq!(v6.api_server_url(), "https://[fd00::5]:6443");
+    }
+
+    #[test]
+    fn reconcile_refuses_conflicting_flags_only() {
+        let same = ClusterArgs {
+            hostname: Some("kinit-test".into()),
+            ..Default::default()
+        };
+        assert_eq!(Settings::reconcile(settings(), &same).unwrap(), settings());
+        let other = ClusterArgs {
+            service_cidr: Some("10.100.0.0/16".parse().unwrap()),
+            ..Default::default()
+        };
+        let err = Settings::reconcile(settings(), &other)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("--service-cidr (cluster has 10.96.0.0/12)"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn state_file_round_trip_and_corruption() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cluster.yaml");
+        assert!(Settings::load(&path).unwrap().is_none());
+        settings().save(&path).unwrap();
+        assert_eq!(Settings::load(&path).unwrap(), Some(settings()));
+        std::fs::write(&path, "nodeIp: [not an ip\n").unwrap();
+        let err = format!("{:#}", Settings::load(&path).unwrap_err());
+        assert!(err.contains("is corrupt"), "{err}");
+        std::fs::write(
+            &path,
+            "nodeIp: 10.0.2.15\nhostname: BAD\nserviceCidr: 10.96.0.0/12\ndnsDomain: x\n",
+        )
+        .unwrap();
+        assert!(Settings::load(&path).is_err());
+    }
+}

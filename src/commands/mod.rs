@@ -1,0 +1,57 @@
+//! One function per subcommand; each parses nothing and decides little, calling the
+//! library modules in order.
+
+mod certs;
+mod down;
+mod logs;
+mod status;
+mod up;
+
+use anyhow::{Result, bail};
+
+use crate::cli::{Cli, Command};
+use crate::versions;
+
+pub async fn run(cli: Cli) -> Result<()> {
+    let state_dir = cli.state_dir.as_deref();
+    match cli.command {
+        Command::Up(args) => up::run(state_dir, &args).await,
+        Command::Down(args) => down::run(state_dir, &args).await,
+        Command::Status(args) => status::run(state_dir, &args).await,
+        Command::Logs(args) => logs::run(&args).await,
+        Command::Certs(args) => certs::run(&args),
+        Command::Version => {
+            version();
+            Ok(())
+        }
+        Command::Socks(_) => not_yet("socks"),
+        Command::Kubeconfig => not_yet("kubeconfig"),
+        Command::Example(_) => not_yet("example"),
+    }
+}
+
+fn version() {
+    println!("kinit {}", env!("CARGO_PKG_VERSION"));
+    println!("kubernetes {}", versions::KUBERNETES_VERSION);
+    println!("etcd {}", versions::ETCD_VERSION);
+    println!("coredns {}", versions::COREDNS_VERSION);
+    println!("cri-dockerd {}", versions::CRI_DOCKERD_VERSION);
+}
+
+/// Commands that exist in the CLI but whose work is not built yet say so and fail,
+/// rather than pretend.
+fn not_yet(command: &str) -> Result<()> {
+    bail!(
+        "`kinit {command}` is not available in this version of kinit yet (see \"What is coming\" in the README)"
+    )
+}
+
+/// Commands that change the host need root; say so before touching anything.
+fn require_root(command: &str) -> Result<()> {
+    if !nix::unistd::geteuid().is_root() {
+        bail!(
+            "`kinit {command}` changes the host (containers, /var/lib/kinit) and needs root: run `sudo kinit {command}`"
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,58 @@
+//! `kinit up`: the bring-up, step by step.
+
+use std::path::Path;
+
+use anyhow::Result;
+
+use crate::cli::UpArgs;
+use crate::cluster::Settings;
+use crate::components::{self, etcd};
+use crate::docker::Docker;
+use crate::fs::Lock;
+use crate::layout::{LOCK_FILE, Layout};
+use crate::progress::{self, Steps};
+use crate::steps::{self, Context};
+
+pub async fn run(state_dir: Option<&Path>, args: &UpArgs) -> Result<()> {
+    // Everything that can refuse does so before the first change to the host.
+    super::require_root("up")?;
+    let layout = Layout::resolve(state_dir)?;
+    let _lock = Lock::acquire(Path::new(LOCK_FILE))?;
+    let settings = match Settings::load(&layout.settings_file())? {
+        Some(saved) => Settings::reconcile(saved, &args.cluster)?,
+        None => Settings::from_args(&args.cluster)?,
+    };
+    let docker = Docker::connect().await?;
+    let ctx = Context {
+        layout,
+        settings,
+        docker,
+    };
+
+    let mut steps = Steps::new();
+    steps
+        .run("Checking the host", steps::preflight::run(&ctx))
+        .await?;
+    steps
+        .run("Writing certificates", steps::pki::run(&ctx))
+        .await?;
+    steps.run("Starting etcd", steps::etcd::run(&ctx)).await?;
+
+    let say = progress::println;
+    say("");
+    if !steps.changed() {
+        say("Nothing to do: everything this kinit starts was already up.");
+    }
+    say(&format!(
+        "etcd is up at https://{}:{} (TLS; client certificates in {}).",
+        ctx.settings.node_ip,
+        etcd::CLIENT_PORT,
+        ctx.layout.etcd_pki().display()
+    ));
+    say("Not started yet: this version of kinit does not run these parts of a cluster:");
+    for part in components::NOT_YET {
+        say(&format!("  - {part}"));
+    }
+    say(&format!("Done in {}. See `kinit status`.", steps.elapsed()));
+    Ok(())
+}

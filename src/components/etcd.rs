@@ -1,0 +1,98 @@
+//! etcd: the first component, holding every object of the cluster.
+
+use std::net::{IpAddr, SocketAddr};
+
+use anyhow::Result;
+use serde::Serialize;
+
+use crate::cluster::Settings;
+use crate::docker::ContainerSpec;
+use crate::layout::Layout;
+use crate::manifests;
+use crate::versions;
+
+pub const CLIENT_PORT: u16 = 2379;
+pub const PEER_PORT: u16 = 2380;
+
+/// The values `manifests/components/etcd.yaml` is rendered with.
+#[derive(Debug, Serialize)]
+struct Values {
+    image: String,
+    name: String,
+    /// The node IP as it appears in a URL (IPv6 in brackets).
+    node_host: String,
+    data_dir: String,
+    pki_dir: String,
+}
+
+/// The `kinit-etcd` container for this cluster.
+pub fn spec(settings: &Settings, layout: &Layout) -> Result<ContainerSpec> {
+    manifests::ETCD.render(&Values {
+        image: versions::etcd_image(),
+        name: settings.hostname.clone(),
+        node_host: url_host(settings.node_ip),
+        data_dir: layout.etcd_data().to_string_lossy().into_owned(),
+        pki_dir: layout.etcd_pki().to_string_lossy().into_owned(),
+    })
+}
+
+/// Where kinit itself talks to etcd: loopback, so the check works whatever the node IP.
+pub fn local_endpoint() -> String {
+    format!("https://127.0.0.1:{CLIENT_PORT}")
+}
+
+fn url_host(ip: IpAddr) -> String {
+    let with_port = SocketAddr::new(ip, 0).to_string();
+    with_port.trim_end_matches(":0").to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(ip: &str) -> Settings {
+        Settings {
+            node_ip: ip.parse().unwrap(),
+            hostname: "kinit-test".into(),
+            service_cidr: "10.96.0.0/12".parse().unwrap(),
+            dns_domain: "cluster.local".into(),
+        }
+    }
+
+    #[test]
+    fn renders_tls_only_etcd_with_data_and_pki_mounts() {
+        let layout = Layout::new("/var/lib/kinit");
+        let spec = spec(&settings("10.0.2.15"), &layout).unwrap();
+        assert_eq!(spec.container_name(), "kinit-etcd");
+        assert_eq!(
+            spec.image,
+            format!("registry.k8s.io/etcd:{}", versions::ETCD_IMAGE_TAG)
+        );
+        let args = spec.args.join(" ");
+        for expected in [
+            "--name=kinit-test",
+            "--listen-client-urls=https://127.0.0.1:2379,https://10.0.2.15:2379",
+            "--initial-cluster=kinit-test=https://10.0.2.15:2380",
+            "--client-cert-auth=true",
+            "--peer-client-cert-auth=true",
+        ] {
+            assert!(args.contains(expected), "{expected} missing from {args}");
+        }
+        assert!(!args.contains("http://"), "plain HTTP listener in {args}");
+        assert_eq!(spec.binds[0].host, "/var/lib/kinit/etcd");
+        assert!(spec.binds[1].read_only);
+        assert!(!spec.privileged);
+    }
+
+    #[test]
+    fn ipv6_node_addresses_are_bracketed_and_odd_paths_survive() {
+        let layout = Layout::new("/srv/my state: \"x\"");
+        let spec = spec(&settings("fd00::15"), &layout).unwrap();
+        assert!(
+            spec.args
+                .iter()
+                .any(|a| a == "--advertise-client-urls=https://[fd00::15]:2379")
+        );
+        assert_eq!(spec.binds[0].host, "/srv/my state: \"x\"/etcd");
+    }
+}

@@ -1,0 +1,697 @@
+//! Everything kinit asks of the Docker engine goes through this module: images,
+//! component containers, their state and logs.
+//!
+//! Component containers are created from a typed [`ContainerSpec`], labelled as kinit's,
+//! and carry a hash of their spec so a later `kinit up` can tell "already running as
+//! asked" from "changed, replace it".
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use anyhow::{Context, Result, anyhow};
+use bollard::errors::Error as DockerError;
+use bollard::models::{
+    ContainerCreateBody, HostConfig, Mount, MountBindOptions, MountBindOptionsPropagationEnum,
+    MountType, RestartPolicy, RestartPolicyNameEnum,
+};
+use bollard::query_parameters::{
+    CreateContainerOptions, CreateImageOptions, ListContainersOptions, LogsOptions,
+    RemoveContainerOptions, StopContainerOptions,
+};
+use bytes::Bytes;
+use futures_util::{Stream, StreamExt};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use tracing::{debug, info};
+
+use crate::progress;
+
+/// Marks a container as kinit's; `kinit down` removes exactly these.
+pub const LABEL_MANAGED: &str = "io.kinit.managed";
+pub const LABEL_COMPONENT: &str = "io.kinit.component";
+/// The hash of the [`ContainerSpec`] a container was created from.
+pub const LABEL_SPEC: &str = "io.kinit.spec-hash";
+
+/// A component container as kinit wants it. Every component runs on the host network
+/// with restart policy `unless-stopped`, so a crash or a Docker restart brings it back.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ContainerSpec {
+    /// The container is named `kinit-<component>`.
+    pub component: String,
+    pub image: String,
+    /// Replaces the image's entrypoint when given.
+    #[serde(default)]
+    pub entrypoint: Option<Vec<String>>,
+    #[serde(default)]
+    pub args: Vec<String>,
+    #[serde(default)]
+    pub env: Vec<String>,
+    #[serde(default)]
+    pub binds: Vec<Bind>,
+    /// Share the host's PID namespace.
+    #[serde(default)]
+    pub host_pid: bool,
+    /// Ask for `--privileged`; see [`Docker::apply`] for hosts that refuse it.
+    #[serde(default)]
+    pub privileged: bool,
+}
+
+/// A host path mounted into a component container.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Bind {
+    pub host: String,
+    pub container: String,
+    #[serde(default)]
+    pub read_only: bool,
+    /// Mount propagation (`rshared` for the kubelet's pod volumes).
+    #[serde(default)]
+    pub propagation: Option<Propagation>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Propagation {
+    Rshared,
+    Rslave,
+}
+
+impl ContainerSpec {
+    pub fn container_name(&self) -> String {
+        container_name(&self.component)
+    }
+
+    /// A stable digest of the spec, stored as a label to detect changes.
+    pub fn hash(&self) -> String {
+        let json = serde_json::to_vec(self).unwrap_or_default();
+        let digest = Sha256::digest(json);
+        digest.iter().take(12).map(|b| format!("{b:02x}")).collect()
+    }
+}
+
+pub fn container_name(component: &str) -> String {
+    format!("kinit-{component}")
+}
+
+/// What [`Docker::apply`] had to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Applied {
+    /// Running already, from the same spec.
+    Unchanged,
+    /// Existed with the same spec but was stopped; started.
+    Started,
+    Created,
+    /// Existed with another spec (or none); removed and created anew.
+    Replaced,
+}
+
+/// Where an image came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ImageSource {
+    Local,
+    Pulled,
+}
+
+/// A container's state as kinit reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ContainerState {
+    pub name: String,
+    pub component: Option<String>,
+    pub image: String,
+    /// Docker's status word: running, restarting, exited, ...
+    pub status: String,
+    pub running: bool,
+    #[serde(skip)]
+    pub spec_hash: Option<String>,
+    pub pid: Option<i64>,
+    pub restart_count: Option<i64>,
+    pub started_at: Option<String>,
+}
+
+/// The engine's version and cgroup setup, for preflight and `kinit status`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct EngineInfo {
+    pub version: String,
+    pub api_version: String,
+    pub cgroup_driver: String,
+    pub cgroup_version: String,
+}
+
+/// A connection to the Docker engine.
+pub struct Docker {
+    api: bollard::Docker,
+    /// Set once the engine refused a privileged container on this host.
+    privileged_refused: AtomicBool,
+}
+
+impl Docker {
+    /// Connects to the engine at `DOCKER_HOST` or the default socket, agreeing on an API
+    /// version both sides speak (Debian's Docker 20.10 stops at 1.41).
+    pub async fn connect() -> Result<Self> {
+        let endpoint =
+            std::env::var("DOCKER_HOST").unwrap_or_else(|_| "unix:///var/run/docker.sock".into());
+        let unreachable = |e: DockerError| {
+            let hint = if e.to_string().contains("ermission denied") {
+                "run kinit with sudo, or add your user to the docker group"
+            } else {
+                "is Docker installed and running? (`sudo systemctl start docker`)"
+            };
+            anyhow!("cannot reach the Docker engine at {endpoint}: {e}; {hint}")
+        };
+        let api = bollard::Docker::connect_with_local_defaults().map_err(unreachable)?;
+        let api = api.negotiate_version().await.map_err(unreachable)?;
+        api.ping().await.map_err(unreachable)?;
+        Ok(Self {
+            api,
+            privileged_refused: AtomicBool::new(false),
+        })
+    }
+
+    pub async fn engine_info(&self) -> Result<EngineInfo> {
+        let version = self
+            .api
+            .version()
+            .await
+            .context("cannot read the Docker engine's version")?;
+        let info = self
+            .api
+            .info()
+            .await
+            .context("cannot read the Docker engine's settings")?;
+        Ok(EngineInfo {
+            version: version.version.unwrap_or_default(),
+            api_version: version.api_version.unwrap_or_default(),
+            cgroup_driver: info
+                .cgroup_driver
+                .map(|d| d.to_string())
+                .unwrap_or_default(),
+            cgroup_version: info
+                .cgroup_version
+                .map(|v| v.to_string())
+                .unwrap_or_default(),
+        })
+    }
+
+    /// Makes `image` available: used as it is when the engine has it under that name,
+    /// otherwise pulled with a progress bar.
+    pub async fn ensure_image(&self, image: &str) -> Result<ImageSource> {
+        match self.api.inspect_image(image).await {
+            Ok(_) => return Ok(ImageSource::Local),
+            Err(e) if is_not_found(&e) => {}
+            Err(e) => return Err(e).with_context(|| format!("cannot look up the image {image}")),
+        }
+        self.pull(image).await?;
+        Ok(ImageSource::Pulled)
+    }
+
+    async fn pull(&self, image: &str) -> Result<()> {
+        let options = CreateImageOptions {
+            from_image: Some(image.to_string()),
+            ..Default::default()
+        };
+        let mut stream = self.api.create_image(Some(options), None, None);
+        let bar = progress::bytes_bar(&format!("Pulling {image}"));
+        let mut layers: HashMap<String, (i64, i64)> = HashMap::new();
+        let result = async {
+            while let Some(item) = stream.next().await {
+                let info = item?;
+                if let (Some(id), Some(detail)) = (info.id, info.progress_detail)
+                    && let (Some(current), Some(total)) = (detail.current, detail.total)
+                {
+                    layers.insert(id, (current, total));
+                    let (done, all) = layers
+                        .values()
+                        .fold((0, 0), |(d, a), (c, t)| (d + c, a + t));
+                    bar.set_length(all.max(0) as u64);
+                    bar.set_position(done.max(0) as u64);
+                }
+            }
+            Ok::<(), DockerError>(())
+        }
+        .await;
+        bar.finish_and_clear();
+        result.map_err(|e| {
+            anyhow!(
+                "cannot pull {image}: {e}; on a host without registry access, load the image \
+                 into Docker first (`docker load -i <archive>`) under this exact name"
+            )
+        })
+    }
+
+    /// The state of a container, or `None` when there is none by that name.
+    pub async fn inspect(&self, name: &str) -> Result<Option<ContainerState>> {
+        let c = match self.api.inspect_container(name, None).await {
+            Ok(c) => c,
+            Err(e) if is_not_found(&e) => return Ok(None),
+            Err(e) => {
+                return Err(e).with_context(|| format!("cannot inspect the container {name}"));
+            }
+        };
+        let labels = c
+            .config
+            .as_ref()
+            .and_then(|cfg| cfg.labels.clone())
+            .unwrap_or_default();
+        let state = c.state.unwrap_or_default();
+        Ok(Some(ContainerState {
+            name: name.to_string(),
+            component: labels.get(LABEL_COMPONENT).cloned(),
+            image: c.config.and_then(|cfg| cfg.image).unwrap_or_default(),
+            status: state.status.map(|s| s.to_string()).unwrap_or_default(),
+            running: state.running.unwrap_or(false),
+            spec_hash: labels.get(LABEL_SPEC).cloned(),
+            pid: state.pid.filter(|pid| *pid > 0),
+            restart_count: c.restart_count,
+            started_at: state.started_at,
+        }))
+    }
+
+    /// Makes the container for `spec` exist and run, doing as little as possible: a
+    /// container already running from the same spec is left alone.
+    ///
+    /// A privileged spec asks for `--privileged` first. Hosts whose capability bounding set
+    /// is short of the full set (nested VMs, LXD, some CI runners) refuse that at start; kinit
+    /// then grants every capability the daemon holds, with seccomp, AppArmor and masked
+    /// paths lifted, which is what privileged means there.
+    pub async fn apply(&self, spec: &ContainerSpec) -> Result<Applied> {
+        let name = spec.container_name();
+        let hash = spec.hash();
+        match self.inspect(&name).await? {
+            Some(c) if c.spec_hash.as_deref() == Some(hash.as_str()) => {
+                if c.running || c.status == "restarting" {
+                    return Ok(Applied::Unchanged);
+                }
+                self.api
+                    .start_container(&name, None)
+                    .await
+                    .with_context(|| format!("cannot start {name}"))?;
+                Ok(Applied::Started)
+            }
+            Some(_) => {
+                self.remove(&name).await?;
+                self.create_and_start(spec, &hash).await?;
+                Ok(Applied::Replaced)
+            }
+            None => {
+                self.create_and_start(spec, &hash).await?;
+                Ok(Applied::Created)
+            }
+        }
+    }
+
+    async fn create_and_start(&self, spec: &ContainerSpec, hash: &str) -> Result<()> {
+        let name = spec.container_name();
+        if spec.privileged && !self.privileged_refused.load(Ordering::Relaxed) {
+            self.create(spec, hash, Privilege::Full).await?;
+            match self.api.start_container(&name, None).await {
+                Ok(()) => return Ok(()),
+                Err(e) if is_capability_refusal(&e) => {
+                    self.remove(&name).await?;
+                    if !self.privileged_refused.swap(true, Ordering::Relaxed) {
+                        info!(
+                            "this host does not allow privileged containers (its capability bounding \
+                             set is incomplete); granting every capability the Docker daemon holds instead"
+                        );
+                    }
+                }
+                Err(e) => return Err(e).with_context(|| format!("cannot start {name}")),
+            }
+        }
+        let privilege = if spec.privileged {
+            Privilege::DaemonCapabilities
+        } else {
+            Privilege::None
+        };
+        self.create(spec, hash, privilege).await?;
+        self.api
+            .start_container(&name, None)
+            .await
+            .with_context(|| format!("cannot start {name}"))
+    }
+
+    async fn create(&self, spec: &ContainerSpec, hash: &str, privilege: Privilege) -> Result<()> {
+        let name = spec.container_name();
+        let mut caps: Vec<String> = match privilege {
+            Privilege::DaemonCapabilities => daemon_capabilities()?,
+            Privilege::Full | Privilege::None => Vec::new(),
+        };
+        // Engines reject capability names newer than themselves (Docker 20.10 does not know
+        // CAP_BPF); drop each one the engine names and try again.
+        loop {
+            let body = container_body(spec, hash, privilege, &caps);
+            let options = CreateContainerOptions {
+                name: Some(name.clone()),
+                ..Default::default()
+            };
+            match self.api.create_container(Some(options), body).await {
+                Ok(_) => return Ok(()),
+                Err(e) => match unknown_capability(&e) {
+                    Some(cap) if caps.contains(&cap) => {
+                        debug!("the Docker engine does not know {cap}; leaving it out");
+                        caps.retain(|c| *c != cap);
+                    }
+                    _ => {
+                        return Err(e)
+                            .with_context(|| format!("cannot create the container {name}"));
+                    }
+                },
+            }
+        }
+    }
+
+    /// kinit's containers, whatever their state.
+    pub async fn list(&self) -> Result<Vec<ContainerState>> {
+        let filters = HashMap::from([("label".to_string(), vec![format!("{LABEL_MANAGED}=true")])]);
+        let options = ListContainersOptions {
+            all: true,
+            filters: Some(filters),
+            ..Default::default()
+        };
+        let summaries = self
+            .api
+            .list_containers(Some(options))
+            .await
+            .context("cannot list containers")?;
+        let mut out = Vec::new();
+        for s in summaries {
+            let Some(name) = s.names.and_then(|n| n.into_iter().next()) else {
+                continue;
+            };
+            if let Some(state) = self.inspect(name.trim_start_matches('/')).await? {
+                out.push(state);
+            }
+        }
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(out)
+    }
+
+    /// Stops a container, giving it `grace_seconds` to exit cleanly.
+    pub async fn stop(&self, name: &str, grace_seconds: i32) -> Result<()> {
+        let options = StopContainerOptions {
+            t: Some(grace_seconds),
+            ..Default::default()
+        };
+        match self.api.stop_container(name, Some(options)).await {
+            Ok(()) => Ok(()),
+            Err(e) if is_not_found(&e) || is_not_modified(&e) => Ok(()),
+            Err(e) => Err(e).with_context(|| format!("cannot stop {name}")),
+        }
+    }
+
+    /// Removes a container, running or not; `false` when there was none.
+    pub async fn remove(&self, name: &str) -> Result<bool> {
+        let options = RemoveContainerOptions {
+            force: true,
+            ..Default::default()
+        };
+        match self.api.remove_container(name, Some(options)).await {
+            Ok(()) => Ok(true),
+            Err(e) if is_not_found(&e) => Ok(false),
+            Err(e) => Err(e).with_context(|| format!("cannot remove {name}")),
+        }
+    }
+
+    /// A container's output, stdout and stderr interleaved as Docker stored them.
+    pub fn logs(
+        &self,
+        name: &str,
+        follow: bool,
+        tail: Option<u32>,
+    ) -> impl Stream<Item = Result<Bytes>> + use<> {
+        let options = LogsOptions {
+            follow,
+            stdout: true,
+            stderr: true,
+            tail: tail.map_or_else(|| "all".to_string(), |n| n.to_string()),
+            ..Default::default()
+        };
+        let name = name.to_string();
+        self.api
+            .logs(&name.clone(), Some(options))
+            .map(move |item| {
+                item.map(|out| out.into_bytes()).map_err(|e| {
+                    if is_not_found(&e) {
+                        anyhow!("there is no container {name}")
+                    } else {
+                        anyhow!(e)
+                    }
+                })
+            })
+    }
+}
+
+impl Docker {
+    /// The last `lines` lines of a container's output, for error messages.
+    pub async fn tail_logs(&self, name: &str, lines: u32) -> String {
+        let chunks: Vec<Result<Bytes>> = self.logs(name, false, Some(lines)).collect().await;
+        let mut text = String::new();
+        for chunk in chunks {
+            match chunk {
+                Ok(bytes) => text.push_str(&String::from_utf8_lossy(&bytes)),
+                Err(e) => text.push_str(&format!("(cannot read the logs of {name}: {e:#})")),
+            }
+        }
+        text
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Privilege {
+    None,
+    Full,
+    DaemonCapabilities,
+}
+
+fn container_body(
+    spec: &ContainerSpec,
+    hash: &str,
+    privilege: Privilege,
+    caps: &[String],
+) -> ContainerCreateBody {
+    let labels = HashMap::from([
+        (LABEL_MANAGED.to_string(), "true".to_string()),
+        (LABEL_COMPONENT.to_string(), spec.component.clone()),
+        (LABEL_SPEC.to_string(), hash.to_string()),
+    ]);
+    let mounts = spec
+        .binds
+        .iter()
+        .map(|b| Mount {
+            target: Some(b.container.clone()),
+            source: Some(b.host.clone()),
+            typ: Some(MountType::BIND),
+            read_only: Some(b.read_only),
+            bind_options: b.propagation.map(|p| MountBindOptions {
+                propagation: Some(match p {
+                    Propagation::Rshared => MountBindOptionsPropagationEnum::RSHARED,
+                    Propagation::Rslave => MountBindOptionsPropagationEnum::RSLAVE,
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .collect();
+    let fallback = privilege == Privilege::DaemonCapabilities;
+    let host_config = HostConfig {
+        network_mode: Some("host".into()),
+        pid_mode: spec.host_pid.then(|| "host".into()),
+        mounts: Some(mounts),
+        restart_policy: Some(RestartPolicy {
+            name: Some(RestartPolicyNameEnum::UNLESS_STOPPED),
+            maximum_retry_count: None,
+        }),
+        privileged: Some(privilege == Privilege::Full),
+        cap_add: fallback.then(|| caps.to_vec()),
+        security_opt: fallback.then(|| {
+            [
+                "seccomp=unconfined",
+                "apparmor=unconfined",
+                "systempaths=unconfined",
+            ]
+            .map(String::from)
+            .to_vec()
+        }),
+        ..Default::default()
+    };
+    ContainerCreateBody {
+        image: Some(spec.image.clone()),
+        entrypoint: spec.entrypoint.clone(),
+        cmd: Some(spec.args.clone()),
+        env: Some(spec.env.clone()),
+        labels: Some(labels),
+        host_config: Some(host_config),
+        ..Default::default()
+    }
+}
+
+/// Capability names by bit number (linux/capability.h).
+const CAPABILITIES: [&str; 41] = [
+    "CHOWN",
+    "DAC_OVERRIDE",
+    "DAC_READ_SEARCH",
+    "FOWNER",
+    "FSETID",
+    "KILL",
+    "SETGID",
+    "SETUID",
+    "SETPCAP",
+    "LINUX_IMMUTABLE",
+    "NET_BIND_SERVICE",
+    "NET_BROADCAST",
+    "NET_ADMIN",
+    "NET_RAW",
+    "IPC_LOCK",
+    "IPC_OWNER",
+    "SYS_MODULE",
+    "SYS_RAWIO",
+    "SYS_CHROOT",
+    "SYS_PTRACE",
+    "SYS_PACCT",
+    "SYS_ADMIN",
+    "SYS_BOOT",
+    "SYS_NICE",
+    "SYS_RESOURCE",
+    "SYS_TIME",
+    "SYS_TTY_CONFIG",
+    "MKNOD",
+    "LEASE",
+    "AUDIT_WRITE",
+    "AUDIT_CONTROL",
+    "SETFCAP",
+    "MAC_OVERRIDE",
+    "MAC_ADMIN",
+    "SYSLOG",
+    "WAKE_ALARM",
+    "BLOCK_SUSPEND",
+    "AUDIT_READ",
+    "PERFMON",
+    "BPF",
+    "CHECKPOINT_RESTORE",
+];
+
+/// The capabilities the Docker daemon itself holds, which is all a container can get.
+/// Read from the daemon's /proc entry; kinit's own set stands in when the daemon runs
+/// where kinit cannot see it.
+fn daemon_capabilities() -> Result<Vec<String>> {
+    let pid = ["/var/run/docker.pid", "/run/docker.pid"]
+        .iter()
+        .find_map(|p| std::fs::read_to_string(p).ok())
+        .and_then(|s| s.trim().parse::<u32>().ok());
+    let status = pid
+        .and_then(|pid| std::fs::read_to_string(format!("/proc/{pid}/status")).ok())
+        .map_or_else(|| std::fs::read_to_string("/proc/self/status"), Ok)
+        .context("cannot read the Docker daemon's capabilities")?;
+    Ok(capabilities_from_status(&status))
+}
+
+fn capabilities_from_status(status: &str) -> Vec<String> {
+    let mask = |key: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(key))
+            .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+            .unwrap_or(0)
+    };
+    let held = mask("CapEff:") & mask("CapBnd:");
+    CAPABILITIES
+        .iter()
+        .enumerate()
+        .filter(|(bit, _)| held & (1 << bit) != 0)
+        .map(|(_, name)| format!("CAP_{name}"))
+        .collect()
+}
+
+fn is_not_found(e: &DockerError) -> bool {
+    matches!(
+        e,
+        DockerError::DockerResponseServerError {
+            status_code: 404,
+            ..
+        }
+    )
+}
+
+fn is_not_modified(e: &DockerError) -> bool {
+    matches!(
+        e,
+        DockerError::DockerResponseServerError {
+            status_code: 304,
+            ..
+        }
+    )
+}
+
+/// runc's answer when asked for capabilities outside the host's bounding set.
+fn is_capability_refusal(e: &DockerError) -> bool {
+    let text = e.to_string();
+    text.contains("apply caps") && text.contains("operation not permitted")
+}
+
+/// The capability named in an engine's "unknown capability" refusal.
+fn unknown_capability(e: &DockerError) -> Option<String> {
+    let text = e.to_string();
+    let rest = &text[text.find("unknown capability")?..];
+    let name = rest.split('"').nth(1)?;
+    let name = name.to_ascii_uppercase();
+    Some(if name.starts_with("CAP_") {
+        name
+    } else {
+        format!("CAP_{name}")
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn capabilities_come_from_the_effective_and_bounding_sets() {
+        // CapBnd as on the test hosts: everything but CAP_SYS_RESOURCE (bit 24).
+        let status = "Name:\tdockerd\nCapEff:\t000001fffeffffff\nCapBnd:\t000001fffeffffff\n";
+        let caps = capabilities_from_status(status);
+        assert_eq!(caps.len(), 40);
+        assert!(caps.contains(&"CAP_SYS_ADMIN".to_string()));
+        assert!(!caps.contains(&"CAP_SYS_RESOURCE".to_string()));
+        assert!(caps.contains(&"CAP_CHECKPOINT_RESTORE".to_string()));
+        let none =
+            capabilities_from_status("CapEff:\t0000000000000000\nCapBnd:\t000001ffffffffff\n");
+        assert!(none.is_empty());
+    }
+
+    #[test]
+    fn recognises_engine_refusals() {
+        let refusal = DockerError::DockerResponseServerError {
+            status_code: 500,
+            message: "failed to create shim task: OCI runtime create failed: runc create failed: \
+                      unable to start container process: unable to apply caps: operation not permitted: unknown"
+                .into(),
+        };
+        assert!(is_capability_refusal(&refusal));
+        let unknown = DockerError::DockerResponseServerError {
+            status_code: 400,
+            message: "invalid CapAdd: unknown capability: \"CAP_BPF\"".into(),
+        };
+        assert_eq!(unknown_capability(&unknown).as_deref(), Some("CAP_BPF"));
+        assert!(!is_capability_refusal(&unknown));
+    }
+
+    #[test]
+    fn spec_hash_changes_with_the_spec() {
+        let spec = ContainerSpec {
+            component: "etcd".into(),
+            image: "registry.k8s.io/etcd:3.6.8-0".into(),
+            entrypoint: None,
+            args: vec!["etcd".into()],
+            env: vec![],
+            binds: vec![],
+            host_pid: false,
+            privileged: false,
+        };
+        let mut other = spec.clone();
+        other.args.push("--name=x".into());
+        assert_eq!(spec.hash(), spec.clone().hash());
+        assert_ne!(spec.hash(), other.hash());
+        assert_eq!(spec.container_name(), "kinit-etcd");
+    }
+}

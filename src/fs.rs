@@ -1,0 +1,188 @@
+//! Every file kinit writes goes through here: atomic replacement, explicit modes, and the
+//! lock that keeps two `kinit up` runs from interleaving.
+
+use std::fs::{self as stdfs, File, OpenOptions, TryLockError};
+use std::io::{ErrorKind, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+
+/// Who may read a file kinit writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// 0600: private keys and kubeconfigs.
+    Private,
+    /// 0644: certificates and settings.
+    Public,
+}
+
+impl Mode {
+    fn bits(self) -> u32 {
+        match self {
+            Mode::Private => 0o600,
+            Mode::Public => 0o644,
+        }
+    }
+}
+
+/// Writes `bytes` to `path` so readers see the old file or the new one, never half of it.
+/// The mode is set on the temporary file before any byte is written, so a private key is
+/// never readable by others, not even for an instant.
+pub fn write_file(path: &Path, bytes: &[u8], mode: Mode) -> Result<()> {
+    let parent = path.parent().unwrap_or(Path::new("."));
+    ensure_dir(parent)?;
+    let tmp = tmp_path(path);
+    let result = (|| -> std::io::Result<()> {
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(mode.bits())
+            .open(&tmp)?;
+        file.set_permissions(stdfs::Permissions::from_mode(mode.bits()))?;
+        file.write_all(bytes)?;
+        file.sync_all()?;
+        stdfs::rename(&tmp, path)
+    })();
+    if result.is_err() {
+        let _ = stdfs::remove_file(&tmp);
+    }
+    result.with_context(|| format!("cannot write {}", path.display()))
+}
+
+/// Reads a file, or `None` when it does not exist.
+pub fn read_optional(path: &Path) -> Result<Option<Vec<u8>>> {
+    match stdfs::read(path) {
+        Ok(bytes) => Ok(Some(bytes)),
+        Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
+    }
+}
+
+/// Creates a directory and its parents (0755) when missing.
+pub fn ensure_dir(dir: &Path) -> Result<()> {
+    stdfs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o755)
+        .create(dir)
+        .with_context(|| format!("cannot create the directory {}", dir.display()))
+}
+
+/// Creates a directory only its owner can enter (0700), e.g. etcd's data directory.
+pub fn ensure_private_dir(dir: &Path) -> Result<()> {
+    ensure_dir(dir)?;
+    stdfs::set_permissions(dir, stdfs::Permissions::from_mode(0o700))
+        .with_context(|| format!("cannot restrict the permissions of {}", dir.display()))
+}
+
+/// Fails early, before anything is written, when `dir` cannot be created or written to.
+pub fn check_writable(dir: &Path) -> Result<()> {
+    if dir.exists() && !dir.is_dir() {
+        bail!("{} exists and is not a directory", dir.display());
+    }
+    ensure_dir(dir)?;
+    let probe = dir.join(".kinit-write-test");
+    File::create(&probe)
+        .and_then(|_| stdfs::remove_file(&probe))
+        .with_context(|| format!("cannot write to {}", dir.display()))
+}
+
+/// Deletes a directory tree; a missing one is already deleted.
+pub fn remove_tree(dir: &Path) -> Result<()> {
+    match stdfs::remove_dir_all(dir) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e).with_context(|| format!("cannot delete {}", dir.display())),
+    }
+}
+
+/// An exclusive lock on a file, released when dropped (or when the process dies, so a
+/// crashed run never leaves a stale lock behind).
+#[derive(Debug)]
+pub struct Lock {
+    _file: File,
+}
+
+impl Lock {
+    /// Takes the lock or fails at once, saying that another kinit holds it.
+    pub fn acquire(path: &Path) -> Result<Self> {
+        if let Some(parent) = path.parent() {
+            ensure_dir(parent)?;
+        }
+        let file = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(path)
+            .with_context(|| format!("cannot open the lock file {}", path.display()))?;
+        match file.try_lock() {
+            Ok(()) => Ok(Self { _file: file }),
+            Err(TryLockError::WouldBlock) => bail!(
+                "another kinit is changing this cluster right now (it holds {}); \
+                 wait for it to finish and run the command again",
+                path.display()
+            ),
+            Err(TryLockError::Error(e)) => {
+                Err(e).with_context(|| format!("cannot lock {}", path.display()))
+            }
+        }
+    }
+}
+
+fn tmp_path(path: &Path) -> PathBuf {
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(format!(".kinit-tmp-{}", std::process::id()));
+    path.with_file_name(name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn writes_with_modes_and_replaces_atomically() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = dir.path().join("a/b/key.pem");
+        write_file(&key, b"one", Mode::Private).unwrap();
+        write_file(&key, b"two", Mode::Private).unwrap();
+        assert_eq!(stdfs::read(&key).unwrap(), b"two");
+        assert_eq!(
+            stdfs::metadata(&key).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        let cert = dir.path().join("cert.pem");
+        write_file(&cert, b"c", Mode::Public).unwrap();
+        assert_eq!(
+            stdfs::metadata(&cert).unwrap().permissions().mode() & 0o777,
+            0o644
+        );
+        let leftovers: Vec<_> = stdfs::read_dir(dir.path().join("a/b")).unwrap().collect();
+        assert_eq!(leftovers.len(), 1, "temporary files left behind");
+    }
+
+    #[test]
+    fn second_lock_fails_while_first_is_held() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("lock");
+        let first = Lock::acquire(&path).unwrap();
+        let err = Lock::acquire(&path).unwrap_err().to_string();
+        assert!(err.contains("another kinit"), "{err}");
+        drop(first);
+        Lock::acquire(&path).unwrap();
+    }
+
+    #[test]
+    fn check_writable_rejects_files_and_read_only_dirs() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("f");
+        stdfs::write(&file, b"").unwrap();
+        assert!(check_writable(&file).is_err());
+        assert!(
+            read_optional(&dir.path().join("missing"))
+                .unwrap()
+                .is_none()
+        );
+    }
+}

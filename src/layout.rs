@@ -1,0 +1,66 @@
+//! Where things live inside the state directory. The layout follows kubeadm's
+//! /etc/kubernetes (pki/, admin.conf, ...) so the files look familiar.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Result, anyhow};
+
+/// The default state directory when kinit runs as root.
+pub const ROOT_STATE_DIR: &str = "/var/lib/kinit";
+
+/// Paths inside one state directory.
+#[derive(Debug, Clone)]
+pub struct Layout {
+    root: PathBuf,
+}
+
+impl Layout {
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        Self { root: root.into() }
+    }
+
+    /// Like [`Layout::new`], but made absolute: Docker mounts need absolute host paths.
+    fn absolute(root: &Path) -> Result<Self> {
+        let abs = std::path::absolute(root)
+            .map_err(|e| anyhow!("cannot resolve the state directory {}: {e}", root.display()))?;
+        Ok(Self::new(abs))
+    }
+
+    /// The state directory from `--state-dir`, else /var/lib/kinit for root, else the
+    /// per-user data directory.
+    pub fn resolve(flag: Option<&Path>) -> Result<Self> {
+        if let Some(dir) = flag {
+            return Self::absolute(dir);
+        }
+        if nix::unistd::geteuid().is_root() {
+            return Ok(Self::new(ROOT_STATE_DIR));
+        }
+        directories::ProjectDirs::from("", "", "kinit")
+            .map(|dirs| Self::new(dirs.data_dir()))
+            .ok_or_else(|| {
+                anyhow!("cannot find a home directory for kinit's state; pass --state-dir")
+            })
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The cluster settings written by the first `kinit up`.
+    pub fn settings_file(&self) -> PathBuf {
+        self.root.join("cluster.yaml")
+    }
+
+    /// etcd's data directory, kept across `kinit down`.
+    pub fn etcd_data(&self) -> PathBuf {
+        self.root.join("etcd")
+    }
+
+    pub fn etcd_pki(&self) -> PathBuf {
+        self.root.join("pki/etcd")
+    }
+}
+
+/// One cluster per host: container names and ports are host-wide, so the lock is too.
+/// /run is a tmpfs, so taking the lock leaves nothing behind.
+pub const LOCK_FILE: &str = "/run/kinit.lock";

@@ -1,0 +1,30 @@
+//! kinit: one command to a real single-host Kubernetes cluster on Docker.
+//!
+//! `kinit up` is an ordered list of idempotent steps (see [`steps`]); everything that talks
+//! to Docker sits in [`docker`], everything that writes files in [`fs`], and the PKI in
+//! [`pki`]. The CLI ([`cli`], [`commands`]) only parses flags and calls into these.
+
+pub mod cli;
+pub mod cluster;
+pub mod commands;
+pub mod components;
+pub mod docker;
+pub mod fs;
+pub mod health;
+pub mod layout;
+pub mod logging;
+pub mod manifests;
+pub mod net;
+pub mod pki;
+pub mod progress;
+pub mod steps;
+pub mod versions;
+
+use std::process::ExitCode;
+
+/// Prints an error chain on one line, the way every kinit failure reaches the user.
+pub fn report(err: &anyhow::Error) -> ExitCode {
+    progress::clear();
+    eprintln!("error: {err:#}");
+    ExitCode::FAILURE
+}

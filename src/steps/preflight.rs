@@ -1,0 +1,112 @@
+//! Checks the host before anything is changed: the Docker engine, free ports, disk space
+//! and the cgroup layout. Every failure names what to do about it.
+
+use std::collections::HashSet;
+use std::path::Path;
+
+use anyhow::{Context as _, Result, bail};
+
+use super::Context;
+use crate::components::etcd;
+use crate::net;
+use crate::progress::Outcome;
+
+/// Below this, etcd and the component images would soon fill the disk.
+const MIN_FREE_BYTES: u64 = 2 << 30;
+
+/// The ports a cluster needs, what uses them, and which kinit component holds them.
+const PORTS: &[(u16, &str, &str)] = &[
+    (etcd::CLIENT_PORT, "etcd clients", "etcd"),
+    (etcd::PEER_PORT, "etcd peers", "etcd"),
+    (6443, "the API server", "master"),
+    (10250, "the kubelet", "master"),
+];
+
+pub async fn run(ctx: &Context) -> Result<Outcome> {
+    let engine = ctx.docker.engine_info().await?;
+    let running: HashSet<String> = ctx
+        .docker
+        .list()
+        .await?
+        .into_iter()
+        .filter(|c| c.running || c.status == "restarting")
+        .filter_map(|c| c.component)
+        .collect();
+    check_ports(PORTS, &running)?;
+    check_disk(ctx.layout.root())?;
+    let host_cgroup = if Path::new("/sys/fs/cgroup/cgroup.controllers").exists() {
+        "v2"
+    } else {
+        "v1"
+    };
+    Ok(Outcome::Checked(format!(
+        "Docker {}, cgroup {host_cgroup} with the {} driver",
+        engine.version, engine.cgroup_driver
+    )))
+}
+
+/// Every port must be free unless the kinit component that uses it is what holds it.
+fn check_ports(ports: &[(u16, &str, &str)], running: &HashSet<String>) -> Result<()> {
+    let mut taken = Vec::new();
+    for &(port, purpose, component) in ports {
+        if running.contains(component) {
+            continue;
+        }
+        if let Some(holder) = net::listeners(port).first() {
+            taken.push(format!("{port} ({purpose}) is held by {holder}"));
+        }
+    }
+    if !taken.is_empty() {
+        bail!(
+            "ports kinit needs are in use: {}; stop those processes (or the other cluster) and run `kinit up` again",
+            taken.join(", ")
+        );
+    }
+    Ok(())
+}
+
+fn check_disk(state_dir: &Path) -> Result<()> {
+    // The state directory may not exist yet; its filesystem is that of its nearest parent.
+    let existing = state_dir
+        .ancestors()
+        .find(|p| p.exists())
+        .unwrap_or(Path::new("/"));
+    let stat = nix::sys::statvfs::statvfs(existing)
+        .with_context(|| format!("cannot read the free space of {}", existing.display()))?;
+    let free = stat.blocks_available() as u64 * stat.fragment_size() as u64;
+    if free < MIN_FREE_BYTES {
+        bail!(
+            "only {} MiB free on the filesystem of {}; kinit needs at least {} MiB — free some space first",
+            free >> 20,
+            existing.display(),
+            MIN_FREE_BYTES >> 20
+        );
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_taken_port_is_named_with_its_process_unless_kinit_holds_it() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let ports = [(port, "etcd clients", "etcd")];
+        let err = check_ports(&ports, &HashSet::new())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains(&format!("{port} (etcd clients) is held by")),
+            "{err}"
+        );
+        assert!(
+            err.contains(&format!("pid {}", std::process::id())),
+            "{err}"
+        );
+        check_ports(&ports, &HashSet::from(["etcd".to_string()])).unwrap();
+        drop(listener);
+        check_ports(&ports, &HashSet::new()).unwrap();
+    }
+}
