@@ -504,14 +504,14 @@ fn container_body(
         privileged: Some(privilege == Privilege::Full),
         cap_add: fallback.then(|| caps.to_vec()),
         security_opt: fallback.then(|| {
-            [
-                "seccomp=unconfined",
-                "apparmor=unconfined",
-                "systempaths=unconfined",
-            ]
-            .map(String::from)
-            .to_vec()
+            ["seccomp=unconfined", "apparmor=unconfined"]
+                .map(String::from)
+                .to_vec()
         }),
+        // What `docker run --security-opt systempaths=unconfined` does: nothing masked or
+        // read-only under /proc and /sys, as in a privileged container.
+        masked_paths: fallback.then(Vec::new),
+        readonly_paths: fallback.then(Vec::new),
         ..Default::default()
     };
     ContainerCreateBody {

@@ -1,0 +1,330 @@
+//! The `kinit` binary as users run it: help, `kinit certs` checked with the openssl
+//! command line tool, and bad input. No Docker needed.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn kinit(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_kinit"))
+        .args(args)
+        .env_remove("KINIT_STATE_DIR")
+        .output()
+        .expect("the kinit binary runs")
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+fn openssl(args: &[&str]) -> String {
+    let out = Command::new("openssl")
+        .args(args)
+        .output()
+        .expect("the openssl command is installed (scripts/test.sh installs it)");
+    assert!(out.status.success(), "openssl {args:?}: {}", text(&out));
+    text(&out)
+}
+
+fn files_under(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return out;
+    };
+    for e in entries.flatten() {
+        if e.path().is_dir() {
+            out.extend(files_under(&e.path()));
+        } else {
+            out.push(e.path().display().to_string());
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn help_lists_every_subcommand() {
+    let out = kinit(&["--help"]);
+    assert!(out.status.success());
+    let help = text(&out);
+    for cmd in [
+        "up",
+        "down",
+        "status",
+        "socks",
+        "kubeconfig",
+        "logs",
+        "certs",
+        "example",
+        "version",
+    ] {
+        assert!(
+            help.lines()
+                .any(|l| l.trim_start().starts_with(&format!("{cmd} "))),
+            "`{cmd}` missing from help:\n{help}"
+        );
+    }
+    assert!(help.contains("--state-dir") && help.contains("--verbose"));
+}
+
+#[test]
+fn certs_pass_openssl_verify_with_the_required_sans_and_private_modes() {
+    let dir = tempfile::tempdir().unwrap();
+    let out_dir = dir.path().join("out");
+    let d = out_dir.to_str().unwrap();
+    let out = kinit(&[
+        "certs",
+        "--out",
+        d,
+        "--node-ip",
+        "10.0.2.15",
+        "--hostname",
+        "kinit-test",
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+
+    let pki = out_dir.join("pki");
+    let verify = |ca: &str, leaf: &str| {
+        let ca = pki.join(ca);
+        let leaf = pki.join(leaf);
+        let result = openssl(&[
+            "verify",
+            "-CAfile",
+            ca.to_str().unwrap(),
+            leaf.to_str().unwrap(),
+        ]);
+        assert!(result.contains(": OK"), "{result}");
+    };
+    for leaf in [
+        "apiserver.crt",
+        "apiserver-kubelet-client.crt",
+        "kubelet.crt",
+    ] {
+        verify("ca.crt", leaf);
+    }
+    for leaf in [
+        "etcd/server.crt",
+        "etcd/peer.crt",
+        "etcd/healthcheck-client.crt",
+        "apiserver-etcd-client.crt",
+    ] {
+        verify("etcd/ca.crt", leaf);
+    }
+    verify("front-proxy-ca.crt", "front-proxy-client.crt");
+
+    // A leaf must not verify against a CA that did not sign it.
+    let wrong = Command::new("openssl")
+        .args(["verify", "-CAfile"])
+        .arg(pki.join("etcd/ca.crt"))
+        .arg(pki.join("apiserver.crt"))
+        .output()
+        .unwrap();
+    assert!(
+        !wrong.status.success(),
+        "apiserver.crt verified against the etcd CA"
+    );
+
+    let api = pki.join("apiserver.crt");
+    let sans = openssl(&[
+        "x509",
+        "-in",
+        api.to_str().unwrap(),
+        "-noout",
+        "-ext",
+        "subjectAltName",
+    ]);
+    for want in [
+        "DNS:kubernetes,",
+        "DNS:kubernetes.default,",
+        "DNS:kubernetes.default.svc,",
+        "DNS:kubernetes.default.svc.cluster.local",
+        "DNS:kinit-test",
+        "DNS:localhost",
+        "IP Address:10.0.2.15",
+        "IP Address:127.0.0.1",
+        "IP Address:10.96.0.1",
+    ] {
+        assert!(sans.contains(want), "{want} missing: {sans}");
+    }
+    let ca = pki.join("ca.crt");
+    let ca_text = openssl(&["x509", "-in", ca.to_str().unwrap(), "-noout", "-text"]);
+    assert!(
+        ca_text.contains("CA:TRUE") && ca_text.contains("Certificate Sign"),
+        "{ca_text}"
+    );
+    let admin_cert = kubeconfig_cert(&out_dir.join("admin.conf"), dir.path());
+    let subject = openssl(&[
+        "x509",
+        "-in",
+        admin_cert.to_str().unwrap(),
+        "-noout",
+        "-subject",
+        "-nameopt",
+        "RFC2253",
+    ]);
+    assert!(
+        subject.contains("CN=kubernetes-admin,O=system:masters"),
+        "{subject}"
+    );
+
+    for file in files_under(&out_dir) {
+        let mode = std::fs::metadata(&file).unwrap().permissions().mode() & 0o777;
+        if file.ends_with(".key") || file.ends_with(".conf") {
+            assert_eq!(mode, 0o600, "{file}");
+        }
+    }
+
+    // A second run keeps the CA: same fingerprint.
+    let fingerprint = || {
+        openssl(&[
+            "x509",
+            "-in",
+            ca.to_str().unwrap(),
+            "-noout",
+            "-fingerprint",
+            "-sha256",
+        ])
+    };
+    let before = fingerprint();
+    let again = kinit(&[
+        "certs",
+        "--out",
+        d,
+        "--node-ip",
+        "10.0.2.15",
+        "--hostname",
+        "kinit-test",
+    ]);
+    assert!(
+        again.status.success() && text(&again).contains("kept"),
+        "{}",
+        text(&again)
+    );
+    assert_eq!(fingerprint(), before);
+}
+
+/// Writes the client certificate embedded in a kubeconfig to a file openssl can read.
+fn kubeconfig_cert(kubeconfig: &Path, scratch: &Path) -> std::path::PathBuf {
+    let yaml = std::fs::read_to_string(kubeconfig).unwrap();
+    let b64 = yaml
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("client-certificate-data: "))
+        .expect("client-certificate-data");
+    let b64_file = scratch.join("cert.b64");
+    std::fs::write(&b64_file, b64).unwrap();
+    let pem = scratch.join("cert.pem");
+    openssl(&[
+        "base64",
+        "-d",
+        "-A",
+        "-in",
+        b64_file.to_str().unwrap(),
+        "-out",
+        pem.to_str().unwrap(),
+    ]);
+    pem
+}
+
+#[test]
+fn bad_input_fails_with_one_clear_line_and_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let out_dir = dir.path().join("out");
+    let d = out_dir.to_str().unwrap();
+    let blocker = dir.path().join("a-file");
+    std::fs::write(&blocker, "").unwrap();
+    let under_file = blocker.join("out");
+
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (
+            vec!["certs", "--out", d, "--bogus"],
+            "unexpected argument '--bogus'",
+        ),
+        (
+            vec!["certs", "--out", d, "--service-cidr", "10.96.0.1/12"],
+            "did you mean 10.96.0.0/12",
+        ),
+        (
+            vec!["certs", "--out", d, "--service-cidr", "not-a-cidr"],
+            "is not a CIDR",
+        ),
+        (
+            vec!["certs", "--out", d, "--service-cidr", "10.0.0.0/8"],
+            "/12 to /28",
+        ),
+        (
+            vec!["certs", "--out", d, "--node-ip", "10.0.2.300"],
+            "invalid value '10.0.2.300'",
+        ),
+        (
+            vec!["certs", "--out", d, "--hostname", "Bad_Name"],
+            "is not a valid host name",
+        ),
+        (
+            vec!["certs", "--out", under_file.to_str().unwrap()],
+            "cannot create the directory",
+        ),
+        (
+            vec!["certs", "--out", blocker.to_str().unwrap()],
+            "is not a directory",
+        ),
+        (vec!["socks"], "not available in this version"),
+        (vec!["example", "nginx"], "not available in this version"),
+        (vec!["kubeconfig"], "not available in this version"),
+    ];
+    for (args, expected) in cases {
+        let out = kinit(&args);
+        let msg = text(&out);
+        assert!(!out.status.success(), "{args:?} succeeded: {msg}");
+        assert!(
+            msg.contains(expected),
+            "{args:?}: expected {expected:?} in {msg}"
+        );
+        assert!(msg.starts_with("error:"), "{args:?}: {msg}");
+        assert!(!out_dir.exists(), "{args:?} created {d}");
+    }
+}
+
+#[test]
+fn up_and_down_refuse_to_run_without_root() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let state = dir.path().join("state");
+    for cmd in ["up", "down"] {
+        // Run as nobody when we are root; as ourselves otherwise.
+        let mut command = if nix::unistd::geteuid().is_root() {
+            let mut c = Command::new("setpriv");
+            c.args([
+                "--reuid=65534",
+                "--regid=65534",
+                "--clear-groups",
+                env!("CARGO_BIN_EXE_kinit"),
+            ]);
+            c
+        } else {
+            Command::new(env!("CARGO_BIN_EXE_kinit"))
+        };
+        let out = command
+            .args(["--state-dir", state.to_str().unwrap(), cmd])
+            .output()
+            .unwrap();
+        let msg = text(&out);
+        assert!(!out.status.success(), "{cmd}: {msg}");
+        assert!(
+            msg.contains(&format!("needs root: run `sudo kinit {cmd}`")),
+            "{cmd}: {msg}"
+        );
+        assert!(!state.exists());
+    }
+}
+
+#[test]
+fn version_names_the_pinned_components() {
+    let out = kinit(&["version"]);
+    assert!(out.status.success());
+    let v = text(&out);
+    assert!(v.contains("kubernetes v1.") && v.contains("etcd 3."), "{v}");
+}
