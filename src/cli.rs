@@ -24,7 +24,8 @@ pub struct Cli {
     pub verbose: u8,
 
     /// Where kinit keeps the cluster's certificates, etcd data and settings
-    /// [default: /var/lib/kinit as root, else the per-user data directory].
+    /// [default: /var/lib/kinit; for users other than root without a cluster there, the
+    /// per-user data directory].
     #[arg(long, global = true, env = "KINIT_STATE_DIR", value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
 

@@ -26,13 +26,14 @@ impl Layout {
         Ok(Self::new(abs))
     }
 
-    /// The state directory from `--state-dir`, else /var/lib/kinit for root, else the
+    /// The state directory from `--state-dir`; else /var/lib/kinit for root, and for other
+    /// users too when the host has a cluster there (so `kinit status` finds it); else the
     /// per-user data directory.
     pub fn resolve(flag: Option<&Path>) -> Result<Self> {
         if let Some(dir) = flag {
             return Self::absolute(dir);
         }
-        if nix::unistd::geteuid().is_root() {
+        if nix::unistd::geteuid().is_root() || Path::new(ROOT_STATE_DIR).exists() {
             return Ok(Self::new(ROOT_STATE_DIR));
         }
         directories::ProjectDirs::from("", "", "kinit")

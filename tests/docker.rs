@@ -397,3 +397,23 @@ async fn privileged_fallback() {
     assert!(docker.remove(name).await.unwrap());
     assert!(!docker.remove(name).await.unwrap());
 }
+
+#[test]
+fn an_image_neither_present_nor_pullable_is_a_clear_error() {
+    let _turn = DOCKER.lock().unwrap_or_else(|e| e.into_inner());
+    require_engine();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let err = runtime.block_on(async {
+        let docker = Docker::connect().await.unwrap();
+        docker
+            .ensure_image("registry.k8s.io/kinit-test-no-such-image:0")
+            .await
+            .unwrap_err()
+    });
+    let msg = format!("{err:#}");
+    assert!(
+        msg.contains("cannot pull registry.k8s.io/kinit-test-no-such-image:0"),
+        "{msg}"
+    );
+    assert!(msg.contains("docker load"), "{msg}");
+}

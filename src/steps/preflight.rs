@@ -2,6 +2,8 @@
 //! and the cgroup layout. Every failure names what to do about it.
 
 use std::collections::HashSet;
+use std::io::ErrorKind;
+use std::net::{IpAddr, SocketAddr, TcpListener};
 use std::path::Path;
 
 use anyhow::{Context as _, Result, bail};
@@ -32,6 +34,7 @@ pub async fn run(ctx: &Context) -> Result<Outcome> {
         .filter(|c| c.running || c.status == "restarting")
         .filter_map(|c| c.component)
         .collect();
+    check_node_ip(ctx.settings.node_ip)?;
     check_ports(PORTS, &running)?;
     check_disk(ctx.layout.root())?;
     let host_cgroup = if Path::new("/sys/fs/cgroup/cgroup.controllers").exists() {
@@ -63,6 +66,18 @@ fn check_ports(ports: &[(u16, &str, &str)], running: &HashSet<String>) -> Result
         );
     }
     Ok(())
+}
+
+/// etcd and the API server listen on the node IP, so it must be one of this host's.
+fn check_node_ip(ip: IpAddr) -> Result<()> {
+    match TcpListener::bind(SocketAddr::new(ip, 0)) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == ErrorKind::AddrNotAvailable => bail!(
+            "the node IP {ip} is not an address of this host; pass one of its addresses with --node-ip \
+             (or, for an existing cluster whose host changed address, `kinit down --purge` and start again)"
+        ),
+        Err(e) => Err(e).with_context(|| format!("cannot check the node IP {ip}")),
+    }
 }
 
 fn check_disk(state_dir: &Path) -> Result<()> {
@@ -108,5 +123,15 @@ mod tests {
         check_ports(&ports, &HashSet::from(["etcd".to_string()])).unwrap();
         drop(listener);
         check_ports(&ports, &HashSet::new()).unwrap();
+    }
+
+    #[test]
+    fn the_node_ip_must_belong_to_this_host() {
+        check_node_ip("127.0.0.1".parse().unwrap()).unwrap();
+        // TEST-NET-3: never assigned to a real host.
+        let err = check_node_ip("203.0.113.77".parse().unwrap())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("is not an address of this host"), "{err}");
     }
 }
