@@ -7,8 +7,9 @@ REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 KINIT_BUILD_CACHE=${KINIT_BUILD_CACHE:-/var/cache/kinit-build}
 KINIT_BUNDLE_DIR=${KINIT_BUNDLE_DIR:-$KINIT_BUILD_CACHE/bundle}
 export KINIT_BUILD_CACHE KINIT_BUNDLE_DIR
-# The bundle components this version of kinit runs (see "What works today" in README.md).
-BUNDLE_COMPONENTS=etcd
+# The bundle components this version of kinit uses (see "What works today" in README.md):
+# the etcd image, and kubectl from the Kubernetes build.
+BUNDLE_COMPONENTS=etcd,kubernetes
 
 say() { printf '==> %s\n' "$*"; }
 die() { printf 'error: %s\n' "$*" >&2; exit 1; }

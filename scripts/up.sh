@@ -3,9 +3,10 @@
 # starts Docker when missing, builds kinit, makes the component images available and runs
 # `kinit up` on its defaults.
 #
-# Images: used when Docker already has them; otherwise pulled from registry.k8s.io by
-# kinit; on a host that cannot reach registry.k8s.io they are built from upstream sources
-# into the offline bundle first (needs Go).
+# Images and kubectl: kinit uses images Docker already has and pulls the rest from
+# registry.k8s.io, and downloads kubectl from dl.k8s.io. On a host that cannot reach
+# registry.k8s.io, both are built from upstream sources into the offline bundle first
+# (needs Go) and kinit reads them from there.
 set -euo pipefail
 # shellcheck source=scripts/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -21,8 +22,10 @@ fi
 become_root "$@"
 
 ensure_docker
+sources=()
 if ! curl -s -o /dev/null --max-time 5 https://registry.k8s.io/v2/; then
-  say "registry.k8s.io is not reachable from here; building the images from source instead"
+  say "registry.k8s.io is not reachable from here; building images and kubectl from source instead"
   ensure_bundle
+  sources=(--bundle "$KINIT_BUNDLE_DIR")
 fi
-exec "$REPO/target/release/kinit" up "$@"
+exec "$REPO/target/release/kinit" up "${sources[@]}" "$@"

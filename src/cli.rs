@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
 use ipnet::IpNet;
 
-use crate::cluster;
+use crate::{cluster, config};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -28,6 +28,11 @@ pub struct Cli {
     /// per-user data directory].
     #[arg(long, global = true, env = "KINIT_STATE_DIR", value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
+
+    /// The config file (mirror, bundle) [default: /etc/kinit/config.yaml as root, else the
+    /// per-user config directory].
+    #[arg(long, global = true, env = "KINIT_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
 
     #[command(subcommand)]
     pub command: Command,
@@ -59,6 +64,24 @@ pub enum Command {
     Example(ExampleArgs),
     /// Print kinit's version and the component versions it deploys.
     Version,
+    /// Load or list the container images kinit runs (for hosts without registry access).
+    #[command(subcommand)]
+    Images(ImagesCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ImagesCommand {
+    /// Load the image archives of an offline bundle into Docker (those not present yet).
+    Load {
+        /// The bundle directory (with images/*.tar) or a directory of `docker save` archives.
+        #[arg(value_name = "DIR")]
+        dir: PathBuf,
+        /// Load every archive, even when Docker has its images already.
+        #[arg(long)]
+        all: bool,
+    },
+    /// List the images this kinit runs and whether Docker has them.
+    List,
 }
 
 /// The settings that identify a cluster and go into its certificates.
@@ -85,6 +108,20 @@ pub struct ClusterArgs {
 pub struct UpArgs {
     #[command(flatten)]
     pub cluster: ClusterArgs,
+
+    /// Where to download binaries (kubectl) from: a base URL laid out like dl.k8s.io,
+    /// file:// or http(s):// [default: from the config file, else https://dl.k8s.io].
+    #[arg(long, value_name = "URL", value_parser = config::parse_mirror)]
+    pub mirror: Option<String>,
+
+    /// An offline bundle directory (scripts/build-bundle.sh): its images are loaded when
+    /// Docker lacks them, and its binaries are used unless --mirror says otherwise.
+    #[arg(long, value_name = "DIR")]
+    pub bundle: Option<PathBuf>,
+
+    /// Where to install kubectl.
+    #[arg(long, value_name = "DIR", default_value = "/usr/local/bin")]
+    pub bin_dir: PathBuf,
 }
 
 #[derive(Debug, Args)]

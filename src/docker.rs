@@ -6,6 +6,7 @@
 //! asked" from "changed, replace it".
 
 use std::collections::HashMap;
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::{Context, Result, anyhow};
@@ -15,8 +16,8 @@ use bollard::models::{
     MountType, RestartPolicy, RestartPolicyNameEnum,
 };
 use bollard::query_parameters::{
-    CreateContainerOptions, CreateImageOptions, ListContainersOptions, LogsOptions,
-    RemoveContainerOptions, StopContainerOptions,
+    CreateContainerOptions, CreateImageOptions, ImportImageOptions, ListContainersOptions,
+    LogsOptions, RemoveContainerOptions, StopContainerOptions,
 };
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
@@ -196,10 +197,8 @@ impl Docker {
     /// Makes `image` available: used as it is when the engine has it under that name,
     /// otherwise pulled with a progress bar.
     pub async fn ensure_image(&self, image: &str) -> Result<ImageSource> {
-        match self.api.inspect_image(image).await {
-            Ok(_) => return Ok(ImageSource::Local),
-            Err(e) if is_not_found(&e) => {}
-            Err(e) => return Err(e).with_context(|| format!("cannot look up the image {image}")),
+        if self.has_image(image).await? {
+            return Ok(ImageSource::Local);
         }
         self.pull(image).await?;
         Ok(ImageSource::Pulled)
@@ -237,6 +236,30 @@ impl Docker {
                  into Docker first (`docker load -i <archive>`) under this exact name"
             )
         })
+    }
+
+    /// Whether the engine has `image` under that name.
+    pub async fn has_image(&self, image: &str) -> Result<bool> {
+        match self.api.inspect_image(image).await {
+            Ok(_) => Ok(true),
+            Err(e) if is_not_found(&e) => Ok(false),
+            Err(e) => Err(e).with_context(|| format!("cannot look up the image {image}")),
+        }
+    }
+
+    /// Loads a `docker save` archive, streaming it from disk.
+    pub async fn load_archive(&self, path: &Path) -> Result<()> {
+        let file = tokio::fs::File::open(path)
+            .await
+            .with_context(|| format!("cannot open {}", path.display()))?;
+        let body = tokio_util::io::ReaderStream::new(file);
+        let mut stream = self
+            .api
+            .import_image_stream(ImportImageOptions::default(), body, None);
+        while let Some(item) = stream.next().await {
+            item.with_context(|| format!("Docker cannot load {}", path.display()))?;
+        }
+        Ok(())
     }
 
     /// The state of a container, or `None` when there is none by that name.

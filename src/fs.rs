@@ -15,6 +15,8 @@ pub enum Mode {
     Private,
     /// 0644: certificates and settings.
     Public,
+    /// 0755: installed programs.
+    Executable,
 }
 
 impl Mode {
@@ -22,6 +24,7 @@ impl Mode {
         match self {
             Mode::Private => 0o600,
             Mode::Public => 0o644,
+            Mode::Executable => 0o755,
         }
     }
 }
@@ -49,6 +52,13 @@ pub fn write_file(path: &Path, bytes: &[u8], mode: Mode) -> Result<()> {
         let _ = stdfs::remove_file(&tmp);
     }
     result.with_context(|| format!("cannot write {}", path.display()))
+}
+
+/// Copies `src` to `dest` atomically with `mode`: a running program at `dest` keeps its
+/// old file, new runs get the new one.
+pub fn install_file(src: &Path, dest: &Path, mode: Mode) -> Result<()> {
+    let bytes = stdfs::read(src).with_context(|| format!("cannot read {}", src.display()))?;
+    write_file(dest, &bytes, mode)
 }
 
 /// Reads a file, or `None` when it does not exist.

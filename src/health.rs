@@ -64,7 +64,7 @@ pub fn tls_client(
 }
 
 /// rustls needs one process-wide crypto provider; kinit uses ring throughout.
-fn install_crypto_provider() {
+pub fn install_crypto_provider() {
     static ONCE: Once = Once::new();
     ONCE.call_once(|| {
         // Fails only when a provider is installed already, which is what we want anyway.

@@ -4,11 +4,14 @@
 //! to Docker sits in [`docker`], everything that writes files in [`fs`], and the PKI in
 //! [`pki`]. The CLI ([`cli`], [`commands`]) only parses flags and calls into these.
 
+pub mod bundle;
 pub mod cli;
 pub mod cluster;
 pub mod commands;
 pub mod components;
+pub mod config;
 pub mod docker;
+pub mod download;
 pub mod fs;
 pub mod health;
 pub mod layout;

@@ -15,13 +15,36 @@ use kinit::docker::{Applied, ContainerSpec, Docker};
 /// `kinit down` removes every kinit container, so these tests take turns.
 static DOCKER: Mutex<()> = Mutex::new(());
 
+/// Runs kinit on a state directory. `up` gets the offline bundle (this host reaches no
+/// registry or release server) and installs kubectl next to the state directory. PATH is
+/// emptied so a kubectl elsewhere on the host cannot stand in for the one kinit installs.
 fn kinit(state: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_kinit"))
-        .arg("--state-dir")
-        .arg(state)
-        .args(args)
-        .output()
-        .expect("the kinit binary runs")
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_kinit"));
+    cmd.arg("--state-dir").arg(state).args(args).env("PATH", "");
+    if args.first() == Some(&"up") {
+        cmd.arg("--bundle")
+            .arg(bundle())
+            .arg("--bin-dir")
+            .arg(bin_dir(state));
+    }
+    cmd.output().expect("the kinit binary runs")
+}
+
+fn bin_dir(state: &Path) -> PathBuf {
+    state.with_file_name("bin")
+}
+
+/// The offline bundle built by scripts/build-bundle.sh.
+fn bundle() -> PathBuf {
+    let dir = std::env::var_os("KINIT_BUNDLE_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/var/cache/kinit-build/bundle"));
+    assert!(
+        dir.join("images").is_dir(),
+        "no offline bundle in {} (scripts/test.sh builds it; set KINIT_BUNDLE_DIR to use another)",
+        dir.display()
+    );
+    dir
 }
 
 fn text(out: &Output) -> String {
@@ -154,6 +177,18 @@ fn etcd_lifecycle_keeps_its_data_through_crashes_removal_and_down() {
     let first = ok(&state, &["up"]);
     assert!(first.contains("Starting etcd: created, healthy"), "{first}");
     assert!(first.contains("Not started yet"), "{first}");
+    assert!(
+        first.contains("Installing kubectl: kubectl v1.36.3 installed in"),
+        "{first}"
+    );
+    let kubectl = Command::new(bin_dir(&state).join("kubectl"))
+        .args(["version", "--client"])
+        .output()
+        .unwrap();
+    assert!(text(&kubectl).contains(&format!(
+        "Client Version: {}",
+        kinit::versions::KUBERNETES_VERSION
+    )));
     let etcd = Etcd {
         pki: state.join("pki/etcd"),
     };
@@ -198,6 +233,10 @@ fn etcd_lifecycle_keeps_its_data_through_crashes_removal_and_down() {
     assert!(again.contains("Nothing to do"), "{again}");
     assert!(
         again.contains("Starting etcd: running and healthy (already done)"),
+        "{again}"
+    );
+    assert!(
+        again.contains("Installing kubectl: kubectl v1.36.3 at"),
         "{again}"
     );
 
@@ -252,7 +291,14 @@ fn etcd_lifecycle_keeps_its_data_through_crashes_removal_and_down() {
     assert!(down.contains("Removed kinit-etcd"), "{down}");
     assert!(!container_exists("kinit-etcd"));
     assert!(state.join("etcd/member").is_dir() && state.join("pki/ca.crt").is_file());
-    ok(&state, &["up"]);
+    // As on an air-gapped host: the image is gone from Docker and comes back from the bundle.
+    let image = kinit::versions::etcd_image();
+    assert!(docker_cli(&["rmi", &image]).status.success());
+    let back = ok(&state, &["up"]);
+    assert!(
+        back.contains("Making images available: 1 loaded from the bundle, 0 pulled"),
+        "{back}"
+    );
     assert_eq!(etcd.get("/kinit-test/greeting").as_deref(), Some("hello"));
 
     // A second cluster with other settings in the same state directory is refused.

@@ -3,6 +3,7 @@
 
 mod certs;
 mod down;
+mod images;
 mod logs;
 mod status;
 mod up;
@@ -15,11 +16,12 @@ use crate::versions;
 pub async fn run(cli: Cli) -> Result<()> {
     let state_dir = cli.state_dir.as_deref();
     match cli.command {
-        Command::Up(args) => up::run(state_dir, &args).await,
+        Command::Up(args) => up::run(state_dir, cli.config.as_deref(), &args).await,
         Command::Down(args) => down::run(state_dir, &args).await,
         Command::Status(args) => status::run(state_dir, &args).await,
         Command::Logs(args) => logs::run(&args).await,
         Command::Certs(args) => certs::run(&args),
+        Command::Images(cmd) => images::run(&cmd).await,
         Command::Version => {
             version();
             Ok(())

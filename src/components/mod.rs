@@ -12,5 +12,10 @@ pub const NOT_YET: &[&str] = &[
     "master (kubelet, kube-apiserver, kube-controller-manager, kube-scheduler)",
     "proxy (kube-proxy)",
     "cluster DNS (CoreDNS)",
-    "kubectl and the kubeconfig",
+    "the kubeconfig for kubectl",
 ];
+
+/// Every image this version of kinit runs.
+pub fn images() -> Vec<String> {
+    vec![crate::versions::etcd_image()]
+}

@@ -1,0 +1,158 @@
+//! The optional config file: where binaries and images come from on this host, so an
+//! air-gapped machine or a mirror needs no flags on every run. Flags override it.
+//!
+//! ```yaml
+//! # /etc/kinit/config.yaml (root) or ~/.config/kinit/config.yaml
+//! mirror: file:///srv/kinit-bundle      # or http://mirror.example/k8s
+//! bundle: /srv/kinit-bundle             # image archives to load when missing
+//! ```
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, anyhow};
+use serde::Deserialize;
+
+use crate::fs;
+
+/// Upstream's release server; a mirror has the same path layout.
+pub const UPSTREAM_BINARIES: &str = "https://dl.k8s.io";
+
+#[derive(Debug, Default, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Config {
+    /// Base URL for binaries, laid out like dl.k8s.io.
+    #[serde(default, deserialize_with = "mirror_url")]
+    pub mirror: Option<String>,
+    /// An offline bundle directory whose image archives are loaded when missing.
+    #[serde(default)]
+    pub bundle: Option<PathBuf>,
+}
+
+impl Config {
+    /// The default config file: /etc/kinit/config.yaml for root, else the per-user one.
+    pub fn default_path() -> Option<PathBuf> {
+        if nix::unistd::geteuid().is_root() {
+            return Some(PathBuf::from("/etc/kinit/config.yaml"));
+        }
+        directories::ProjectDirs::from("", "", "kinit").map(|d| d.config_dir().join("config.yaml"))
+    }
+
+    /// Reads the config file; a missing file is an empty config, a broken one an error.
+    pub fn load(path: &Path) -> Result<Self> {
+        let Some(bytes) = fs::read_optional(path)? else {
+            return Ok(Self::default());
+        };
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return Ok(Self::default());
+        }
+        serde_yaml::from_slice(&bytes)
+            .with_context(|| format!("the config file {} is invalid", path.display()))
+    }
+}
+
+/// A mirror base URL: `file://`, `http://` or `https://`, without a trailing slash.
+pub fn parse_mirror(s: &str) -> Result<String, String> {
+    let ok = ["file:///", "http://", "https://"]
+        .iter()
+        .any(|p| s.starts_with(p) && s.len() > p.len());
+    if !ok {
+        return Err(format!(
+            "'{s}' is not a mirror URL: use file:///absolute/path, http://host/path or https://host/path"
+        ));
+    }
+    Ok(s.trim_end_matches('/').to_string())
+}
+
+fn mirror_url<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    let raw: Option<String> = Option::deserialize(d)?;
+    raw.map(|s| parse_mirror(&s).map_err(serde::de::Error::custom))
+        .transpose()
+}
+
+/// Where `kinit up` gets binaries and images from, after flags and config are merged.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sources {
+    pub mirror: String,
+    pub bundle: Option<PathBuf>,
+}
+
+impl Sources {
+    /// Flags win over the config file. A bundle given without a mirror also serves the
+    /// binaries, since it holds them in the mirror layout.
+    pub fn resolve(config: &Config, mirror: Option<&str>, bundle: Option<&Path>) -> Result<Self> {
+        let bundle = bundle
+            .map(Path::to_path_buf)
+            .or_else(|| config.bundle.clone());
+        if let Some(dir) = &bundle
+            && !dir.is_dir()
+        {
+            return Err(anyhow!("the bundle {} is not a directory", dir.display()));
+        }
+        let bundle_mirror = bundle
+            .as_ref()
+            .map(|dir| std::path::absolute(dir).map(|abs| format!("file://{}", abs.display())))
+            .transpose()
+            .context("cannot resolve the bundle directory")?;
+        let mirror = mirror
+            .map(str::to_string)
+            .or_else(|| config.mirror.clone())
+            .or(bundle_mirror)
+            .unwrap_or_else(|| UPSTREAM_BINARIES.to_string());
+        Ok(Self { mirror, bundle })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mirror_urls_are_checked_and_normalised() {
+        assert_eq!(parse_mirror("file:///srv/b/").unwrap(), "file:///srv/b");
+        assert_eq!(
+            parse_mirror("http://m.example/k8s").unwrap(),
+            "http://m.example/k8s"
+        );
+        for bad in ["", "/srv/b", "file://relative", "ftp://x", "https://"] {
+            assert!(parse_mirror(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn config_file_parsing() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.yaml");
+        assert_eq!(Config::load(&path).unwrap(), Config::default());
+        std::fs::write(&path, "mirror: http://m.example/\n").unwrap();
+        assert_eq!(
+            Config::load(&path).unwrap().mirror.as_deref(),
+            Some("http://m.example")
+        );
+        std::fs::write(&path, "mirror: /not/a/url\n").unwrap();
+        assert!(format!("{:#}", Config::load(&path).unwrap_err()).contains("not a mirror URL"));
+        std::fs::write(&path, "mirorr: http://typo\n").unwrap();
+        assert!(format!("{:#}", Config::load(&path).unwrap_err()).contains("unknown field"));
+    }
+
+    #[test]
+    fn flags_override_config_and_a_bundle_serves_binaries() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = Config {
+            mirror: Some("http://config.example".into()),
+            bundle: None,
+        };
+        let s = Sources::resolve(&config, Some("http://flag.example"), None).unwrap();
+        assert_eq!(s.mirror, "http://flag.example");
+        let s = Sources::resolve(&config, None, None).unwrap();
+        assert_eq!(s.mirror, "http://config.example");
+        let s = Sources::resolve(&Config::default(), None, Some(dir.path())).unwrap();
+        assert_eq!(s.mirror, format!("file://{}", dir.path().display()));
+        assert_eq!(
+            Sources::resolve(&Config::default(), None, None)
+                .unwrap()
+                .mirror,
+            UPSTREAM_BINARIES
+        );
+        assert!(Sources::resolve(&Config::default(), None, Some(&dir.path().join("no"))).is_err());
+    }
+}

@@ -1,0 +1,31 @@
+//! Makes every image kinit runs available: loaded from the offline bundle when one is
+//! given and Docker lacks them, otherwise used as present or pulled.
+
+use anyhow::Result;
+
+use super::Context;
+use crate::bundle;
+use crate::components;
+use crate::docker::ImageSource;
+use crate::progress::Outcome;
+
+pub async fn run(ctx: &Context) -> Result<Outcome> {
+    let mut loaded = 0;
+    if let Some(dir) = &ctx.sources.bundle {
+        loaded = bundle::load_missing(&ctx.docker, dir, false)
+            .await?
+            .loaded
+            .len();
+    }
+    let images = components::images();
+    let mut pulled = 0;
+    for image in &images {
+        if ctx.docker.ensure_image(image).await? == ImageSource::Pulled {
+            pulled += 1;
+        }
+    }
+    Ok(match (loaded, pulled) {
+        (0, 0) => Outcome::AlreadyDone(format!("all {} present", images.len())),
+        _ => Outcome::Done(format!("{loaded} loaded from the bundle, {pulled} pulled")),
+    })
+}

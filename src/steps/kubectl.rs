@@ -1,0 +1,107 @@
+//! Installs a kubectl matching the cluster's Kubernetes minor version, unless one is on
+//! PATH or in the install directory already. Downloaded from the mirror (upstream by
+//! default), checked against its published SHA-256.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Result;
+use serde::Deserialize;
+
+use super::Context;
+use crate::download::{Downloader, Fetched};
+use crate::progress::Outcome;
+use crate::{fs, versions};
+
+pub async fn run(ctx: &Context) -> Result<Outcome> {
+    let wanted = minor(versions::KUBERNETES_VERSION);
+    let target = ctx.bin_dir.join("kubectl");
+    let mut candidates = on_path("kubectl");
+    candidates.push(target.clone());
+    for candidate in candidates {
+        if let Some(version) = client_version(&candidate).await
+            && minor(&version) == wanted
+        {
+            return Ok(Outcome::AlreadyDone(format!(
+                "kubectl {version} at {}",
+                candidate.display()
+            )));
+        }
+    }
+
+    let rel = format!(
+        "release/{}/bin/linux/{}/kubectl",
+        versions::KUBERNETES_VERSION,
+        arch()
+    );
+    let downloader = Downloader::new(&ctx.sources.mirror, &Downloader::default_cache()?);
+    let (cached, how) = downloader.fetch(&rel).await?;
+    fs::install_file(&cached, &target, fs::Mode::Executable)?;
+    let from = match how {
+        Fetched::Cached => "cache".to_string(),
+        Fetched::Downloaded => ctx.sources.mirror.clone(),
+    };
+    Ok(Outcome::Done(format!(
+        "kubectl {} installed in {} (from {from})",
+        versions::KUBERNETES_VERSION,
+        ctx.bin_dir.display()
+    )))
+}
+
+/// `v1.36.3` → `v1.36`.
+fn minor(version: &str) -> String {
+    version.splitn(3, '.').take(2).collect::<Vec<_>>().join(".")
+}
+
+/// Kubernetes' name for this machine's architecture.
+fn arch() -> &'static str {
+    match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        other => other,
+    }
+}
+
+fn on_path(name: &str) -> Vec<PathBuf> {
+    std::env::var_os("PATH")
+        .map(|p| {
+            std::env::split_paths(&p)
+                .map(|dir| dir.join(name))
+                .filter(|f| f.is_file())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The client version a kubectl binary reports, or `None` when it does not run.
+async fn client_version(path: &Path) -> Option<String> {
+    #[derive(Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Info {
+        client_version: Client,
+    }
+    #[derive(Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Client {
+        git_version: String,
+    }
+    let out = tokio::process::Command::new(path)
+        .args(["version", "--client", "--output=json"])
+        .output()
+        .await
+        .ok()?;
+    let info: Info = serde_json::from_slice(&out.stdout).ok()?;
+    Some(info.client_version.git_version)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn minor_versions() {
+        assert_eq!(minor("v1.36.3"), "v1.36");
+        assert_eq!(minor("v1.36.0-rc.1"), "v1.36");
+        assert_ne!(minor("v1.35.9"), minor("v1.36.3"));
+        assert_ne!(minor("v1.3.6"), minor("v1.36.3"));
+    }
+}
