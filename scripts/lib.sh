@@ -7,9 +7,10 @@ REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 KINIT_BUILD_CACHE=${KINIT_BUILD_CACHE:-/var/cache/kinit-build}
 KINIT_BUNDLE_DIR=${KINIT_BUNDLE_DIR:-$KINIT_BUILD_CACHE/bundle}
 export KINIT_BUILD_CACHE KINIT_BUNDLE_DIR
-# The bundle components this version of kinit uses (see "What works today" in README.md):
-# the etcd image, and kubectl from the Kubernetes build.
-BUNDLE_COMPONENTS=etcd,kubernetes
+# The bundle components this version of kinit runs (see "What works today" in README.md):
+# the etcd image, and kubectl from the Kubernetes build. Used by scripts/up.sh.
+# shellcheck disable=SC2034
+KINIT_COMPONENTS=etcd,kubernetes
 
 say() { printf '==> %s\n' "$*"; }
 die() { printf 'error: %s\n' "$*" >&2; exit 1; }
@@ -57,10 +58,15 @@ ensure_docker() {
   mount --make-rshared /
 }
 
-# The images and binaries this kinit runs, built from upstream sources into the offline
-# bundle (cached: seconds after the first build).
+# ensure_bundle [COMPONENTS]: images and binaries built from upstream sources into the
+# offline bundle, all components unless a comma-separated list is given (cached: seconds
+# after the first build).
 ensure_bundle() {
   command -v go >/dev/null || die "Go is needed to build the offline bundle (https://go.dev/doc/install)"
-  say "offline bundle ($BUNDLE_COMPONENTS) in $KINIT_BUNDLE_DIR"
-  "$REPO/scripts/build-bundle.sh" --only "$BUNDLE_COMPONENTS" "$KINIT_BUNDLE_DIR"
+  apt_ensure gcc:gcc
+  # The bundle takes some programs from Debian's packages (apt-get download), which needs
+  # package lists; a fresh machine may have none.
+  compgen -G '/var/lib/apt/lists/*Packages*' >/dev/null || apt-get update -qq
+  say "offline bundle (${1:-all components}) in $KINIT_BUNDLE_DIR"
+  "$REPO/scripts/build-bundle.sh" ${1:+--only "$1"} "$KINIT_BUNDLE_DIR"
 }

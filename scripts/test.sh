@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite, on a fresh Debian/Ubuntu machine with Rust and Go: installs and
-# starts what the tests need (Docker engine, curl, openssl), builds the offline bundle the
-# Docker tests run (cached after the first run), then runs every test tier.
+# starts what the tests need (Docker engine, curl, openssl), builds the whole offline
+# bundle (the Docker tests run it; the bundle tests check every component of it; cached
+# after the first run), then runs every test tier.
 #
 #   scripts/test.sh [extra cargo test arguments]
 #
@@ -15,7 +16,7 @@ cd "$REPO"
 apt_ensure curl:curl openssl:openssl setpriv:util-linux
 command -v cargo >/dev/null || die "cargo is needed (https://rustup.rs)"
 ensure_docker
-ensure_bundle
+ensure_bundle ""   # every component
 
 say "cargo test (unit, CLI and Docker tiers)"
 cargo test --locked "$@"

@@ -209,17 +209,23 @@ fn is_dns_subdomain(s: &str) -> bool {
         })
 }
 
+/// The settings unit tests share: node kinit-test at 10.0.2.15, default ranges.
+#[cfg(test)]
+pub fn test_settings() -> Settings {
+    Settings {
+        node_ip: "10.0.2.15".parse().expect("valid IP"),
+        hostname: "kinit-test".into(),
+        service_cidr: "10.96.0.0/12".parse().expect("valid CIDR"),
+        dns_domain: "cluster.local".into(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn settings() -> Settings {
-        Settings {
-            node_ip: "10.0.2.15".parse().unwrap(),
-            hostname: "kinit-test".into(),
-            service_cidr: "10.96.0.0/12".parse().unwrap(),
-            dns_domain: "cluster.local".into(),
-        }
+        test_settings()
     }
 
     #[test]

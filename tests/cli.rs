@@ -76,7 +76,7 @@ fn certs_pass_openssl_verify_with_the_required_sans_and_private_modes() {
     let dir = tempfile::tempdir().unwrap();
     let out_dir = dir.path().join("out");
     let d = out_dir.to_str().unwrap();
-    let out = kinit(&[
+    let certs = [
         "certs",
         "--out",
         d,
@@ -84,7 +84,8 @@ fn certs_pass_openssl_verify_with_the_required_sans_and_private_modes() {
         "10.0.2.15",
         "--hostname",
         "kinit-test",
-    ]);
+    ];
+    let out = kinit(&certs);
     assert!(out.status.success(), "{}", text(&out));
 
     let pki = out_dir.join("pki");
@@ -190,15 +191,7 @@ fn certs_pass_openssl_verify_with_the_required_sans_and_private_modes() {
         ])
     };
     let before = fingerprint();
-    let again = kinit(&[
-        "certs",
-        "--out",
-        d,
-        "--node-ip",
-        "10.0.2.15",
-        "--hostname",
-        "kinit-test",
-    ]);
+    let again = kinit(&certs);
     assert!(
         again.status.success() && text(&again).contains("kept"),
         "{}",

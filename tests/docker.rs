@@ -12,6 +12,9 @@ use std::time::{Duration, Instant};
 
 use kinit::docker::{Applied, ContainerSpec, Docker};
 
+mod common;
+use common::{bundle, docker_cli, require_engine, text};
+
 /// `kinit down` removes every kinit container, so these tests take turns.
 static DOCKER: Mutex<()> = Mutex::new(());
 
@@ -34,27 +37,6 @@ fn bin_dir(state: &Path) -> PathBuf {
     state.with_file_name("bin")
 }
 
-/// The offline bundle built by scripts/build-bundle.sh.
-fn bundle() -> PathBuf {
-    let dir = std::env::var_os("KINIT_BUNDLE_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/var/cache/kinit-build/bundle"));
-    assert!(
-        dir.join("images").is_dir(),
-        "no offline bundle in {} (scripts/test.sh builds it; set KINIT_BUNDLE_DIR to use another)",
-        dir.display()
-    );
-    dir
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
 fn ok(state: &Path, args: &[&str]) -> String {
     let out = kinit(state, args);
     assert!(
@@ -63,22 +45,6 @@ fn ok(state: &Path, args: &[&str]) -> String {
         text(&out)
     );
     text(&out)
-}
-
-fn docker_cli(args: &[&str]) -> Output {
-    Command::new("docker")
-        .args(args)
-        .output()
-        .expect("the docker CLI is installed")
-}
-
-fn require_engine() {
-    let out = docker_cli(&["info", "--format", "{{.ServerVersion}}"]);
-    assert!(
-        out.status.success(),
-        "these tests need a running Docker engine (scripts/test.sh starts one): {}",
-        text(&out)
-    );
 }
 
 /// curl against etcd on loopback with the health-check client certificate.
@@ -292,8 +258,9 @@ fn etcd_lifecycle_keeps_its_data_through_crashes_removal_and_down() {
     assert!(!container_exists("kinit-etcd"));
     assert!(state.join("etcd/member").is_dir() && state.join("pki/ca.crt").is_file());
     // As on an air-gapped host: the image is gone from Docker and comes back from the bundle.
+    // (--force only untags it when some other container still runs it.)
     let image = kinit::versions::etcd_image();
-    assert!(docker_cli(&["rmi", &image]).status.success());
+    assert!(docker_cli(&["rmi", "--force", &image]).status.success());
     let back = ok(&state, &["up"]);
     assert!(
         back.contains("Making images available: 1 loaded from the bundle, 0 pulled"),

@@ -53,9 +53,7 @@ mod tests {
     fn settings(ip: &str) -> Settings {
         Settings {
             node_ip: ip.parse().unwrap(),
-            hostname: "kinit-test".into(),
-            service_cidr: "10.96.0.0/12".parse().unwrap(),
-            dns_domain: "cluster.local".into(),
+            ..crate::cluster::test_settings()
         }
     }
 

@@ -4,14 +4,7 @@ use std::os::unix::fs::PermissionsExt;
 
 use super::*;
 
-fn settings() -> Settings {
-    Settings {
-        node_ip: "10.0.2.15".parse().unwrap(),
-        hostname: "kinit-test".into(),
-        service_cidr: "10.96.0.0/12".parse().unwrap(),
-        dns_domain: "cluster.local".into(),
-    }
-}
+use crate::cluster::test_settings as settings;
 
 /// Every file under `dir`, relative path to bytes.
 fn snapshot(dir: &Path) -> BTreeMap<String, Vec<u8>> {

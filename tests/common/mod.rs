@@ -1,0 +1,43 @@
+//! Helpers shared by the test binaries that need Docker and the offline bundle.
+#![allow(dead_code)] // each test binary uses its own subset
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+pub fn text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+pub fn docker_cli(args: &[&str]) -> Output {
+    Command::new("docker")
+        .args(args)
+        .output()
+        .expect("the docker CLI is installed")
+}
+
+/// Fails, never skips, without a Docker engine.
+pub fn require_engine() {
+    let out = docker_cli(&["info", "--format", "{{.ServerVersion}}"]);
+    assert!(
+        out.status.success(),
+        "these tests need a running Docker engine (scripts/test.sh starts one): {}",
+        text(&out)
+    );
+}
+
+/// The offline bundle built by scripts/build-bundle.sh.
+pub fn bundle() -> PathBuf {
+    let dir = std::env::var_os("KINIT_BUNDLE_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/var/cache/kinit-build/bundle"));
+    assert!(
+        dir.join("images").is_dir(),
+        "no offline bundle in {} (scripts/test.sh builds it; set KINIT_BUNDLE_DIR to use another)",
+        dir.display()
+    );
+    dir
+}
