@@ -53,18 +53,24 @@ wants() { [[ " ${COMPONENTS[*]} " == *" $1 "* ]]; }
 log() { printf '%s\n' "$*"; }
 die() { printf 'error: %s\n' "$*" >&2; exit 1; }
 
+# Helpers whose source is part of every step's stamp: changing how things are built
+# invalidates what was built (Go's own cache keeps such rebuilds short).
+STAMP_HELPERS=(go_wrapper go_copy_replaces go_origin go_build base_rootfs debs_rootfs
+  install_iptables_wrapper image_from_rootfs image_kube smoke)
+
 # run_step STEP VERSION FUNC [INPUT_FILE...]
 # Runs FUNC OUTDIR unless $CACHE/STEP/VERSION holds a result whose stamp matches: the stamp
-# hashes FUNC's own source and the INPUT_FILEs (our sources, the stamps of the steps it
-# consumes), so changing a recipe rebuilds just that step. FUNC runs in a subshell with
-# errexit on and all output in the step's log; on failure the log's tail is printed.
+# hashes the source of FUNC and of the STAMP_HELPERS, and the INPUT_FILEs (our sources, the
+# stamps of the steps it consumes). FUNC runs in a subshell with errexit on, in its own
+# scratch directory $STEP_WORK, with all output in the step's log; on failure the log's tail is printed.
 run_step() {
   local step=$1 version=$2 func=$3; shift 3
   local dir="$CACHE/$step/$version"
   [[ -z ${STEP_DIR[$step]:-} ]] || return 0
   STEP_DIR[$step]=$dir
   local stamp f
-  stamp=$({ declare -f "$func"; echo "$version"; for f in "$@"; do cat "$f"; done; } | sha256sum | cut -c1-16)
+  stamp=$({ declare -f "$func" "${STAMP_HELPERS[@]}"; echo "$version $DEB_SKIP $IMAGE_PATH"
+            for f in "$@"; do cat "$f"; done; } | sha256sum | cut -c1-16)
   if [[ -f $dir/.stamp && $(<"$dir/.stamp") == "$stamp" ]]; then
     log "==> $step $version: cached"
     SUMMARY+=("$step|$version|cached|0")
@@ -74,9 +80,12 @@ run_step() {
   log "==> $step $version: building (log: $logf)"
   rm -rf "$dir.tmp"; mkdir -p "$dir.tmp"
   set +e
-  (set -e; cd "$WORK"; "$func" "$dir.tmp") >"$logf" 2>&1
+  STEP_WORK="$WORK/$step"
+  mkdir -p "$STEP_WORK"
+  (set -e; cd "$STEP_WORK"; "$func" "$dir.tmp") >"$logf" 2>&1
   rc=$?
   set -e
+  rm -rf "$STEP_WORK"
   if [[ $rc -ne 0 ]]; then
     tail -n 40 "$logf" | sed 's/^/    /' >&2
     die "$step $version failed (exit $rc); full log: $logf"
@@ -94,7 +103,7 @@ stamp_of() { echo "${STEP_DIR[$1]}/.stamp"; }
 
 # go_wrapper NAME: create an empty throwaway module kinit-bundle/NAME and cd into it.
 go_wrapper() {
-  mkdir -p "$WORK/$1"; cd "$WORK/$1"
+  mkdir -p "$STEP_WORK/$1"; cd "$STEP_WORK/$1"
   go mod init "kinit-bundle/$1"
 }
 
@@ -174,14 +183,15 @@ DEB_SKIP='^(gawk|original-awk|adduser|apt|base-files|cdebconf|debconf|debianutil
 # maintainer scripts, nothing installed on the host, and it works on Debian and Ubuntu alike.
 debs_rootfs() {
   local r=$1; shift
-  local debs="$WORK/debs.$$"
+  local debs="$STEP_WORK/debs"
   mkdir -p "$r" "$debs"
   local pkgs
   mapfile -t pkgs < <(apt-cache depends --recurse --no-recommends --no-suggests --no-conflicts \
       --no-breaks --no-replaces --no-enhances "$@" | grep -E '^[a-z0-9][a-z0-9.+-]*$' | sort -u \
       | grep -Ev "$DEB_SKIP")
   echo "unpacking ${#pkgs[@]} packages: ${pkgs[*]}"
-  (cd "$debs" && apt-get -o APT::Sandbox::User=root download "${pkgs[@]}")
+  (cd "$debs" && apt-get -o APT::Sandbox::User=root download "${pkgs[@]}") ||
+    die "apt-get download failed (package lists missing or stale? run apt-get update)"
   local d
   for d in "$debs"/*.deb; do dpkg-deb -x "$d" "$r"; done
   rm -rf "$debs"
@@ -222,6 +232,10 @@ image_from_rootfs() {
   docker save -o "$out/image.tar" "$ref"
   du -sh "$out/image.tar"
 }
+
+# smoke ARGS...: `docker run` a freshly built image to prove it works. No network: the checks
+# need none, and then they do not depend on the state of the host's docker0 bridge.
+smoke() { docker run --rm --network none "$@"; }
 
 # ---------------------------------------------------------------------------------------
 # Output (OUT_DIR) helpers — cheap, run on every invocation
@@ -278,14 +292,14 @@ build_etcd() {
 
 # registry.k8s.io/etcd: binaries in /usr/local/bin, found through PATH (no entrypoint), as upstream.
 image_etcd() {
-  local out=$1 r="$WORK/rootfs-etcd"
+  local out=$1 r="$STEP_WORK/rootfs-etcd"
   base_rootfs "$r"
   install -m 0755 "${STEP_DIR[etcd]}"/bin/{etcd,etcdctl,etcdutl} "$r/usr/local/bin/"
   mkdir -p "$r/var/lib/etcd"
   image_from_rootfs "$out" "$r" "registry.k8s.io/etcd:${ETCD_IMAGE_TAG}" \
     "ENV PATH=$IMAGE_PATH" \
     'EXPOSE 2379 2380'
-  docker run --rm "registry.k8s.io/etcd:${ETCD_IMAGE_TAG}" etcd --version
+  smoke "registry.k8s.io/etcd:${ETCD_IMAGE_TAG}" etcd --version
 }
 
 # Kubernetes server and client binaries from the k8s.io/kubernetes module. Its go.mod requires
@@ -366,21 +380,21 @@ build_pause() {
 
 # registry.k8s.io/pause: /pause only, run as 65535 like upstream.
 image_pause() {
-  local out=$1 r="$WORK/rootfs-pause" ref="registry.k8s.io/pause:${PAUSE_VERSION}"
+  local out=$1 r="$STEP_WORK/rootfs-pause" ref="registry.k8s.io/pause:${PAUSE_VERSION}"
   mkdir -p "$r"
   install -m 0755 "${STEP_DIR[pause]}/bin/pause" "$r/pause"
   image_from_rootfs "$out" "$r" "$ref" 'ENTRYPOINT ["/pause"]' 'USER 65535:65535'
-  docker run --rm --entrypoint /pause "$ref" -v
+  smoke --entrypoint /pause "$ref" -v
 }
 
 # registry.k8s.io/kube-{apiserver,controller-manager,scheduler}: distroless-like, binary in
 # /usr/local/bin, no entrypoint (kubeadm-style manifests give the command), as upstream.
 image_kube() {
-  local out=$1 name=$2 r="$WORK/rootfs-$2" ref="registry.k8s.io/$2:${KUBERNETES_VERSION}"
+  local out=$1 name=$2 r="$STEP_WORK/rootfs-$2" ref="registry.k8s.io/$2:${KUBERNETES_VERSION}"
   base_rootfs "$r"
   install -m 0755 "${STEP_DIR[kubernetes]}/bin/$name" "$r/usr/local/bin/"
   image_from_rootfs "$out" "$r" "$ref" "ENV PATH=$IMAGE_PATH"
-  docker run --rm "$ref" "$name" --version
+  smoke "$ref" "$name" --version
 }
 image_kube_apiserver() { image_kube "$1" kube-apiserver; }
 image_kube_controller_manager() { image_kube "$1" kube-controller-manager; }
@@ -389,17 +403,17 @@ image_kube_scheduler() { image_kube "$1" kube-scheduler; }
 # registry.k8s.io/kube-proxy: upstream builds it on distroless-iptables; here Debian's
 # iptables + conntrack (with their libraries) and the iptables-wrapper that picks nft/legacy.
 image_kube_proxy() {
-  local out=$1 r="$WORK/rootfs-kube-proxy" ref="registry.k8s.io/kube-proxy:${KUBERNETES_VERSION}"
+  local out=$1 r="$STEP_WORK/rootfs-kube-proxy" ref="registry.k8s.io/kube-proxy:${KUBERNETES_VERSION}"
   debs_rootfs "$r" iptables conntrack dash grep coreutils kmod
   ln -sf dash "$r/bin/sh"
   base_rootfs "$r"
   install_iptables_wrapper "$r"
   install -m 0755 "${STEP_DIR[kubernetes]}/bin/kube-proxy" "$r/usr/local/bin/"
   image_from_rootfs "$out" "$r" "$ref" "ENV PATH=$IMAGE_PATH"
-  docker run --rm "$ref" kube-proxy --version
-  docker run --rm "$ref" iptables-nft --version
-  docker run --rm "$ref" iptables-legacy --version
-  docker run --rm "$ref" conntrack --version
+  smoke "$ref" kube-proxy --version
+  smoke "$ref" iptables-nft --version
+  smoke "$ref" iptables-legacy --version
+  smoke "$ref" conntrack --version
   # Read-only rule listing through the wrapper needs CAP_NET_ADMIN on the host network.
   docker run --rm --network host --cap-add NET_ADMIN --cap-add NET_RAW "$ref" \
     sh -c 'iptables --version && iptables -S | head -3 && ls -l /usr/sbin/iptables'
@@ -409,7 +423,7 @@ image_kube_proxy() {
 # cap_net_bind_service on the file so it can bind :53 as nonroot. Without setcap on the build
 # host it still works in a pod network namespace: Docker sets ip_unprivileged_port_start=0 there.
 image_coredns() {
-  local out=$1 r="$WORK/rootfs-coredns" ref="registry.k8s.io/coredns/coredns:${COREDNS_VERSION}"
+  local out=$1 r="$STEP_WORK/rootfs-coredns" ref="registry.k8s.io/coredns/coredns:${COREDNS_VERSION}"
   base_rootfs "$r"
   install -m 0755 "${STEP_DIR[coredns]}/bin/coredns" "$r/coredns"
   if command -v setcap >/dev/null; then
@@ -418,13 +432,13 @@ image_coredns() {
     echo "warning: setcap not found (apt-get install libcap2-bin); /coredns gets no file capability"
   fi
   image_from_rootfs "$out" "$r" "$ref" 'ENTRYPOINT ["/coredns"]' 'USER 65532:65532' 'EXPOSE 53 53/udp'
-  docker run --rm "$ref" -version
+  smoke "$ref" -version
 }
 
 # kinit-examples/web: busybox httpd from Debian's busybox-static; start-web writes an
 # index.html naming the pod (its hostname) and serves it on port 80.
 image_web() {
-  local out=$1 r="$WORK/rootfs-web" a
+  local out=$1 r="$STEP_WORK/rootfs-web" a
   debs_rootfs "$r" busybox-static
   for a in $("$r/bin/busybox" --list); do
     [[ -e $r/bin/$a ]] || ln -s busybox "$r/bin/$a"
@@ -434,17 +448,17 @@ image_web() {
   image_from_rootfs "$out" "$r" "$WEB_IMAGE" "ENV PATH=$IMAGE_PATH" 'EXPOSE 80' \
     'CMD ["/usr/local/bin/start-web"]'
   local id
-  id=$(docker run -d --rm "$WEB_IMAGE")
+  id=$(smoke -d "$WEB_IMAGE")
   sleep 1
-  docker exec "$id" wget -qO- http://127.0.0.1/ | tee "$WORK/web.html"
+  docker exec "$id" wget -qO- http://127.0.0.1/ | tee "$STEP_WORK/web.html"
   docker rm -f "$id" >/dev/null
-  grep -q "${id:0:12}" "$WORK/web.html"
+  grep -q "${id:0:12}" "$STEP_WORK/web.html"
 }
 
 # kinit-examples/db: Debian's redis-server, listening on 6379 on all addresses, no persistence
 # (scripts/bundle/redis.conf); redis-cli is included for readiness probes.
 image_db() {
-  local out=$1 r="$WORK/rootfs-db"
+  local out=$1 r="$STEP_WORK/rootfs-db"
   debs_rootfs "$r" redis-server redis-tools
   base_rootfs "$r"
   mkdir -p "$r/etc/redis" "$r/data"
@@ -452,7 +466,7 @@ image_db() {
   image_from_rootfs "$out" "$r" "$DB_IMAGE" "ENV PATH=$IMAGE_PATH" 'EXPOSE 6379' 'WORKDIR /data' \
     'CMD ["redis-server", "/etc/redis/redis.conf"]'
   local id
-  id=$(docker run -d --rm "$DB_IMAGE")
+  id=$(smoke -d "$DB_IMAGE")
   sleep 1
   docker exec "$id" redis-cli set kinit ok
   docker exec "$id" redis-cli get kinit
@@ -465,7 +479,7 @@ image_db() {
 # conntrack, socat (port-forward), ip/tc, ethtool, sysctl, modprobe, and a shell.
 # No entrypoint: kinit gives the command.
 image_node() {
-  local out=$1 r="$WORK/rootfs-node" c
+  local out=$1 r="$STEP_WORK/rootfs-node" c
   debs_rootfs "$r" bash dash coreutils grep sed findutils util-linux mount iptables conntrack \
     socat iproute2 ethtool kmod procps
   ln -sf dash "$r/bin/sh"
@@ -476,10 +490,11 @@ image_node() {
   mkdir -p "$r/opt/cni/bin" "$r/etc/cni/net.d" "$r/var/lib/kubelet" "$r/etc/kubernetes/manifests"
   install -m 0755 "${STEP_DIR[cni]}"/bin/* "$r/opt/cni/bin/"
   image_from_rootfs "$out" "$r" "$NODE_IMAGE" "ENV PATH=$IMAGE_PATH"
-  docker run --rm "$NODE_IMAGE" kubelet --version
-  docker run --rm "$NODE_IMAGE" cri-dockerd --version
+  smoke "$NODE_IMAGE" kubelet --version
+  smoke "$NODE_IMAGE" cri-dockerd --version
   # Each tool must start (shared libraries complete); each prints one version line.
-  docker run --rm "$NODE_IMAGE" sh -c 'set -e
+  # shellcheck disable=SC2016 # $c is expanded by the image's sh
+  smoke "$NODE_IMAGE" sh -c 'set -e
     for c in mount umount nsenter findmnt iptables-nft iptables-legacy conntrack ethtool sysctl modprobe; do
       $c --version >/tmp/v 2>&1; head -n 1 /tmp/v; done
     ip -V; tc -V; socat -V >/tmp/v; grep version /tmp/v; ls /opt/cni/bin'
@@ -490,7 +505,7 @@ image_node() {
 # ---------------------------------------------------------------------------------------
 comp_etcd() {
   run_step etcd "$ETCD_VERSION" build_etcd
-  run_step image-etcd "$ETCD_IMAGE_TAG" image_etcd "$(stamp_of etcd)" <(declare -f base_rootfs)
+  run_step image-etcd "$ETCD_IMAGE_TAG" image_etcd "$(stamp_of etcd)"
   export_bins "${STEP_DIR[etcd]}/bin" "$OUT_DIR/etcd/v$ETCD_VERSION" etcd etcdctl etcdutl
   export_image image-etcd
 }
@@ -502,8 +517,7 @@ comp_kubernetes() {
   local n f
   for n in kube-apiserver kube-controller-manager kube-scheduler kube-proxy; do
     f=image_${n//-/_}
-    run_step "image-$n" "$KUBERNETES_VERSION" "$f" "$(stamp_of kubernetes)" \
-      <(declare -f image_kube base_rootfs debs_rootfs install_iptables_wrapper) "$BUNDLE_DIR/iptables-wrapper"
+    run_step "image-$n" "$KUBERNETES_VERSION" "$f" "$(stamp_of kubernetes)" "$BUNDLE_DIR/iptables-wrapper"
     export_image "image-$n"
   done
 }
@@ -515,7 +529,7 @@ comp_cri_dockerd() {
 
 comp_coredns() {
   run_step coredns "$COREDNS_VERSION" build_coredns
-  run_step image-coredns "$COREDNS_VERSION" image_coredns "$(stamp_of coredns)" <(declare -f base_rootfs)
+  run_step image-coredns "$COREDNS_VERSION" image_coredns "$(stamp_of coredns)"
   export_image image-coredns
 }
 
@@ -531,9 +545,9 @@ comp_pause() {
 }
 
 comp_workloads() {
-  run_step image-web "$EXAMPLE_IMAGE_TAG" image_web "$BUNDLE_DIR/start-web" <(declare -f base_rootfs debs_rootfs)
+  run_step image-web "$EXAMPLE_IMAGE_TAG" image_web "$BUNDLE_DIR/start-web"
   export_image image-web
-  run_step image-db "$EXAMPLE_IMAGE_TAG" image_db "$BUNDLE_DIR/redis.conf" <(declare -f base_rootfs debs_rootfs)
+  run_step image-db "$EXAMPLE_IMAGE_TAG" image_db "$BUNDLE_DIR/redis.conf"
   export_image image-db
 }
 
@@ -543,8 +557,7 @@ comp_node() {
   comp_cri_dockerd
   comp_cni
   run_step image-node "$KUBERNETES_VERSION" image_node \
-    "$(stamp_of kubernetes)" "$(stamp_of cri-dockerd)" "$(stamp_of cni)" \
-    <(declare -f base_rootfs debs_rootfs install_iptables_wrapper) "$BUNDLE_DIR/iptables-wrapper"
+    "$(stamp_of kubernetes)" "$(stamp_of cri-dockerd)" "$(stamp_of cni)" "$BUNDLE_DIR/iptables-wrapper"
   export_image image-node
 }
 
@@ -589,6 +602,12 @@ main() {
   LOG_DIR=${KINIT_BUILD_LOG_DIR:-$CACHE/logs}
   mkdir -p "$CACHE" "$LOG_DIR" "$OUT_DIR"
   OUT_DIR=$(cd "$OUT_DIR" && pwd)
+  # One run at a time per cache: a second run waits, then finds the first one's results.
+  exec 9>"$CACHE/.lock"
+  if ! flock -n 9; then
+    log "waiting for another build-bundle.sh using $CACHE ..."
+    flock 9
+  fi
   WORK=$(mktemp -d "$CACHE/work.XXXXXX")
   trap 'rm -rf "$WORK"' EXIT
 
@@ -609,12 +628,12 @@ main() {
   } >"$OUT_DIR/bundle.env"
 
   log ""
-  printf '%-28s %-12s %-7s %8s\n' STEP VERSION RESULT SECONDS
+  printf '%-30s %-10s %-7s %7s\n' STEP VERSION RESULT SECONDS
   for row in "${SUMMARY[@]}"; do
     IFS='|' read -r s v r t <<<"$row"
-    printf '%-28s %-12s %-7s %8s\n' "$s" "$v" "$r" "$t"
+    printf '%-30s %-10s %-7s %7s\n' "$s" "$v" "$r" "$t"
   done
-  printf '%-28s %-12s %-7s %8s\n' total "" "" "$((SECONDS - T_START))"
+  printf '%-30s %-10s %-7s %7s\n' total "" "" "$((SECONDS - T_START))"
   log "bundle: $(du -sh "$OUT_DIR" | cut -f1) in $OUT_DIR"
 }
 
