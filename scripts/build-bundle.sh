@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # build-bundle.sh — build kinit's offline bundle (binaries + image archives) from upstream sources.
 #
-#   scripts/build-bundle.sh [--only COMPONENT[,COMPONENT...]] OUT_DIR
+#   scripts/build-bundle.sh [--only COMPONENT[,COMPONENT...]] [KUBE_VERSION] OUT_DIR
 #
 # Components: etcd kubernetes cri-dockerd coredns cni pause workloads node (default: all).
 #
@@ -30,7 +30,7 @@ ALL_COMPONENTS=(etcd kubernetes cri-dockerd coredns cni pause workloads node)
 
 usage() {
   cat <<EOF
-usage: $0 [--only COMPONENT[,COMPONENT...]] OUT_DIR
+usage: $0 [--only COMPONENT[,COMPONENT...]] [KUBE_VERSION] OUT_DIR
 
 Components: ${ALL_COMPONENTS[*]} (default: all)
 Environment: KINIT_BUILD_CACHE (default /var/cache/kinit-build), KINIT_BUILD_LOG_DIR
@@ -568,16 +568,27 @@ main() {
   # Arguments
   ONLY=""
   OUT_DIR=""
+  POSITIONAL=()
   while [[ $# -gt 0 ]]; do
     case $1 in
       --only) [[ $# -ge 2 ]] || { usage >&2; exit 2; }; ONLY=$2; shift 2 ;;
       --only=*) ONLY=${1#--only=}; shift ;;
       -h|--help) usage; exit 0 ;;
       -*) echo "error: unknown option $1" >&2; usage >&2; exit 2 ;;
-      *) [[ -z $OUT_DIR ]] || { echo "error: more than one OUT_DIR" >&2; exit 2; }; OUT_DIR=$1; shift ;;
+      *) POSITIONAL+=("$1"); shift ;;
     esac
   done
-  [[ -n $OUT_DIR ]] || { usage >&2; exit 2; }
+  # `build-bundle.sh KUBE_VERSION OUT_DIR` is accepted too, as long as the version is the
+  # pinned one: the pin lives in versions.env so kinit and the bundle cannot disagree.
+  case ${#POSITIONAL[@]} in
+    1) OUT_DIR=${POSITIONAL[0]} ;;
+    2) [[ ${POSITIONAL[0]} == "$KUBERNETES_VERSION" ]] || {
+         echo "error: this checkout pins Kubernetes $KUBERNETES_VERSION (scripts/versions.env), not ${POSITIONAL[0]}" >&2
+         exit 2
+       }
+       OUT_DIR=${POSITIONAL[1]} ;;
+    *) usage >&2; exit 2 ;;
+  esac
 
   COMPONENTS=("${ALL_COMPONENTS[@]}")
   if [[ -n $ONLY ]]; then

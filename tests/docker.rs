@@ -282,6 +282,10 @@ fn etcd_lifecycle_keeps_its_data_through_crashes_removal_and_down() {
     assert!(purge.contains("Deleted"), "{purge}");
     assert!(!container_exists("kinit-etcd"));
     assert!(!state.exists());
+    assert!(
+        !Path::new("/var/cache/kinit").exists(),
+        "the download cache survived --purge"
+    );
     let leftovers = docker_cli(&["ps", "-aq", "--filter", "label=io.kinit.managed=true"]);
     assert!(String::from_utf8_lossy(&leftovers.stdout).trim().is_empty());
 }

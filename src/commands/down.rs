@@ -6,6 +6,7 @@ use anyhow::{Result, bail};
 
 use crate::cli::DownArgs;
 use crate::docker::Docker;
+use crate::download::Downloader;
 use crate::fs::{self, Lock};
 use crate::layout::{LOCK_FILE, Layout};
 use crate::progress;
@@ -36,6 +37,12 @@ pub async fn run(state_dir: Option<&Path>, args: &DownArgs) -> Result<()> {
         progress::println(&format!(
             " ✓ Deleted {} (certificates, etcd data, settings)",
             layout.root().display()
+        ));
+        let cache = Downloader::default_cache()?;
+        fs::remove_tree(&cache)?;
+        progress::println(&format!(
+            " ✓ Deleted {} (downloaded binaries)",
+            cache.display()
         ));
     } else if layout.settings_file().exists() {
         progress::println(&format!(
