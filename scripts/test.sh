@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite, on a fresh Debian/Ubuntu machine with Rust and Go: installs and
-# starts what the tests need (Docker engine, curl, openssl), builds the whole offline
-# bundle (the Docker tests run it; the bundle tests check every component of it; cached
-# after the first run), then runs every test tier.
+# starts what the tests need (Docker engine, curl, openssl, dnsmasq), builds the whole
+# offline bundle (the Docker tests run it; the bundle tests check every component of it;
+# cached after the first run), then runs every test tier.
 #
 #   scripts/test.sh [extra cargo test arguments]
 #
@@ -13,7 +13,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 become_root "$@"
 cd "$REPO"
 
-apt_ensure curl:curl openssl:openssl setpriv:util-linux
+apt_ensure curl:curl openssl:openssl setpriv:util-linux dnsmasq:dnsmasq-base
 command -v cargo >/dev/null || die "cargo is needed (https://rustup.rs)"
 ensure_docker
 ensure_bundle ""   # every component

@@ -1,11 +1,12 @@
 //! Command-line flags: one definition per flag, help text beside it.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 
 use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
 use ipnet::IpNet;
 
+use crate::socks::policy;
 use crate::{cluster, config};
 
 #[derive(Debug, Parser)]
@@ -146,9 +147,48 @@ pub enum OutputFormat {
 
 #[derive(Debug, Args)]
 pub struct SocksArgs {
-    /// The port to listen on.
+    /// The port to listen on (0 picks a free one; the banner says which).
     #[arg(long, default_value_t = 8082)]
     pub port: u16,
+
+    /// The address to listen on. The default is reachable only from this host (use
+    /// `ssh -L` from a laptop); any other address exposes the proxy to the network.
+    #[arg(long, value_name = "IP", default_value = "127.0.0.1")]
+    pub bind: IpAddr,
+
+    /// Accept clients only from this network (repeatable) [default: loopback, plus the
+    /// network of --bind when it is not loopback].
+    #[arg(long, value_name = "CIDR", value_parser = policy::parse_cidr)]
+    pub allow_client: Vec<IpNet>,
+
+    /// Require this SOCKS5 username and password (RFC 1929); clients without them are
+    /// refused.
+    #[arg(long, value_name = "USER:PASSWORD", env = "KINIT_SOCKS_AUTH", hide_env_values = true,
+          value_parser = policy::parse_auth)]
+    pub auth: Option<policy::Credentials>,
+
+    /// Let clients reach only this network (repeatable) [default: the cluster's pod and
+    /// Service ranges and the node IP].
+    #[arg(long, value_name = "CIDR", value_parser = policy::parse_cidr)]
+    pub allow: Vec<IpNet>,
+
+    /// Let clients reach any address this host can reach, not only the cluster.
+    #[arg(long)]
+    pub allow_any: bool,
+
+    /// Print a proxy auto-config (PAC) file that sends only cluster addresses and names
+    /// through the proxy, and exit.
+    #[arg(long)]
+    pub pac: bool,
+
+    /// The DNS server for cluster names [default: the cluster DNS Service, port 53].
+    #[arg(long, value_name = "IP:PORT", hide = true)]
+    pub dns_server: Option<SocketAddr>,
+
+    /// Seconds a client has to finish the SOCKS handshake.
+    #[arg(long, value_name = "SECONDS", default_value_t = 10, hide = true,
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub handshake_timeout: u64,
 }
 
 #[derive(Debug, Args)]

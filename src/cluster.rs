@@ -13,6 +13,9 @@ use crate::{fs, net};
 
 pub const DEFAULT_SERVICE_CIDR: &str = "10.96.0.0/12";
 pub const DEFAULT_DNS_DOMAIN: &str = "cluster.local";
+/// kinit's default pod range. Not yet a setting: until `--pod-cidr` exists and is saved
+/// in the cluster settings, every kinit cluster uses this range.
+pub const DEFAULT_POD_CIDR: &str = "10.244.0.0/16";
 pub const API_SERVER_PORT: u16 = 6443;
 
 /// What identifies one cluster; everything else is derived from it.
@@ -88,6 +91,11 @@ impl Settings {
     /// The first address of the Service range, which the `kubernetes` Service takes.
     pub fn first_service_ip(&self) -> IpAddr {
         nth_address(self.service_cidr, 1)
+    }
+
+    /// The cluster DNS Service address: the 10th of the Service range, as kubeadm does.
+    pub fn dns_service_ip(&self) -> IpAddr {
+        nth_address(self.service_cidr, 10)
     }
 
     /// `https://<node-ip>:6443`, bracketing IPv6 addresses.
@@ -268,6 +276,7 @@ mod tests {
         let s = settings();
         assert_eq!(s.first_service_ip().to_string(), "10.96.0.1");
         assert_eq!(nth_address(s.service_cidr, 10).to_string(), "10.96.0.10");
+        assert_eq!(s.dns_service_ip().to_string(), "10.96.0.10");
         assert_eq!(s.api_server_url(), "https://10.0.2.15:6443");
         let v6 = Settings {
             node_ip: "fd00::5".parse().unwrap(),

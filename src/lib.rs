@@ -2,7 +2,7 @@
 //!
 //! `kinit up` is an ordered list of idempotent steps (see [`steps`]); everything that talks
 //! to Docker sits in [`docker`], everything that writes files in [`fs`], and the PKI in
-//! [`pki`]. The CLI ([`cli`], [`commands`]) only parses flags and calls into these.
+//! [`pki`]; the `kinit socks` proxy is [`socks`]. The CLI ([`cli`], [`commands`]) only parses flags and calls into these.
 
 pub mod bundle;
 pub mod cli;
@@ -20,6 +20,7 @@ pub mod manifests;
 pub mod net;
 pub mod pki;
 pub mod progress;
+pub mod socks;
 pub mod steps;
 pub mod versions;
 

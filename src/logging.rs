@@ -5,10 +5,12 @@ use tracing_subscriber::EnvFilter;
 use tracing_subscriber::fmt::MakeWriter;
 
 pub fn init(verbose: u8) {
+    // fast-socks5 reports each misbehaving SOCKS client as an error (kinit logs those
+    // itself, at debug level) and logs passwords at debug level: keep both out.
     let default = match verbose {
-        0 => "warn,kinit=info",
-        1 => "warn,kinit=debug",
-        _ => "debug,kinit=trace",
+        0 => "warn,kinit=info,fast_socks5=off",
+        1 => "warn,kinit=debug,fast_socks5=off",
+        _ => "debug,kinit=trace,fast_socks5=info",
     };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
     let _ = tracing_subscriber::fmt()

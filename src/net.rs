@@ -1,10 +1,11 @@
-//! Host networking facts: the primary address, and which process listens on a port.
+//! Host networking facts: the primary address, the interfaces' networks, and which
+//! process listens on a port.
 
 use std::collections::HashSet;
 use std::net::{IpAddr, UdpSocket};
 use std::path::Path;
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 
 /// The address this host uses to reach the outside world: the source address of its
 /// default route. Connecting a UDP socket only picks a route; no packet is sent.
@@ -27,6 +28,29 @@ pub fn primary_ip() -> Result<IpAddr> {
         }
     }
     bail!("cannot find this host's primary address (it has no default route); pass --node-ip")
+}
+
+/// Every address of this host's interfaces with its prefix length.
+pub fn interface_addresses() -> Result<Vec<(IpAddr, u8)>> {
+    let ifaces =
+        nix::ifaddrs::getifaddrs().context("cannot list this host's network interfaces")?;
+    let mut found = Vec::new();
+    for iface in ifaces {
+        let (Some(addr), Some(mask)) = (iface.address, iface.netmask) else {
+            continue;
+        };
+        let (ip, mask) = match (addr.as_sockaddr_in(), mask.as_sockaddr_in()) {
+            (Some(a), Some(m)) => (IpAddr::V4(a.ip()), IpAddr::V4(m.ip())),
+            _ => match (addr.as_sockaddr_in6(), mask.as_sockaddr_in6()) {
+                (Some(a), Some(m)) => (IpAddr::V6(a.ip()), IpAddr::V6(m.ip())),
+                _ => continue,
+            },
+        };
+        if let Ok(prefix) = ipnet::ip_mask_to_prefix(mask) {
+            found.push((ip, prefix));
+        }
+    }
+    Ok(found)
 }
 
 /// A process listening on a TCP port.

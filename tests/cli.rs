@@ -264,7 +264,16 @@ fn bad_input_fails_with_one_clear_line_and_changes_nothing() {
             vec!["certs", "--out", blocker.to_str().unwrap()],
             "is not a directory",
         ),
-        (vec!["socks"], "not available in this version"),
+        (vec!["--state-dir", d, "socks"], "no cluster in"),
+        (
+            vec!["socks", "--allow", "10.96.0.1/12"],
+            "did you mean 10.96.0.0/12",
+        ),
+        (vec!["socks", "--auth", "alice"], "expected USER:PASSWORD"),
+        (
+            vec!["socks", "--bind", "localhost"],
+            "invalid value 'localhost'",
+        ),
         (vec!["example", "nginx"], "not available in this version"),
         (vec!["kubeconfig"], "not available in this version"),
     ];

@@ -5,6 +5,7 @@ mod certs;
 mod down;
 mod images;
 mod logs;
+mod socks;
 mod status;
 mod up;
 
@@ -26,7 +27,7 @@ pub async fn run(cli: Cli) -> Result<()> {
             version();
             Ok(())
         }
-        Command::Socks(_) => not_yet("socks"),
+        Command::Socks(args) => socks::run(state_dir, &args).await,
         Command::Kubeconfig => not_yet("kubeconfig"),
         Command::Example(_) => not_yet("example"),
     }

@@ -1,0 +1,180 @@
+//! `kinit socks`: the SOCKS5 proxy for browsers, with defaults read from the cluster's
+//! state, or its PAC file with `--pac`.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use ipnet::IpNet;
+use tokio::net::TcpListener;
+use tracing::{info, warn};
+
+use crate::cli::SocksArgs;
+use crate::cluster::{self, Settings};
+use crate::layout::Layout;
+use crate::net;
+use crate::socks::policy::{self, Allowlist};
+use crate::socks::{self, Proxy, dns, pac};
+
+const DNS_TIMEOUT: Duration = Duration::from_secs(3);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long open connections may run on after Ctrl-C.
+const GRACE: Duration = Duration::from_secs(5);
+
+pub async fn run(state_dir: Option<&Path>, args: &SocksArgs) -> Result<()> {
+    let layout = Layout::resolve(state_dir)?;
+    let settings = Settings::load(&layout.settings_file())?;
+    let cluster_nets = cluster_nets(settings.as_ref(), args, &layout)?;
+    let domain = settings
+        .as_ref()
+        .map_or(cluster::DEFAULT_DNS_DOMAIN, |s| s.dns_domain.as_str());
+    if args.pac {
+        print!("{}", pac::pac(args.port, domain, &cluster_nets));
+        return Ok(());
+    }
+
+    let destinations = if args.allow_any {
+        Allowlist::Any
+    } else {
+        Allowlist::Nets(cluster_nets)
+    };
+    let clients = if args.allow_client.is_empty() {
+        let interfaces = if args.bind.is_loopback() {
+            Vec::new()
+        } else {
+            net::interface_addresses()?
+        };
+        Allowlist::Nets(policy::default_clients(args.bind, &interfaces))
+    } else {
+        Allowlist::Nets(args.allow_client.clone())
+    };
+    let dns_server = args.dns_server.or_else(|| {
+        settings
+            .as_ref()
+            .map(|s| SocketAddr::new(s.dns_service_ip(), 53))
+    });
+    let proxy = Arc::new(Proxy {
+        clients,
+        destinations,
+        auth: args.auth.clone(),
+        resolver: dns::Resolver::new(domain, dns_server, DNS_TIMEOUT)?,
+        handshake_timeout: Duration::from_secs(args.handshake_timeout),
+        connect_timeout: CONNECT_TIMEOUT,
+    });
+
+    let listener = listen(SocketAddr::new(args.bind, args.port)).await?;
+    let listen_addr = listener
+        .local_addr()
+        .context("cannot read the proxy's listening address")?;
+    let ssh_host = settings
+        .as_ref()
+        .map(|s| s.hostname.clone())
+        .or_else(|| {
+            nix::unistd::gethostname()
+                .ok()
+                .map(|h| h.to_string_lossy().into_owned())
+        })
+        .unwrap_or_else(|| "this-host".into());
+    let banner = pac::Banner {
+        listen: listen_addr,
+        ssh_host: &ssh_host,
+        clients: &proxy.clients,
+        destinations: &proxy.destinations,
+        domain,
+        dns: dns_server,
+        auth_user: proxy.auth.as_ref().map(|c| c.user.as_str()),
+    };
+    print!("{}", banner.render());
+    // Scripts (and the tests) wait for the banner's first line to know the port.
+    let _ = std::io::stdout().flush();
+    if !args.bind.is_loopback() {
+        warn!(
+            "listening on {listen_addr}, which other hosts can reach; clients allowed: {}",
+            proxy.clients
+        );
+    }
+    if args.allow_any {
+        warn!("--allow-any: clients can reach every address this host can, not only the cluster");
+    }
+
+    let shutdown = async {
+        interrupted().await;
+        info!(
+            "shutting down: no new connections; open ones get {}s (Ctrl-C again stops at once)",
+            GRACE.as_secs()
+        );
+    };
+    let grace = async {
+        tokio::select! {
+            () = tokio::time::sleep(GRACE) => {}
+            () = interrupted() => {}
+        }
+    };
+    let stats = socks::serve(listener, proxy, shutdown, grace).await;
+    info!("kinit socks stopped: {}", stats.summary());
+    Ok(())
+}
+
+/// The destinations clients may reach: `--allow`, else the cluster's pod and Service
+/// ranges and its node IP.
+fn cluster_nets(
+    settings: Option<&Settings>,
+    args: &SocksArgs,
+    layout: &Layout,
+) -> Result<Vec<IpNet>> {
+    if !args.allow.is_empty() {
+        return Ok(args.allow.clone());
+    }
+    let Some(s) = settings else {
+        if args.allow_any {
+            return Ok(Vec::new());
+        }
+        bail!(
+            "no cluster in {} (run `sudo kinit up` first), so kinit socks does not know the \
+             cluster's addresses; pass --state-dir, or --allow CIDR (or --allow-any)",
+            layout.root().display()
+        );
+    };
+    let pods: IpNet = cluster::DEFAULT_POD_CIDR
+        .parse()
+        .context("kinit's default pod range is not a CIDR")?;
+    Ok(vec![pods, s.service_cidr, IpNet::from(s.node_ip)])
+}
+
+async fn listen(addr: SocketAddr) -> Result<TcpListener> {
+    match TcpListener::bind(addr).await {
+        Ok(l) => Ok(l),
+        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
+            let holder = net::listeners(addr.port())
+                .first()
+                .map_or_else(|| "another process".to_string(), |l| l.to_string());
+            bail!(
+                "cannot listen on {addr}: {holder} holds the port; stop it or pick another with --port"
+            )
+        }
+        Err(e) => Err(e).with_context(|| format!("cannot listen on {addr}")),
+    }
+}
+
+/// Completes on the next Ctrl-C or SIGTERM.
+async fn interrupted() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        r = tokio::signal::ctrl_c() => {
+            if r.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }
+        () = term => {}
+    }
+}

@@ -1,0 +1,717 @@
+//! `kinit socks` as users run it: the real binary, driven by the real `curl` through to
+//! an HTTP server started here, cluster names resolved by a real dnsmasq, and raw TCP
+//! clients for broken and hostile handshakes. No Docker; everything on 127.0.0.1 with
+//! ephemeral ports. curl and dnsmasq are required (scripts/test.sh installs them).
+
+use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use sha2::{Digest, Sha256};
+
+/// The handshake bound the proxies here run with (`--handshake-timeout`).
+const HANDSHAKE_SECS: u64 = 2;
+/// A connection must be answered or closed within this.
+const BOUND: Duration = Duration::from_secs(HANDSHAKE_SECS + 3);
+const BODY_LEN: usize = 4 * 1024 * 1024 + 17;
+
+/// A running `kinit socks`; killed when dropped.
+struct Socks {
+    child: Child,
+    addr: SocketAddr,
+    banner: String,
+    stderr: Arc<Mutex<String>>,
+}
+
+impl Socks {
+    fn start(state_dir: &Path, args: &[&str]) -> Socks {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_kinit"))
+            .arg("-v")
+            .arg("--state-dir")
+            .arg(state_dir)
+            .args(["socks", "--port", "0"])
+            .args(["--handshake-timeout", &HANDSHAKE_SECS.to_string()])
+            .args(args)
+            .env_remove("KINIT_SOCKS_AUTH")
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("the kinit binary runs");
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let mut err_pipe = child.stderr.take().expect("stderr is piped");
+        let sink = stderr.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = err_pipe.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                sink.lock()
+                    .unwrap()
+                    .push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        });
+        let out_pipe = child.stdout.take().expect("stdout is piped");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut lines = BufReader::new(out_pipe).lines();
+            let mut banner = String::new();
+            // The banner ends with the Ctrl-C line; keep draining so the pipe never fills.
+            while let Some(Ok(line)) = lines.next() {
+                banner.push_str(&line);
+                banner.push('\n');
+                if line.starts_with("Ctrl-C") {
+                    let _ = tx.send(banner.clone());
+                }
+            }
+        });
+        let banner = match rx.recv_timeout(Duration::from_secs(20)) {
+            Ok(b) => b,
+            Err(_) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("kinit socks printed no banner: {}", stderr.lock().unwrap());
+            }
+        };
+        let addr: SocketAddr = banner
+            .lines()
+            .next()
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|a| a.parse().ok())
+            .unwrap_or_else(|| panic!("no address in the banner: {banner}"));
+        // The banner is printed after the socket is bound, so the port accepts now.
+        TcpStream::connect_timeout(&addr, Duration::from_secs(5)).expect("the proxy accepts");
+        Socks {
+            child,
+            addr,
+            banner,
+            stderr,
+        }
+    }
+
+    fn proxy(&self) -> String {
+        self.addr.to_string()
+    }
+
+    fn log(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+}
+
+impl Drop for Socks {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The deterministic body every HTTP response carries.
+fn body() -> Vec<u8> {
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    (0..BODY_LEN)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect()
+}
+
+fn sha256(data: &[u8]) -> String {
+    format!("{:x}", Sha256::digest(data))
+}
+
+/// An HTTP/1.0 server on 127.0.0.1 that answers every request with [`body`].
+fn http_server() -> SocketAddr {
+    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+    let addr = listener.local_addr().unwrap();
+    let body = Arc::new(body());
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let body = body.clone();
+            std::thread::spawn(move || serve_http(stream, &body));
+        }
+    });
+    addr
+}
+
+fn serve_http(mut stream: TcpStream, body: &[u8]) {
+    let mut request = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+        match stream.read(&mut buf) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => request.extend_from_slice(&buf[..n]),
+        }
+    }
+    let head = format!(
+        "HTTP/1.0 200 OK\r\nContent-Type: application/octet-stream\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    let _ = stream.write_all(head.as_bytes());
+    let _ = stream.write_all(body);
+}
+
+/// Fails, never skips, when a program the tests drive is missing.
+fn require(program: &str, package: &str) {
+    let found = Command::new(program)
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok();
+    assert!(
+        found,
+        "these tests need `{program}` (Debian package {package}; scripts/test.sh installs it)"
+    );
+}
+
+fn curl(args: &[&str]) -> Output {
+    require("curl", "curl");
+    Command::new("curl")
+        .args(["--silent", "--show-error", "--max-time", "30"])
+        .args(args)
+        .output()
+        .expect("curl runs")
+}
+
+fn text(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// Fetches `url` through the proxy and checks the body byte for byte.
+fn fetch_ok(mode: &str, proxy: &str, url: &str, extra: &[&str]) {
+    let mut args = vec![mode, proxy];
+    args.extend_from_slice(extra);
+    args.push(url);
+    let out = curl(&args);
+    assert!(out.status.success(), "curl {mode} {url}: {}", text(&out));
+    assert_eq!(out.stdout.len(), BODY_LEN, "curl {mode} {url}: body length");
+    assert_eq!(
+        sha256(&out.stdout),
+        sha256(&body()),
+        "curl {mode} {url}: body"
+    );
+}
+
+/// curl's exit status 97 is "proxy handshake failed"; its message names the SOCKS reply.
+fn fetch_refused(mode: &str, proxy: &str, url: &str, extra: &[&str]) -> String {
+    let mut args = vec![mode, proxy];
+    args.extend_from_slice(extra);
+    args.push(url);
+    let out = curl(&args);
+    assert!(!out.status.success(), "curl {mode} {url} got through");
+    assert!(out.stdout.is_empty());
+    text(&out)
+}
+
+fn state_with_cluster(node_ip: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("cluster.yaml"),
+        format!(
+            "# Written by kinit up; the settings this cluster was created with.\n\
+             nodeIp: {node_ip}\nhostname: kinit-test\nserviceCidr: 10.96.0.0/12\ndnsDomain: cluster.local\n"
+        ),
+    )
+    .unwrap();
+    dir
+}
+
+/// A dnsmasq on 127.0.0.1 answering only the given names; killed when dropped.
+struct Dnsmasq {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl Dnsmasq {
+    fn start(names: &[(&str, &str)]) -> Dnsmasq {
+        require("dnsmasq", "dnsmasq-base");
+        let port = free_udp_and_tcp_port();
+        let mut cmd = Command::new("dnsmasq");
+        cmd.args([
+            "--keep-in-foreground",
+            "--conf-file=/dev/null",
+            "--pid-file=",
+            &format!("--port={port}"),
+            "--listen-address=127.0.0.1",
+            "--bind-interfaces",
+            "--no-resolv",
+            "--no-hosts",
+        ]);
+        if nix::unistd::geteuid().is_root() {
+            // Drop to nobody as soon as the port is bound.
+            cmd.arg("--user=nobody");
+        }
+        for (name, ip) in names {
+            cmd.arg(format!("--address=/{name}/{ip}"));
+        }
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("dnsmasq starts");
+        let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+        let mut d = Dnsmasq { child, addr };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while TcpStream::connect(addr).is_err() {
+            if let Ok(Some(status)) = d.child.try_wait() {
+                panic!("dnsmasq exited at once: {status}");
+            }
+            assert!(Instant::now() < deadline, "dnsmasq did not start on {addr}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        d
+    }
+}
+
+impl Drop for Dnsmasq {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_udp_and_tcp_port() -> u16 {
+    loop {
+        let udp = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+        let port = udp.local_addr().unwrap().port();
+        if TcpListener::bind((Ipv4Addr::LOCALHOST, port)).is_ok() {
+            return port;
+        }
+    }
+}
+
+// ---- raw SOCKS clients ----
+
+fn connect(proxy: SocketAddr) -> TcpStream {
+    let s = TcpStream::connect_timeout(&proxy, Duration::from_secs(5)).unwrap();
+    s.set_read_timeout(Some(BOUND)).unwrap();
+    s.set_nodelay(true).unwrap();
+    s
+}
+
+/// Reads until the server closes the connection; fails when it keeps it open past
+/// [`BOUND`]. Returns what it sent before closing.
+fn until_closed(mut s: TcpStream, what: &str) -> Vec<u8> {
+    let start = Instant::now();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 512];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => return got,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == ErrorKind::ConnectionReset => return got,
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                panic!(
+                    "{what}: the server kept the connection open for {:?} (got {got:?})",
+                    start.elapsed()
+                )
+            }
+            Err(e) => panic!("{what}: {e}"),
+        }
+        assert!(
+            start.elapsed() < BOUND,
+            "{what}: still open after {BOUND:?}"
+        );
+    }
+}
+
+/// The method negotiation for "no authentication"; asserts the server accepts it.
+fn greet(s: &mut TcpStream) {
+    s.write_all(&[5, 1, 0]).unwrap();
+    let mut reply = [0u8; 2];
+    s.read_exact(&mut reply).unwrap();
+    assert_eq!(reply, [5, 0]);
+}
+
+/// A request's reply code (the second byte of the reply).
+fn request(proxy: SocketAddr, req: &[u8]) -> u8 {
+    let mut s = connect(proxy);
+    greet(&mut s);
+    s.write_all(req).unwrap();
+    let mut head = [0u8; 2];
+    s.read_exact(&mut head).unwrap();
+    assert_eq!(head[0], 5, "reply version");
+    head[1]
+}
+
+fn connect_request(cmd: u8, addr: SocketAddr) -> Vec<u8> {
+    let SocketAddr::V4(a) = addr else {
+        panic!("IPv4 only here")
+    };
+    let mut r = vec![5, cmd, 0, 1];
+    r.extend_from_slice(&a.ip().octets());
+    r.extend_from_slice(&a.port().to_be_bytes());
+    r
+}
+
+// ---- tests ----
+
+#[test]
+fn curl_fetches_byte_exact_through_ip_and_hostname_targets() {
+    let web = http_server();
+    let state = tempfile::tempdir().unwrap();
+    let socks = Socks::start(state.path(), &["--allow", "127.0.0.1"]);
+    let proxy = socks.proxy();
+    assert!(
+        socks.banner.contains("destinations allowed: 127.0.0.1/32"),
+        "{}",
+        socks.banner
+    );
+    fetch_ok("--socks5", &proxy, &format!("http://{web}/"), &[]);
+    // The host resolver: localhost resolves through /etc/hosts to an allowed address.
+    fetch_ok(
+        "--socks5-hostname",
+        &proxy,
+        &format!("http://localhost:{}/", web.port()),
+        &[],
+    );
+    // Several at once.
+    let handles: Vec<_> = (0..4)
+        .map(|_| {
+            let (proxy, url) = (proxy.clone(), format!("http://{web}/"));
+            std::thread::spawn(move || fetch_ok("--socks5", &proxy, &url, &[]))
+        })
+        .collect();
+    for h in handles {
+        h.join().unwrap();
+    }
+    let log = socks.log();
+    assert!(
+        log.contains(&format!("-> {web} ({web}): ")) && log.contains("bytes received"),
+        "no per-connection debug line in: {log}"
+    );
+}
+
+#[test]
+fn destinations_outside_the_allowlist_are_refused_with_reply_2() {
+    let web = http_server();
+    let state = tempfile::tempdir().unwrap();
+    let socks = Socks::start(state.path(), &["--allow", "127.0.0.1/32"]);
+    let proxy = socks.proxy();
+    // 127.0.0.2 is loopback too, so the server would answer there: only policy refuses.
+    let other = SocketAddr::from(([127, 0, 0, 2], web.port()));
+    let err = fetch_refused("--socks5", &proxy, &format!("http://{other}/"), &[]);
+    assert!(err.contains("(2)") || err.contains("not allowed"), "{err}");
+    assert_eq!(request(socks.addr, &connect_request(1, other)), 2);
+    // An IPv4-mapped IPv6 target is the IPv4 host, refused the same way.
+    let mut mapped = vec![5, 1, 0, 4];
+    mapped.extend_from_slice(
+        &std::net::Ipv4Addr::new(127, 0, 0, 2)
+            .to_ipv6_mapped()
+            .octets(),
+    );
+    mapped.extend_from_slice(&web.port().to_be_bytes());
+    assert_eq!(request(socks.addr, &mapped), 2);
+    // And a name whose address is outside (ip6-localhost may be missing: use 127.0.0.2).
+    let mut by_name = vec![5, 1, 0, 3, 9];
+    by_name.extend_from_slice(b"127.0.0.2");
+    by_name.extend_from_slice(&web.port().to_be_bytes());
+    assert_eq!(request(socks.addr, &by_name), 2);
+    assert!(socks.log().contains("refused 127.0.0.2"), "{}", socks.log());
+    // The allowed one still works.
+    fetch_ok("--socks5", &proxy, &format!("http://{web}/"), &[]);
+}
+
+#[test]
+fn clients_outside_allow_client_are_closed_before_the_handshake() {
+    let web = http_server();
+    let state = tempfile::tempdir().unwrap();
+    let socks = Socks::start(
+        state.path(),
+        &["--allow", "127.0.0.1", "--allow-client", "10.0.0.0/8"],
+    );
+    let mut s = connect(socks.addr);
+    // The server may close before or after this write lands.
+    let _ = s.write_all(&[5, 1, 0]);
+    let got = until_closed(s, "refused client");
+    assert!(got.is_empty(), "a refused client got {got:?}");
+    let err = fetch_refused("--socks5", &socks.proxy(), &format!("http://{web}/"), &[]);
+    assert!(!err.is_empty());
+    assert!(
+        socks.log().contains("refused client 127.0.0.1:"),
+        "{}",
+        socks.log()
+    );
+}
+
+#[test]
+fn auth_refuses_wrong_and_missing_credentials() {
+    let web = http_server();
+    let state = tempfile::tempdir().unwrap();
+    let socks = Socks::start(
+        state.path(),
+        &["--allow", "127.0.0.1", "--auth", "alice:s3cr:et"],
+    );
+    let proxy = socks.proxy();
+    let url = format!("http://{web}/");
+    fetch_ok("--socks5", &proxy, &url, &["--proxy-user", "alice:s3cr:et"]);
+    fetch_refused("--socks5", &proxy, &url, &["--proxy-user", "alice:wrong"]);
+    fetch_refused("--socks5", &proxy, &url, &["--proxy-user", "bob:s3cr:et"]);
+    fetch_refused("--socks5", &proxy, &url, &[]);
+    // Raw: offering only "no authentication" gets 0xFF and a close.
+    let mut s = connect(socks.addr);
+    s.write_all(&[5, 1, 0]).unwrap();
+    assert_eq!(until_closed(s, "no-auth client"), [5, 0xFF]);
+    // Wrong password: a non-zero RFC 1929 status, then a close.
+    let mut s = connect(socks.addr);
+    s.write_all(&[5, 1, 2]).unwrap();
+    let mut chosen = [0u8; 2];
+    s.read_exact(&mut chosen).unwrap();
+    assert_eq!(chosen, [5, 2]);
+    s.write_all(&[1, 5, b'a', b'l', b'i', b'c', b'e', 2, b'n', b'o'])
+        .unwrap();
+    let reply = until_closed(s, "wrong password");
+    assert_eq!(reply.len(), 2, "{reply:?}");
+    assert_ne!(reply[1], 0, "wrong password accepted");
+    assert!(!socks.banner.contains("s3cr"), "{}", socks.banner);
+}
+
+#[test]
+fn cluster_names_resolve_through_cluster_dns_with_defaults_from_the_state() {
+    let web = http_server();
+    let dns = Dnsmasq::start(&[
+        ("web.default.svc.cluster.local", "127.0.0.1"),
+        ("outside.default.svc.cluster.local", "127.0.0.2"),
+    ]);
+    // Node IP 127.0.0.1, so the default allowlist (pods, Services, node) admits the web
+    // server and nothing else on loopback.
+    let state = state_with_cluster("127.0.0.1");
+    let socks = Socks::start(state.path(), &["--dns-server", &dns.addr.to_string()]);
+    assert!(
+        socks
+            .banner
+            .contains("destinations allowed: 10.244.0.0/16, 10.96.0.0/12, 127.0.0.1/32"),
+        "{}",
+        socks.banner
+    );
+    let proxy = socks.proxy();
+    let port = web.port();
+    for name in [
+        "web.default.svc.cluster.local",
+        "web.default.svc",
+        "WEB.default.svc.cluster.local.",
+    ] {
+        fetch_ok(
+            "--socks5-hostname",
+            &proxy,
+            &format!("http://{name}:{port}/"),
+            &[],
+        );
+    }
+    // Resolved, but to an address outside the allowlist.
+    let err = fetch_refused(
+        "--socks5-hostname",
+        &proxy,
+        &format!("http://outside.default.svc.cluster.local:{port}/"),
+        &[],
+    );
+    assert!(err.contains("(2)") || err.contains("not allowed"), "{err}");
+    // Unknown to cluster DNS: host unreachable (4), promptly.
+    let mut missing = vec![5, 1, 0, 3];
+    let name = b"nothing.default.svc.cluster.local";
+    missing.push(name.len() as u8);
+    missing.extend_from_slice(name);
+    missing.extend_from_slice(&port.to_be_bytes());
+    let start = Instant::now();
+    assert_eq!(request(socks.addr, &missing), 4);
+    assert!(start.elapsed() < BOUND);
+}
+
+#[test]
+fn pac_and_missing_state() {
+    let state = state_with_cluster("10.0.2.15");
+    let out = Command::new(env!("CARGO_BIN_EXE_kinit"))
+        .arg("--state-dir")
+        .arg(state.path())
+        .args(["socks", "--pac"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let pac = String::from_utf8_lossy(&out.stdout);
+    for want in [
+        "function FindProxyForURL(url, host)",
+        "SOCKS5 127.0.0.1:8082",
+        "dnsDomainIs(host, \".cluster.local\")",
+        "isInNet(host, \"10.244.0.0\", \"255.255.0.0\")",
+        "isInNet(host, \"10.96.0.0\", \"255.240.0.0\")",
+        "isInNet(host, \"10.0.2.15\", \"255.255.255.255\")",
+    ] {
+        assert!(pac.contains(want), "{want} missing: {pac}");
+    }
+    let empty = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_kinit"))
+        .arg("--state-dir")
+        .arg(empty.path())
+        .arg("socks")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.starts_with("error: no cluster in")
+            && err.contains("--allow")
+            && err.lines().count() == 1,
+        "{err}"
+    );
+}
+
+#[test]
+fn broken_and_unsupported_handshakes_get_a_reply_or_a_close_in_bound() {
+    let web = http_server();
+    let state = tempfile::tempdir().unwrap();
+    let socks = Socks::start(state.path(), &["--allow", "127.0.0.1"]);
+    let p = socks.addr;
+
+    // BIND, UDP ASSOCIATE and an unknown command: "command not supported".
+    for cmd in [2u8, 3, 9] {
+        assert_eq!(request(p, &connect_request(cmd, web)), 7, "command {cmd}");
+    }
+    // An unknown address type: "address type not supported", or a close.
+    let mut s = connect(p);
+    greet(&mut s);
+    s.write_all(&[5, 1, 0, 9, 1, 2, 3, 4, 0, 80]).unwrap();
+    let got = until_closed(s, "address type 9");
+    assert!(got.is_empty() || got[1] == 8, "{got:?}");
+
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        ("SOCKS4", vec![4, 1, 0, 80, 127, 0, 0, 1, 0]),
+        ("HTTP", b"GET / HTTP/1.1\r\nHost: x\r\n\r\n".to_vec()),
+        ("no methods", vec![5, 0]),
+        ("only GSSAPI", vec![5, 1, 1]),
+        ("truncated greeting", vec![5, 3, 0]),
+        ("truncated request", vec![5, 1, 0, 5, 1, 0, 1, 127, 0]),
+        ("truncated name", vec![5, 1, 0, 5, 1, 0, 3, 20, b'a', b'b']),
+        (
+            "bad request version",
+            vec![5, 1, 0, 4, 1, 0, 1, 127, 0, 0, 1, 0, 80],
+        ),
+        (
+            "name not UTF-8",
+            vec![5, 1, 0, 5, 1, 0, 3, 2, 0xff, 0xfe, 0, 80],
+        ),
+        ("empty name", vec![5, 1, 0, 5, 1, 0, 3, 0, 0, 80]),
+        (
+            "name with dots only",
+            vec![5, 1, 0, 5, 1, 0, 3, 2, b'.', b'.', 0, 80],
+        ),
+    ];
+    for (what, bytes) in &cases {
+        // Once with the write side left open (the server must not wait for more forever),
+        // once with it shut (the server sees end of stream).
+        for shut in [false, true] {
+            let mut s = connect(p);
+            s.write_all(bytes).unwrap();
+            if shut {
+                let _ = s.shutdown(std::net::Shutdown::Write);
+            }
+            let got = until_closed(s, what);
+            // Whatever came back is a SOCKS reply: a method choice and maybe a failure.
+            if let Some(&v) = got.first() {
+                assert_eq!(v, 5, "{what}: {got:?}");
+            }
+            if got.len() > 2 {
+                assert_ne!(
+                    got[3], 0,
+                    "{what}: a failed request reported success: {got:?}"
+                );
+            }
+        }
+    }
+
+    // Idle, and slowloris: one byte at a time, each well within any per-read timeout.
+    let start = Instant::now();
+    until_closed(connect(p), "idle client");
+    let idle = start.elapsed();
+    assert!(
+        idle >= Duration::from_secs(HANDSHAKE_SECS) - Duration::from_millis(200),
+        "closed an idle client after {idle:?}, before the handshake bound"
+    );
+    let mut s = connect(p);
+    let start = Instant::now();
+    let mut closed = false;
+    for b in [5u8, 1, 0, 5, 1, 0, 1, 127, 0, 0, 1, 0]
+        .iter()
+        .cycle()
+        .take(40)
+    {
+        std::thread::sleep(Duration::from_millis(300));
+        if s.write_all(&[*b]).is_err() {
+            closed = true;
+            break;
+        }
+        if start.elapsed() > BOUND {
+            break;
+        }
+    }
+    if !closed {
+        until_closed(s, "slowloris");
+    }
+    assert!(
+        start.elapsed() < BOUND,
+        "slowloris held on for {:?}",
+        start.elapsed()
+    );
+
+    // The server is still fine.
+    fetch_ok("--socks5", &socks.proxy(), &format!("http://{web}/"), &[]);
+}
+
+#[test]
+fn ctrl_c_stops_accepting_and_lets_open_tunnels_finish() {
+    let web = http_server();
+    let state = tempfile::tempdir().unwrap();
+    let mut socks = Socks::start(state.path(), &["--allow", "127.0.0.1"]);
+    // An open tunnel, request not sent yet.
+    let mut tunnel = connect(socks.addr);
+    greet(&mut tunnel);
+    tunnel.write_all(&connect_request(1, web)).unwrap();
+    let mut reply = [0u8; 10];
+    tunnel.read_exact(&mut reply).unwrap();
+    assert_eq!(reply[1], 0, "{reply:?}");
+
+    let kill = Command::new("kill")
+        .args(["-INT", &socks.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    // New connections are no longer accepted.
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while TcpStream::connect(socks.addr).is_ok() {
+        assert!(Instant::now() < deadline, "still accepting after Ctrl-C");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // The open tunnel still carries a whole response.
+    tunnel.write_all(b"GET / HTTP/1.0\r\n\r\n").unwrap();
+    let mut response = Vec::new();
+    tunnel.read_to_end(&mut response).unwrap();
+    let body_start = response
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("an HTTP response")
+        + 4;
+    assert_eq!(sha256(&response[body_start..]), sha256(&body()));
+    let start = Instant::now();
+    let status = loop {
+        if let Some(status) = socks.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(start.elapsed() < Duration::from_secs(10), "did not exit");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "{status}: {}", socks.log());
+    // Let the stderr reader catch up.
+    std::thread::sleep(Duration::from_millis(200));
+    let log = socks.log();
+    assert!(log.contains("shutting down"), "{log}");
+    assert!(log.contains("kinit socks stopped: 1 tunnels"), "{log}");
+}
