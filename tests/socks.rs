@@ -130,7 +130,12 @@ fn sha256(data: &[u8]) -> String {
 
 /// An HTTP/1.0 server on 127.0.0.1 that answers every request with [`body`].
 fn http_server() -> SocketAddr {
-    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+    http_server_on(Ipv4Addr::LOCALHOST.into())
+}
+
+fn http_server_on(ip: std::net::IpAddr) -> SocketAddr {
+    let listener = TcpListener::bind((ip, 0))
+        .unwrap_or_else(|e| panic!("cannot listen on {ip} (is IPv6 loopback disabled?): {e}"));
     let addr = listener.local_addr().unwrap();
     let body = Arc::new(body());
     std::thread::spawn(move || {
@@ -375,6 +380,11 @@ fn curl_fetches_byte_exact_through_ip_and_hostname_targets() {
         &format!("http://localhost:{}/", web.port()),
         &[],
     );
+    // An IPv6 target.
+    let web6 = http_server_on(std::net::Ipv6Addr::LOCALHOST.into());
+    let v6 = Socks::start(state.path(), &["--allow", "::1"]);
+    fetch_ok("--socks5", &v6.proxy(), &format!("http://{web6}/"), &[]);
+    fetch_refused("--socks5", &v6.proxy(), &format!("http://{web}/"), &[]);
     // Several at once.
     let handles: Vec<_> = (0..4)
         .map(|_| {
