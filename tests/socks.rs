@@ -725,3 +725,176 @@ fn ctrl_c_stops_accepting_and_lets_open_tunnels_finish() {
     assert!(log.contains("shutting down"), "{log}");
     assert!(log.contains("kinit socks stopped: 1 tunnels"), "{log}");
 }
+
+/// A TCP server on 127.0.0.1 that closes every connection at once.
+fn sink_server() -> SocketAddr {
+    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || for _ in listener.incoming() {});
+    addr
+}
+
+/// xorshift64: reproducible from a seed, no dependency.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+
+    fn byte(&mut self) -> u8 {
+        self.next() as u8
+    }
+}
+
+/// A well-formed handshake to `port` on loopback: by address, IPv6 or name, with a
+/// command that is mostly CONNECT.
+fn valid_handshake(rng: &mut Rng, port: u16, auth: bool) -> Vec<u8> {
+    let mut v = if auth {
+        vec![5, 1, 2, 1, 5, b'a', b'l', b'i', b'c', b'e', 2, b'p', b'w']
+    } else {
+        vec![5, 1, 0]
+    };
+    let cmd = [1, 1, 1, 2, 3][rng.below(5)];
+    v.extend_from_slice(&[5, cmd, 0]);
+    match rng.below(4) {
+        0 | 1 => v.extend_from_slice(&[1, 127, 0, 0, 1]),
+        2 => {
+            v.push(4);
+            v.extend_from_slice(&std::net::Ipv6Addr::LOCALHOST.octets());
+        }
+        _ => {
+            let name: &[u8] = [
+                &b"localhost"[..],
+                b"web.default.svc",
+                b"x.y.svc.cluster.local",
+            ][rng.below(3)];
+            v.push(3);
+            v.push(name.len() as u8);
+            v.extend_from_slice(name);
+        }
+    }
+    v.extend_from_slice(&port.to_be_bytes());
+    v
+}
+
+fn fuzz_case(rng: &mut Rng, port: u16, auth: bool) -> Vec<u8> {
+    match rng.below(4) {
+        0 => (0..rng.below(48)).map(|_| rng.byte()).collect(),
+        1 => {
+            let mut v = valid_handshake(rng, port, auth);
+            v.truncate(rng.below(v.len() + 1));
+            v
+        }
+        2 => {
+            let mut v = valid_handshake(rng, port, auth);
+            for _ in 0..=rng.below(3) {
+                let i = rng.below(v.len());
+                v[i] = rng.byte();
+            }
+            v
+        }
+        _ => {
+            // Data pipelined after the request, as some clients send.
+            let mut v = valid_handshake(rng, port, auth);
+            v.extend((0..rng.below(64)).map(|_| rng.byte()));
+            v
+        }
+    }
+}
+
+fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// Thousands of random, truncated and mutated handshakes (KINIT_FUZZ_CASES, default 3000;
+/// KINIT_FUZZ_SEED to replay): every connection must end, with a reply or a close, within
+/// the handshake bound plus a DNS lookup, and the server must keep serving.
+#[test]
+fn random_and_mutated_handshakes_always_end_and_the_server_keeps_serving() {
+    let web = http_server();
+    let sink = sink_server();
+    let state = tempfile::tempdir().unwrap();
+    let mut plain = Socks::start(state.path(), &["--allow", "127.0.0.1"]);
+    let mut authed = Socks::start(
+        state.path(),
+        &["--allow", "127.0.0.1", "--auth", "alice:pw"],
+    );
+    let cases: usize = env_or("KINIT_FUZZ_CASES", 3000);
+    let seed: u64 = env_or("KINIT_FUZZ_SEED", 0x5EED_CAFE_F00D);
+    // Handshake, then at most a 3 s name lookup (connects here are to loopback).
+    let bound = Duration::from_secs(HANDSHAKE_SECS + 3 + 2);
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let started = Instant::now();
+    std::thread::scope(|scope| {
+        for _ in 0..16 {
+            scope.spawn(|| {
+                loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    if i >= cases {
+                        break;
+                    }
+                    let mut rng = Rng(seed ^ (i as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+                    let auth = i % 4 == 3;
+                    let proxy = if auth { &authed } else { &plain };
+                    let bytes = fuzz_case(&mut rng, sink.port(), auth);
+                    // Mostly the client half-closes; some leave it open, like a stalled client.
+                    let keep_open = i.is_multiple_of(25);
+                    let mut s =
+                        TcpStream::connect_timeout(&proxy.addr, Duration::from_secs(5)).unwrap();
+                    s.set_read_timeout(Some(bound)).unwrap();
+                    // The server may close before all of it is written.
+                    let _ = s.write_all(&bytes);
+                    if !keep_open {
+                        let _ = s.shutdown(std::net::Shutdown::Write);
+                    }
+                    let t = Instant::now();
+                    let mut buf = [0u8; 256];
+                    loop {
+                        match s.read(&mut buf) {
+                            Ok(0) => break,
+                            Ok(_) => {}
+                            Err(e) if e.kind() == ErrorKind::ConnectionReset => break,
+                            Err(e) => panic!(
+                                "case {i} (seed {seed:#x}, keep_open {keep_open}): not ended \
+                                 after {:?} ({e}); sent {bytes:?}",
+                                t.elapsed()
+                            ),
+                        }
+                    }
+                }
+            });
+        }
+    });
+    eprintln!(
+        "{cases} handshakes (seed {seed:#x}) in {:.1}s",
+        started.elapsed().as_secs_f64()
+    );
+    for socks in [&mut plain, &mut authed] {
+        let exited = socks.child.try_wait().unwrap();
+        assert!(
+            exited.is_none(),
+            "kinit socks exited ({exited:?}): {}",
+            socks.log()
+        );
+    }
+    fetch_ok("--socks5", &plain.proxy(), &format!("http://{web}/"), &[]);
+    fetch_ok(
+        "--socks5-hostname",
+        &authed.proxy(),
+        &format!("http://localhost:{}/", web.port()),
+        &["--proxy-user", "alice:pw"],
+    );
+    let log = plain.log() + &authed.log();
+    assert!(!log.contains("panicked"), "{log}");
+}
