@@ -173,7 +173,7 @@ pub struct SocksArgs {
     pub allow: Vec<IpNet>,
 
     /// Let clients reach any address this host can reach, not only the cluster.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "allow")]
     pub allow_any: bool,
 
     /// Print a proxy auto-config (PAC) file that sends only cluster addresses and names

@@ -271,6 +271,10 @@ fn bad_input_fails_with_one_clear_line_and_changes_nothing() {
         ),
         (vec!["socks", "--auth", "alice"], "expected USER:PASSWORD"),
         (
+            vec!["socks", "--allow", "10.0.0.0/8", "--allow-any"],
+            "cannot be used with",
+        ),
+        (
             vec!["socks", "--bind", "localhost"],
             "invalid value 'localhost'",
         ),

@@ -102,6 +102,20 @@ impl Socks {
     fn log(&self) -> String {
         self.stderr.lock().unwrap().clone()
     }
+
+    /// Waits for every needle to appear in the log: lines arrive through a pipe and a
+    /// reader thread, and a tunnel's line only once both ends have closed.
+    fn wait_for_log(&self, needles: &[&str]) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !needles.iter().all(|n| self.log().contains(n)) {
+            assert!(
+                Instant::now() < deadline,
+                "{needles:?} not in the log: {}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
 }
 
 impl Drop for Socks {
@@ -395,11 +409,8 @@ fn curl_fetches_byte_exact_through_ip_and_hostname_targets() {
     for h in handles {
         h.join().unwrap();
     }
-    let log = socks.log();
-    assert!(
-        log.contains(&format!("-> {web} ({web}): ")) && log.contains("bytes received"),
-        "no per-connection debug line in: {log}"
-    );
+    // The per-connection debug line: client, target, bytes, duration.
+    socks.wait_for_log(&[&format!("-> {web} ({web}): "), "bytes received"]);
 }
 
 #[test]
@@ -427,7 +438,7 @@ fn destinations_outside_the_allowlist_are_refused_with_reply_2() {
     by_name.extend_from_slice(b"127.0.0.2");
     by_name.extend_from_slice(&web.port().to_be_bytes());
     assert_eq!(request(socks.addr, &by_name), 2);
-    assert!(socks.log().contains("refused 127.0.0.2"), "{}", socks.log());
+    socks.wait_for_log(&["refused 127.0.0.2"]);
     // The allowed one still works.
     fetch_ok("--socks5", &proxy, &format!("http://{web}/"), &[]);
 }
@@ -447,11 +458,7 @@ fn clients_outside_allow_client_are_closed_before_the_handshake() {
     assert!(got.is_empty(), "a refused client got {got:?}");
     let err = fetch_refused("--socks5", &socks.proxy(), &format!("http://{web}/"), &[]);
     assert!(!err.is_empty());
-    assert!(
-        socks.log().contains("refused client 127.0.0.1:"),
-        "{}",
-        socks.log()
-    );
+    socks.wait_for_log(&["refused client 127.0.0.1:"]);
 }
 
 #[test]
@@ -535,6 +542,26 @@ fn cluster_names_resolve_through_cluster_dns_with_defaults_from_the_state() {
     let start = Instant::now();
     assert_eq!(request(socks.addr, &missing), 4);
     assert!(start.elapsed() < BOUND);
+}
+
+#[test]
+fn a_non_loopback_bind_is_a_warning() {
+    let web = http_server();
+    let state = tempfile::tempdir().unwrap();
+    let socks = Socks::start(state.path(), &["--bind", "0.0.0.0", "--allow", "127.0.0.1"]);
+    assert!(
+        socks.banner.contains("listening on 0.0.0.0:"),
+        "{}",
+        socks.banner
+    );
+    // Loopback clients are still admitted.
+    fetch_ok(
+        "--socks5",
+        &socks.proxy().replace("0.0.0.0", "127.0.0.1"),
+        &format!("http://{web}/"),
+        &[],
+    );
+    socks.wait_for_log(&["WARN", "which other hosts can reach"]);
 }
 
 #[test]
@@ -719,11 +746,7 @@ fn ctrl_c_stops_accepting_and_lets_open_tunnels_finish() {
         std::thread::sleep(Duration::from_millis(50));
     };
     assert!(status.success(), "{status}: {}", socks.log());
-    // Let the stderr reader catch up.
-    std::thread::sleep(Duration::from_millis(200));
-    let log = socks.log();
-    assert!(log.contains("shutting down"), "{log}");
-    assert!(log.contains("kinit socks stopped: 1 tunnels"), "{log}");
+    socks.wait_for_log(&["shutting down", "kinit socks stopped: 1 tunnels"]);
 }
 
 /// A TCP server on 127.0.0.1 that closes every connection at once.
