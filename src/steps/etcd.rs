@@ -7,7 +7,7 @@ use anyhow::{Result, anyhow};
 
 use super::Context;
 use crate::components::etcd;
-use crate::docker::{Applied, ImageSource};
+use crate::docker::Applied;
 use crate::progress::Outcome;
 use crate::{fs, health};
 
@@ -15,24 +15,17 @@ const READY_TIMEOUT: Duration = Duration::from_secs(90);
 
 pub async fn run(ctx: &Context) -> Result<Outcome> {
     let spec = etcd::spec(&ctx.settings, &ctx.layout)?;
-    let image = ctx.docker.ensure_image(&spec.image).await?;
+    // The images step before this one has made the image present.
     fs::ensure_private_dir(&ctx.layout.etcd_data())?;
     let applied = ctx.docker.apply(&spec).await?;
     wait_until_healthy(ctx, &spec.container_name()).await?;
-    let pulled = if image == ImageSource::Pulled {
-        ", image pulled"
-    } else {
-        ""
-    };
     Ok(match applied {
         Applied::Unchanged => Outcome::AlreadyDone("running and healthy".into()),
-        Applied::Started => {
-            Outcome::Done(format!("started the stopped container, healthy{pulled}"))
+        Applied::Started => Outcome::Done("started the stopped container, healthy".into()),
+        Applied::Created => Outcome::Done("created, healthy".into()),
+        Applied::Replaced => {
+            Outcome::Done("replaced a container with other settings, healthy".into())
         }
-        Applied::Created => Outcome::Done(format!("created, healthy{pulled}")),
-        Applied::Replaced => Outcome::Done(format!(
-            "replaced a container with other settings, healthy{pulled}"
-        )),
     })
 }
 
