@@ -332,12 +332,21 @@ build_kubernetes() {
 
 # cri-dockerd: its go.mod pins Kubernetes 1.29 libraries through replace lines, which the
 # wrapper copies. Version stamping as in its Makefile (version without "v", short commit).
+# The source gets one patch (scripts/bundle/cri-dockerd-oomclamp.patch): upstream gives every
+# pod sandbox oom_score_adj -998, which a host without CAP_SYS_RESOURCE in its bounding set
+# (these test machines, LXD, some nested VMs) refuses, so no pod could start; the patch
+# clamps negative values to 0 only on such hosts and changes nothing elsewhere.
 build_cri_dockerd() {
-  local out=$1 mod="github.com/Mirantis/cri-dockerd@${CRI_DOCKERD_VERSION}" commit
+  local out=$1 mod="github.com/Mirantis/cri-dockerd@${CRI_DOCKERD_VERSION}" commit src
   go_wrapper cri-dockerd
   go_copy_replaces "$mod"
+  src=$(go mod download -json "$mod" | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')
+  cp -r "$src" "$STEP_WORK/cri-dockerd-src"
+  chmod -R u+w "$STEP_WORK/cri-dockerd-src"
+  patch -d "$STEP_WORK/cri-dockerd-src" -p1 <"$BUNDLE_DIR/cri-dockerd-oomclamp.patch"
   go get "$mod"
   commit=$(go_origin "$mod" Hash)
+  go mod edit -replace "github.com/Mirantis/cri-dockerd=$STEP_WORK/cri-dockerd-src"
   go_build "$out/bin" "-X github.com/Mirantis/cri-dockerd/cmd/version.Version=${CRI_DOCKERD_VERSION#v} \
     -X github.com/Mirantis/cri-dockerd/cmd/version.GitCommit=${commit:0:7}" github.com/Mirantis/cri-dockerd
   "$out/bin/cri-dockerd" --version
@@ -523,7 +532,7 @@ comp_kubernetes() {
 }
 
 comp_cri_dockerd() {
-  run_step cri-dockerd "$CRI_DOCKERD_VERSION" build_cri_dockerd
+  run_step cri-dockerd "$CRI_DOCKERD_VERSION" build_cri_dockerd "$BUNDLE_DIR/cri-dockerd-oomclamp.patch"
   export_bins "${STEP_DIR[cri-dockerd]}/bin" "$OUT_DIR/cri-dockerd/$CRI_DOCKERD_VERSION" cri-dockerd
 }
 

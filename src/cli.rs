@@ -52,7 +52,7 @@ pub enum Command {
     Status(StatusArgs),
     /// Run a SOCKS5 proxy so a browser can open pod and Service IPs.
     Socks(SocksArgs),
-    /// Print the admin kubeconfig for the cluster.
+    /// Print the cluster's admin kubeconfig (context `kinit`), e.g. to copy to a laptop.
     Kubeconfig,
     /// Show a component's logs.
     Logs(LogsArgs),
@@ -103,6 +103,10 @@ pub struct ClusterArgs {
     /// The cluster's DNS domain [default: cluster.local].
     #[arg(long, value_name = "DOMAIN", value_parser = cluster::parse_dns_domain)]
     pub dns_domain: Option<String>,
+
+    /// The range pod IPs come from; the node gets its first /24 [default: 10.244.0.0/16].
+    #[arg(long, value_name = "CIDR", value_parser = cluster::parse_pod_cidr)]
+    pub pod_cidr: Option<IpNet>,
 }
 
 #[derive(Debug, Args)]
@@ -123,6 +127,11 @@ pub struct UpArgs {
     /// Where to install kubectl.
     #[arg(long, value_name = "DIR", default_value = "/usr/local/bin")]
     pub bin_dir: PathBuf,
+
+    /// The kubeconfig to add the `kinit` context to [default: under sudo, the invoking
+    /// user's ~/.kube/config; else the first file in $KUBECONFIG, else ~/.kube/config].
+    #[arg(long, value_name = "FILE")]
+    pub kubeconfig: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -210,6 +219,14 @@ pub struct LogsArgs {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LogComponent {
     Etcd,
+    Apiserver,
+    ControllerManager,
+    Scheduler,
+    /// The kubelet and cri-dockerd (the kinit-master container).
+    Kubelet,
+    /// kube-proxy.
+    Proxy,
+    Coredns,
 }
 
 #[derive(Debug, Args)]

@@ -13,9 +13,10 @@ use crate::{fs, net};
 
 pub const DEFAULT_SERVICE_CIDR: &str = "10.96.0.0/12";
 pub const DEFAULT_DNS_DOMAIN: &str = "cluster.local";
-/// kinit's default pod range. Not yet a setting: until `--pod-cidr` exists and is saved
-/// in the cluster settings, every kinit cluster uses this range.
+/// kinit's default pod range, as flannel and kind use.
 pub const DEFAULT_POD_CIDR: &str = "10.244.0.0/16";
+/// Each node gets this slice of the pod range (the controller-manager's default).
+pub const NODE_CIDR_PREFIX: u8 = 24;
 pub const API_SERVER_PORT: u16 = 6443;
 
 /// What identifies one cluster; everything else is derived from it.
@@ -26,6 +27,13 @@ pub struct Settings {
     pub hostname: String,
     pub service_cidr: IpNet,
     pub dns_domain: String,
+    /// Clusters made before the pod range was a setting used the default.
+    #[serde(default = "default_pod_cidr")]
+    pub pod_cidr: IpNet,
+}
+
+fn default_pod_cidr() -> IpNet {
+    DEFAULT_POD_CIDR.parse().unwrap_or_else(|_| unreachable!("a valid constant"))
 }
 
 impl Settings {
@@ -47,12 +55,15 @@ impl Settings {
             .dns_domain
             .clone()
             .unwrap_or_else(|| DEFAULT_DNS_DOMAIN.to_string());
-        Ok(Self {
+        let settings = Self {
             node_ip,
             hostname,
             service_cidr,
             dns_domain,
-        })
+            pod_cidr: args.pod_cidr.unwrap_or_else(default_pod_cidr),
+        };
+        settings.check_ranges()?;
+        Ok(settings)
     }
 
     /// Settings for an existing cluster: the saved ones, refusing flags that contradict them,
@@ -78,6 +89,9 @@ impl Settings {
         {
             conflicts.push(format!("--dns-domain (cluster has {})", saved.dns_domain));
         }
+        if args.pod_cidr.is_some_and(|c| c != saved.pod_cidr) {
+            conflicts.push(format!("--pod-cidr (cluster has {})", saved.pod_cidr));
+        }
         if !conflicts.is_empty() {
             bail!(
                 "the existing cluster was created with other settings: {}; \
@@ -96,6 +110,40 @@ impl Settings {
     /// The cluster DNS Service address: the 10th of the Service range, as kubeadm does.
     pub fn dns_service_ip(&self) -> IpAddr {
         nth_address(self.service_cidr, 10)
+    }
+
+    /// The node's share of the pod range: its first /24, which is what the
+    /// controller-manager allocates to the only node.
+    pub fn node_pod_cidr(&self) -> IpNet {
+        self.pod_cidr
+            .subnets(NODE_CIDR_PREFIX)
+            .ok()
+            .and_then(|mut s| s.next())
+            .unwrap_or(self.pod_cidr)
+    }
+
+    /// The pod range, the Service range and the node must not overlap: a packet to an
+    /// address in two of them would go to the wrong place.
+    fn check_ranges(&self) -> Result<()> {
+        if self.pod_cidr.contains(&self.service_cidr.network())
+            || self.service_cidr.contains(&self.pod_cidr.network())
+        {
+            bail!(
+                "the pod range {} overlaps the Service range {}; pick ranges that do not overlap",
+                self.pod_cidr,
+                self.service_cidr
+            );
+        }
+        for (range, what) in [(self.pod_cidr, "pod"), (self.service_cidr, "Service")] {
+            if range.contains(&self.node_ip) {
+                bail!(
+                    "the node IP {} is inside the {what} range {range}; pick a {what} range that \
+                     does not hold this host's address",
+                    self.node_ip
+                );
+            }
+        }
+        Ok(())
     }
 
     /// `https://<node-ip>:6443`, bracketing IPv6 addresses.
@@ -133,7 +181,8 @@ impl Settings {
         parse_hostname(&self.hostname).map_err(anyhow::Error::msg)?;
         parse_service_cidr(&self.service_cidr.to_string()).map_err(anyhow::Error::msg)?;
         parse_dns_domain(&self.dns_domain).map_err(anyhow::Error::msg)?;
-        Ok(())
+        parse_pod_cidr(&self.pod_cidr.to_string()).map_err(anyhow::Error::msg)?;
+        self.check_ranges()
     }
 }
 
@@ -174,6 +223,28 @@ pub fn parse_dns_domain(s: &str) -> Result<String, String> {
         Err(format!(
             "'{s}' is not a valid DNS domain (for example: cluster.local)"
         ))
+    }
+}
+
+/// A pod range: an IPv4 network address from /8 to /24, so the node's /24 fits in it.
+/// (kinit's bridge network is IPv4 only.)
+pub fn parse_pod_cidr(s: &str) -> Result<IpNet, String> {
+    let net: IpNet = s
+        .parse()
+        .map_err(|_| format!("'{s}' is not a CIDR (expected a range like {DEFAULT_POD_CIDR})"))?;
+    if net.trunc() != net {
+        return Err(format!(
+            "'{s}' has host bits set; did you mean {}?",
+            net.trunc()
+        ));
+    }
+    match net {
+        IpNet::V6(_) => Err(format!("'{s}' is IPv6; the pod range must be IPv4")),
+        IpNet::V4(_) if !(8..=NODE_CIDR_PREFIX).contains(&net.prefix_len()) => Err(format!(
+            "'{s}' has a /{} prefix; the pod range needs a prefix from /8 to /{NODE_CIDR_PREFIX}",
+            net.prefix_len()
+        )),
+        IpNet::V4(_) => Ok(net),
     }
 }
 
@@ -225,6 +296,7 @@ pub fn test_settings() -> Settings {
         hostname: "kinit-test".into(),
         service_cidr: "10.96.0.0/12".parse().expect("valid CIDR"),
         dns_domain: "cluster.local".into(),
+        pod_cidr: DEFAULT_POD_CIDR.parse().expect("valid CIDR"),
     }
 }
 
@@ -283,6 +355,39 @@ mod tests {
             ..s
         };
         assert_eq!(v6.api_server_url(), "https://[fd00::5]:6443");
+    }
+
+    #[test]
+    fn pod_ranges_are_checked_and_give_the_node_its_first_slice() {
+        assert!(parse_pod_cidr("10.244.0.0/16").is_ok());
+        for (bad, why) in [
+            ("10.244.0.1/16", "host bits"),
+            ("10.244.0.0/25", "/25 prefix"),
+            ("fd00::/64", "IPv6"),
+            ("nonsense", "not a CIDR"),
+        ] {
+            let err = parse_pod_cidr(bad).unwrap_err();
+            assert!(err.contains(why), "{bad}: {err}");
+        }
+        assert_eq!(settings().node_pod_cidr().to_string(), "10.244.0.0/24");
+        let overlapping = ClusterArgs {
+            node_ip: Some("10.0.2.15".parse().unwrap()),
+            hostname: Some("kinit-test".into()),
+            pod_cidr: Some("10.96.0.0/16".parse().unwrap()),
+            ..Default::default()
+        };
+        let err = Settings::from_args(&overlapping).unwrap_err().to_string();
+        assert!(err.contains("overlaps the Service range"), "{err}");
+        let holding_node = ClusterArgs {
+            pod_cidr: Some("10.0.0.0/16".parse().unwrap()),
+            ..overlapping
+        };
+        let err = Settings::from_args(&holding_node).unwrap_err().to_string();
+        assert!(err.contains("is inside the pod range"), "{err}");
+        // A settings file from before the pod range was saved reads as the default.
+        let old = "nodeIp: 10.0.2.15\nhostname: kinit-test\nserviceCidr: 10.96.0.0/12\ndnsDomain: cluster.local\n";
+        let read: Settings = serde_yaml::from_str(old).unwrap();
+        assert_eq!(read, settings());
     }
 
     #[test]

@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use anyhow::{Context, Result, anyhow};
 use bollard::errors::Error as DockerError;
 use bollard::models::{
-    ContainerCreateBody, HostConfig, Mount, MountBindOptions, MountBindOptionsPropagationEnum,
+    ContainerCreateBody, DeviceMapping, HostConfig, HostConfigCgroupnsModeEnum, Mount, MountBindOptions, MountBindOptionsPropagationEnum,
     MountType, RestartPolicy, RestartPolicyNameEnum,
 };
 use bollard::query_parameters::{
@@ -53,6 +53,17 @@ pub struct ContainerSpec {
     /// Share the host's PID namespace.
     #[serde(default)]
     pub host_pid: bool,
+    /// Share the host's IPC, UTS and cgroup namespaces too: what a kubelet needs to manage
+    /// pods on the host as if it ran there.
+    #[serde(default)]
+    pub host_namespaces: bool,
+    /// Host devices passed through at the same path (`--device`).
+    #[serde(default)]
+    pub devices: Vec<String>,
+    /// Capabilities on top of Docker's default set, for components that need a few but not
+    /// privilege (kube-proxy programs iptables).
+    #[serde(default)]
+    pub capabilities: Vec<String>,
     /// Ask for `--privileged`; see [`Docker::apply`] for hosts that refuse it.
     #[serde(default)]
     pub privileged: bool,
@@ -85,10 +96,14 @@ impl ContainerSpec {
 
     /// A stable digest of the spec, stored as a label to detect changes.
     pub fn hash(&self) -> String {
-        let json = serde_json::to_vec(self).unwrap_or_default();
-        let digest = Sha256::digest(json);
-        digest.iter().take(12).map(|b| format!("{b:02x}")).collect()
+        short_digest(&serde_json::to_vec(self).unwrap_or_default())
     }
+}
+
+/// The first 12 bytes of a SHA-256, in hex: enough to tell versions of a file apart.
+pub fn short_digest(bytes: &[u8]) -> String {
+    let digest = Sha256::digest(bytes);
+    digest.iter().take(12).map(|b| format!("{b:02x}")).collect()
 }
 
 pub fn container_name(component: &str) -> String {
@@ -137,6 +152,8 @@ pub struct EngineInfo {
     pub api_version: String,
     pub cgroup_driver: String,
     pub cgroup_version: String,
+    /// Where the engine keeps containers (`/var/lib/docker` by default).
+    pub root_dir: String,
 }
 
 /// A connection to the Docker engine.
@@ -147,6 +164,14 @@ pub struct Docker {
 }
 
 impl Docker {
+    /// The engine's Unix socket on this host, for containers that talk to it.
+    pub fn socket_path() -> String {
+        std::env::var("DOCKER_HOST")
+            .ok()
+            .and_then(|h| h.strip_prefix("unix://").map(String::from))
+            .unwrap_or_else(|| "/var/run/docker.sock".into())
+    }
+
     /// Connects to the engine at `DOCKER_HOST` or the default socket, agreeing on an API
     /// version both sides speak (Debian's Docker 20.10 stops at 1.41).
     pub async fn connect() -> Result<Self> {
@@ -191,6 +216,9 @@ impl Docker {
                 .cgroup_version
                 .map(|v| v.to_string())
                 .unwrap_or_default(),
+            root_dir: info
+                .docker_root_dir
+                .unwrap_or_else(|| "/var/lib/docker".into()),
         })
     }
 
@@ -479,6 +507,111 @@ impl Docker {
     }
 }
 
+/// Labels cri-dockerd puts on every pod container and sandbox.
+const LABEL_POD_TYPE: &str = "io.kubernetes.docker.type";
+const LABEL_POD_NAMESPACE: &str = "io.kubernetes.pod.namespace";
+const LABEL_POD_CONTAINER: &str = "io.kubernetes.container.name";
+
+impl Docker {
+    /// Names of the containers the kubelet made through cri-dockerd (pod sandboxes and
+    /// pod containers), running or not.
+    pub async fn pod_containers(&self) -> Result<Vec<String>> {
+        self.names_with_labels(&[LABEL_POD_TYPE.to_string()]).await
+    }
+
+    /// Pod containers whose cgroup parent is not under `cgroup_root`: made by a kubelet
+    /// other than kinit's.
+    pub async fn foreign_pod_containers(&self, cgroup_root: &str) -> Result<Vec<String>> {
+        let mine = cgroup_root.trim_matches('/');
+        let mut foreign = Vec::new();
+        for name in self.pod_containers().await? {
+            let parent = match self.api.inspect_container(&name, None).await {
+                Ok(c) => c.host_config.and_then(|h| h.cgroup_parent).unwrap_or_default(),
+                Err(e) if is_not_found(&e) => continue,
+                Err(e) => return Err(e).with_context(|| format!("cannot inspect {name}")),
+            };
+            // cgroupfs: /kinit/kubepods/...; systemd: kinit-kubepods-....slice
+            let ours = parent.trim_start_matches('/').starts_with(&format!("{mine}/"))
+                || parent.starts_with(&format!("{mine}-"));
+            if !ours {
+                foreign.push(name);
+            }
+        }
+        Ok(foreign)
+    }
+
+    /// The newest container of a pod container named `container` in `namespace`, so
+    /// `kinit logs apiserver` finds the API server whichever pod instance runs it.
+    pub async fn pod_container(&self, namespace: &str, container: &str) -> Result<Option<String>> {
+        let labels = [
+            format!("{LABEL_POD_NAMESPACE}={namespace}"),
+            format!("{LABEL_POD_CONTAINER}={container}"),
+            format!("{LABEL_POD_TYPE}=container"),
+        ];
+        Ok(self.names_with_labels(&labels).await?.into_iter().next())
+    }
+
+    /// Containers carrying every label filter, newest first (Docker's order).
+    async fn names_with_labels(&self, labels: &[String]) -> Result<Vec<String>> {
+        let filters = HashMap::from([("label".to_string(), labels.to_vec())]);
+        let options = ListContainersOptions {
+            all: true,
+            filters: Some(filters),
+            ..Default::default()
+        };
+        let summaries = self
+            .api
+            .list_containers(Some(options))
+            .await
+            .context("cannot list containers")?;
+        Ok(summaries
+            .into_iter()
+            .filter_map(|s| s.names.and_then(|n| n.into_iter().next()))
+            .map(|n| n.trim_start_matches('/').to_string())
+            .collect())
+    }
+
+    /// Runs `spec` once to completion (no restart policy) and removes it; returns its exit
+    /// code and output. For host clean-up that needs the tools of kinit's node image.
+    pub async fn run_to_completion(&self, spec: &ContainerSpec) -> Result<(i64, String)> {
+        let name = spec.container_name();
+        self.remove(&name).await?;
+        let mut body = container_body(spec, &spec.hash(), Privilege::None, &[]);
+        if let Some(hc) = body.host_config.as_mut() {
+            hc.restart_policy = None;
+        }
+        let options = CreateContainerOptions {
+            name: Some(name.clone()),
+            ..Default::default()
+        };
+        self.api
+            .create_container(Some(options), body)
+            .await
+            .with_context(|| format!("cannot create the container {name}"))?;
+        let result = async {
+            self.api
+                .start_container(&name, None)
+                .await
+                .with_context(|| format!("cannot start {name}"))?;
+            let mut waits = self.api.wait_container(&name, None);
+            let mut code = 0;
+            while let Some(item) = waits.next().await {
+                match item {
+                    Ok(r) => code = r.status_code,
+                    // bollard reports a non-zero exit as an error carrying the code.
+                    Err(DockerError::DockerContainerWaitError { code: c, .. }) => code = c,
+                    Err(e) => return Err(e).with_context(|| format!("cannot wait for {name}")),
+                }
+            }
+            Ok(code)
+        }
+        .await;
+        let output = self.tail_logs(&name, 200).await;
+        self.remove(&name).await?;
+        Ok((result?, output))
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Privilege {
     None,
@@ -516,16 +649,37 @@ fn container_body(
         })
         .collect();
     let fallback = privilege == Privilege::DaemonCapabilities;
+    let host = |on: bool| on.then(|| "host".to_string());
+    let devices = spec
+        .devices
+        .iter()
+        .map(|d| DeviceMapping {
+            path_on_host: Some(d.clone()),
+            path_in_container: Some(d.clone()),
+            cgroup_permissions: Some("rwm".into()),
+        })
+        .collect();
+    let cap_add = if fallback {
+        caps.to_vec()
+    } else {
+        spec.capabilities.clone()
+    };
     let host_config = HostConfig {
         network_mode: Some("host".into()),
-        pid_mode: spec.host_pid.then(|| "host".into()),
+        pid_mode: host(spec.host_pid),
+        ipc_mode: host(spec.host_namespaces),
+        uts_mode: host(spec.host_namespaces),
+        cgroupns_mode: spec
+            .host_namespaces
+            .then_some(HostConfigCgroupnsModeEnum::HOST),
+        devices: Some(devices),
         mounts: Some(mounts),
         restart_policy: Some(RestartPolicy {
             name: Some(RestartPolicyNameEnum::UNLESS_STOPPED),
             maximum_retry_count: None,
         }),
         privileged: Some(privilege == Privilege::Full),
-        cap_add: fallback.then(|| caps.to_vec()),
+        cap_add: Some(cap_add),
         security_opt: fallback.then(|| {
             ["seccomp=unconfined", "apparmor=unconfined"]
                 .map(String::from)

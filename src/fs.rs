@@ -61,6 +61,66 @@ pub fn install_file(src: &Path, dest: &Path, mode: Mode) -> Result<()> {
     write_file(dest, &bytes, mode)
 }
 
+/// Writes `bytes` unless the file already holds exactly them with `mode`; returns whether
+/// it wrote. Components that watch their files (the kubelet's static pods) see no change
+/// when there is none.
+pub fn write_if_changed(path: &Path, bytes: &[u8], mode: Mode) -> Result<bool> {
+    let same_mode = stdfs::metadata(path)
+        .map(|m| m.permissions().mode() & 0o777 == mode.bits())
+        .unwrap_or(false);
+    if same_mode && read_optional(path)?.as_deref() == Some(bytes) {
+        return Ok(false);
+    }
+    write_file(path, bytes, mode)?;
+    Ok(true)
+}
+
+/// Unmounts everything mounted at or below `dir`, deepest first; returns how many.
+/// The kubelet's pod volumes (tmpfs for secrets, memory-backed emptyDirs) propagate to the
+/// host and outlive the kubelet's container.
+pub fn unmount_below(dir: &Path) -> Result<usize> {
+    let table = stdfs::read_to_string("/proc/self/mountinfo")
+        .context("cannot read the mount table (/proc/self/mountinfo)")?;
+    let mut points: Vec<PathBuf> = table
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .map(|p| PathBuf::from(unescape_mount_path(p)))
+        .filter(|p| p.starts_with(dir))
+        .collect();
+    points.sort();
+    points.dedup();
+    let mut count = 0;
+    for point in points.iter().rev() {
+        match nix::mount::umount2(point, nix::mount::MntFlags::MNT_DETACH) {
+            Ok(()) => count += 1,
+            // Already gone with a parent.
+            Err(nix::errno::Errno::EINVAL | nix::errno::Errno::ENOENT) => {}
+            Err(e) => bail!("cannot unmount {}: {e}", point.display()),
+        }
+    }
+    Ok(count)
+}
+
+/// mountinfo escapes space, tab, newline and backslash as octal (`\040`).
+fn unescape_mount_path(raw: &str) -> String {
+    let mut out = Vec::with_capacity(raw.len());
+    let bytes = raw.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'\\'
+            && i + 3 < bytes.len()
+            && let Ok(v) = u8::from_str_radix(&raw[i + 1..i + 4], 8)
+        {
+            out.push(v);
+            i += 4;
+            continue;
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 /// Reads a file, or `None` when it does not exist.
 pub fn read_optional(path: &Path) -> Result<Option<Vec<u8>>> {
     match stdfs::read(path) {

@@ -60,6 +60,51 @@ impl Layout {
     pub fn etcd_pki(&self) -> PathBuf {
         self.root.join("pki/etcd")
     }
+
+    pub fn pki(&self) -> PathBuf {
+        self.root.join("pki")
+    }
+
+    /// A kubeconfig kinit wrote, by file name (admin.conf, kubelet.conf, ...).
+    pub fn kubeconfig(&self, name: &str) -> PathBuf {
+        self.root.join(name)
+    }
+
+    /// The static pod manifests the kubelet runs (kube-apiserver, ...).
+    pub fn static_pods(&self) -> PathBuf {
+        self.root.join("manifests")
+    }
+
+    /// Component configuration files kinit renders (kubelet, kube-proxy, authentication).
+    pub fn config(&self) -> PathBuf {
+        self.root.join("config")
+    }
+
+    /// The kubelet's root directory: pod volumes live here and are mounted on the host.
+    pub fn kubelet(&self) -> PathBuf {
+        self.root.join("kubelet")
+    }
+
+    /// CNI configuration, IP reservations and cache.
+    pub fn cni(&self) -> PathBuf {
+        self.root.join("cni")
+    }
+
+    /// cri-dockerd's checkpoints of the pod sandboxes it made.
+    pub fn cri_dockerd(&self) -> PathBuf {
+        self.root.join("cri-dockerd")
+    }
+
+    /// Where the kubelet keeps pod logs (links to Docker's log files).
+    pub fn pod_logs(&self) -> PathBuf {
+        self.root.join("pod-logs")
+    }
+
+    /// Which user kubeconfig `kinit up` merged the cluster into, so `down --purge` can
+    /// take it out again.
+    pub fn kubeconfig_record(&self) -> PathBuf {
+        self.root.join("kubeconfig-target")
+    }
 }
 
 /// One cluster per host: container names and ports are host-wide, so the lock is too.

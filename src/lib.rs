@@ -1,7 +1,8 @@
 //! kinit: one command to a real single-host Kubernetes cluster on Docker.
 //!
 //! `kinit up` is an ordered list of idempotent steps (see [`steps`]); everything that talks
-//! to Docker sits in [`docker`], everything that writes files in [`fs`], and the PKI in
+//! to Docker sits in [`docker`], everything that talks to the Kubernetes API in
+//! [`kubernetes`], everything that writes files in [`fs`], and the PKI in
 //! [`pki`]; the `kinit socks` proxy is [`socks`]. The CLI ([`cli`], [`commands`]) only parses flags and calls into these.
 
 pub mod bundle;
@@ -14,6 +15,7 @@ pub mod docker;
 pub mod download;
 pub mod fs;
 pub mod health;
+pub mod kubernetes;
 pub mod layout;
 pub mod logging;
 pub mod manifests;

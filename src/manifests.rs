@@ -13,10 +13,29 @@ pub struct Manifest {
     source: &'static str,
 }
 
-pub const ETCD: Manifest = Manifest {
-    path: "components/etcd.yaml",
-    source: include_str!("../manifests/components/etcd.yaml"),
-};
+macro_rules! manifest {
+    ($name:ident, $path:literal) => {
+        pub const $name: Manifest = Manifest {
+            path: $path,
+            source: include_str!(concat!("../manifests/", $path)),
+        };
+    };
+}
+
+manifest!(ETCD, "components/etcd.yaml");
+manifest!(MASTER, "components/master.yaml");
+manifest!(PROXY, "components/proxy.yaml");
+manifest!(MASTER_ENTRYPOINT, "master/entrypoint.sh");
+manifest!(KUBELET_CONFIG, "master/kubelet-config.yaml");
+manifest!(AUTHENTICATION, "master/authentication.yaml");
+manifest!(CNI, "master/cni.conflist");
+manifest!(KUBE_APISERVER, "master/kube-apiserver.yaml");
+manifest!(KUBE_CONTROLLER_MANAGER, "master/kube-controller-manager.yaml");
+manifest!(KUBE_SCHEDULER, "master/kube-scheduler.yaml");
+manifest!(KUBE_PROXY_CONFIG, "proxy/kube-proxy-config.yaml");
+manifest!(RBAC, "addons/rbac.yaml");
+manifest!(COREDNS, "addons/coredns.yaml");
+manifest!(CLEANUP, "host/cleanup.sh");
 
 impl Manifest {
     /// Renders the template with `values` and reads the result as YAML into `T`.
@@ -29,6 +48,7 @@ impl Manifest {
     pub fn render_text(&self, values: &impl Serialize) -> Result<String> {
         let mut env = Environment::new();
         env.set_undefined_behavior(UndefinedBehavior::Strict);
+        env.add_filter("sh", shell_quote);
         env.add_template(self.path, self.source)
             .with_context(|| format!("manifests/{} is not a valid template", self.path))?;
         env.get_template(self.path)
@@ -37,9 +57,21 @@ impl Manifest {
     }
 }
 
+/// One shell word, whatever the value holds: single-quoted, with each `'` closed,
+/// escaped and reopened.
+fn shell_quote(value: String) -> String {
+    format!("'{}'", value.replace('\'', r"'\''"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn shell_values_stay_one_word() {
+        assert_eq!(shell_quote("/var/lib/kinit".into()), "'/var/lib/kinit'");
+        assert_eq!(shell_quote("it's $HOME".into()), r"'it'\''s $HOME'");
+    }
 
     #[test]
     fn missing_values_are_errors() {

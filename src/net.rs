@@ -190,3 +190,11 @@ mod tests {
         assert!(!ip.is_loopback() && !ip.is_unspecified(), "{ip}");
     }
 }
+
+/// An address as it appears in a URL's host part (IPv6 in brackets).
+pub fn url_host(ip: IpAddr) -> String {
+    match ip {
+        IpAddr::V4(v4) => v4.to_string(),
+        IpAddr::V6(v6) => format!("[{v6}]"),
+    }
+}

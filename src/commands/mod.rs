@@ -4,6 +4,7 @@
 mod certs;
 mod down;
 mod images;
+mod kubeconfig;
 mod logs;
 mod socks;
 mod status;
@@ -28,7 +29,7 @@ pub async fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Socks(args) => socks::run(state_dir, &args).await,
-        Command::Kubeconfig => not_yet("kubeconfig"),
+        Command::Kubeconfig => kubeconfig::run(state_dir),
         Command::Example(_) => not_yet("example"),
     }
 }

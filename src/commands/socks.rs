@@ -138,10 +138,7 @@ fn cluster_nets(
             layout.root().display()
         );
     };
-    let pods: IpNet = cluster::DEFAULT_POD_CIDR
-        .parse()
-        .context("kinit's default pod range is not a CIDR")?;
-    Ok(vec![pods, s.service_cidr, IpNet::from(s.node_ip)])
+    Ok(vec![s.pod_cidr, s.service_cidr, IpNet::from(s.node_ip)])
 }
 
 async fn listen(addr: SocketAddr) -> Result<TcpListener> {

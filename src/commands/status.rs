@@ -1,4 +1,5 @@
-//! `kinit status`: each component's container and health, the endpoint and versions.
+//! `kinit status`: each component's container and health, the node, the endpoint and
+//! versions, for humans or as JSON.
 
 use std::path::Path;
 use std::time::Duration;
@@ -8,11 +9,14 @@ use serde::Serialize;
 
 use crate::cli::{OutputFormat, StatusArgs};
 use crate::cluster::Settings;
-use crate::components::{self, etcd};
+use crate::components::{master, proxy};
 use crate::docker::{self, ContainerState, Docker};
 use crate::health;
+use crate::kubernetes::Kube;
 use crate::layout::Layout;
 use crate::versions;
+
+const CHECK_TIMEOUT: Duration = Duration::from_secs(3);
 
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -20,77 +24,158 @@ struct Status {
     state_dir: String,
     /// `None` when no cluster was created in this state directory.
     cluster: Option<Settings>,
+    api_endpoint: Option<String>,
     docker: docker::EngineInfo,
     versions: Versions,
+    node: Option<NodeStatus>,
     components: Vec<Component>,
-    not_started_by_this_version: Vec<String>,
 }
 
 #[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
 struct Versions {
     kinit: String,
     kubernetes: String,
     etcd: String,
+    coredns: String,
+    /// What the running API server reports.
+    api_server: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+struct NodeStatus {
+    name: String,
+    /// "Ready", "NotReady", "not registered" or "unknown: <why>".
+    state: String,
 }
 
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
 struct Component {
     name: String,
-    endpoint: Option<String>,
     /// The container, or `None` when it does not exist.
     container: Option<ContainerState>,
-    /// "healthy", "unhealthy: <why>" or "not running".
+    /// "healthy", "unhealthy: <why>", "not running" or "unknown (...)".
     health: String,
 }
+
+/// How each component is found and checked.
+enum Check {
+    Etcd,
+    Kubelet,
+    ApiServer,
+    /// Running pod container; its readiness comes from the API.
+    Pod(&'static str),
+    Proxy,
+}
+
+const COMPONENTS: [(&str, Check); 7] = [
+    ("etcd", Check::Etcd),
+    ("kubelet", Check::Kubelet),
+    ("apiserver", Check::ApiServer),
+    ("controller-manager", Check::Pod("kube-controller-manager")),
+    ("scheduler", Check::Pod("kube-scheduler")),
+    ("proxy", Check::Proxy),
+    ("coredns", Check::Pod("coredns")),
+];
 
 pub async fn run(state_dir: Option<&Path>, args: &StatusArgs) -> Result<()> {
     let layout = Layout::resolve(state_dir)?;
     let cluster = Settings::load(&layout.settings_file())?;
     let docker = Docker::connect().await?;
+    let root = nix::unistd::geteuid().is_root();
+    // The admin key and the etcd health-check key are root's alone (0600).
+    let kube = if root && cluster.is_some() {
+        Kube::connect(&layout.kubeconfig("admin.conf")).await.ok()
+    } else {
+        None
+    };
+    let pods = match &kube {
+        Some(k) => k.pods("kube-system").await.ok(),
+        None => None,
+    };
+    let needs_root = "unknown (run `sudo kinit status` to check health)".to_string();
 
     let mut components = Vec::new();
-    for name in components::STARTED {
-        let container = docker.inspect(&docker::container_name(name)).await?;
-        let health = match &container {
-            // The health-check key is root's alone (0600).
-            Some(c) if c.running && !nix::unistd::geteuid().is_root() => {
-                "unknown (run `sudo kinit status` to check health)".to_string()
-            }
-            Some(c) if c.running => match *name {
-                "etcd" => match health::etcd(&layout, Duration::from_secs(3)).await {
-                    Ok(()) => "healthy".to_string(),
-                    Err(e) => format!("unhealthy: {e:#}"),
-                },
-                _ => "running".to_string(),
-            },
-            _ => "not running".to_string(),
+    for (name, check) in &COMPONENTS {
+        let container = match check {
+            Check::Etcd => docker.inspect(&docker::container_name("etcd")).await?,
+            Check::Kubelet => docker.inspect(&docker::container_name("master")).await?,
+            Check::Proxy => docker.inspect(&docker::container_name("proxy")).await?,
+            Check::ApiServer => pod_container(&docker, "kube-apiserver").await?,
+            Check::Pod(c) => pod_container(&docker, c).await?,
         };
-        let endpoint = cluster.as_ref().filter(|_| *name == "etcd").map(|s| {
-            format!(
-                "https://{}",
-                std::net::SocketAddr::new(s.node_ip, etcd::CLIENT_PORT)
-            )
-        });
+        let running = container.as_ref().is_some_and(|c| c.running);
+        let health = if !running {
+            "not running".to_string()
+        } else {
+            match check {
+                Check::Etcd if root => verdict(health::etcd(&layout, CHECK_TIMEOUT).await),
+                Check::Kubelet => {
+                    verdict(health::http_ok(master::KUBELET_HEALTHZ, CHECK_TIMEOUT).await)
+                }
+                Check::Proxy => verdict(health::http_ok(proxy::HEALTHZ, CHECK_TIMEOUT).await),
+                Check::ApiServer => match &kube {
+                    Some(k) => verdict(k.readyz().await),
+                    None if root => "unhealthy: no admin kubeconfig".into(),
+                    None => needs_root.clone(),
+                },
+                Check::Pod(c) => match &pods {
+                    Some(pods) => {
+                        let mine: Vec<_> = pods.iter().filter(|p| p.name.starts_with(c)).collect();
+                        if !mine.is_empty() && mine.iter().all(|p| p.ready) {
+                            "healthy".into()
+                        } else {
+                            "unhealthy: its pod is not ready".into()
+                        }
+                    }
+                    None if root => "unknown: the API server does not answer".into(),
+                    None => needs_root.clone(),
+                },
+                Check::Etcd => needs_root.clone(),
+            }
+        };
         components.push(Component {
             name: name.to_string(),
-            endpoint,
             container,
             health,
         });
     }
 
+    let node = match &cluster {
+        Some(s) => Some(NodeStatus {
+            name: s.hostname.clone(),
+            state: match &kube {
+                Some(k) => match k.node_ready(&s.hostname).await {
+                    Ok(Some(true)) => "Ready".into(),
+                    Ok(Some(false)) => "NotReady".into(),
+                    Ok(None) => "not registered".into(),
+                    Err(e) => format!("unknown: {e:#}"),
+                },
+                None if root => "unknown: the API server does not answer".into(),
+                None => "unknown (run `sudo kinit status`)".into(),
+            },
+        }),
+        None => None,
+    };
+    let api_server = match &kube {
+        Some(k) => k.server_version().await.ok(),
+        None => None,
+    };
     let status = Status {
         state_dir: layout.root().display().to_string(),
+        api_endpoint: cluster.as_ref().map(Settings::api_server_url),
         cluster,
         docker: docker.engine_info().await?,
         versions: Versions {
             kinit: env!("CARGO_PKG_VERSION").into(),
             kubernetes: versions::KUBERNETES_VERSION.into(),
             etcd: versions::ETCD_VERSION.into(),
+            coredns: versions::COREDNS_VERSION.into(),
+            api_server,
         },
+        node,
         components,
-        not_started_by_this_version: components::NOT_YET.iter().map(|s| s.to_string()).collect(),
     };
     match args.output {
         OutputFormat::Json => {
@@ -104,40 +189,62 @@ pub async fn run(state_dir: Option<&Path>, args: &StatusArgs) -> Result<()> {
     Ok(())
 }
 
+async fn pod_container(docker: &Docker, name: &str) -> Result<Option<ContainerState>> {
+    match docker.pod_container("kube-system", name).await? {
+        Some(id) => docker.inspect(&id).await,
+        None => Ok(None),
+    }
+}
+
+fn verdict(result: Result<()>) -> String {
+    match result {
+        Ok(()) => "healthy".into(),
+        Err(e) => format!("unhealthy: {e:#}"),
+    }
+}
+
 fn print_text(s: &Status) {
     match &s.cluster {
         Some(c) => println!(
-            "Cluster: node {} ({}), state in {}",
-            c.hostname, c.node_ip, s.state_dir
+            "Cluster: node {} ({}), API server {}, state in {}",
+            c.hostname,
+            c.node_ip,
+            s.api_endpoint.as_deref().unwrap_or("-"),
+            s.state_dir
         ),
         None => println!("No cluster in {} (run `sudo kinit up`).", s.state_dir),
     }
+    if let Some(node) = &s.node {
+        println!("Node: {} {}", node.name, node.state);
+    }
     println!(
-        "Versions: kinit {}, Kubernetes {}, etcd {}; Docker {}",
-        s.versions.kinit, s.versions.kubernetes, s.versions.etcd, s.docker.version
+        "Versions: kinit {}, Kubernetes {} (API server reports {}), etcd {}, CoreDNS {}; Docker {}",
+        s.versions.kinit,
+        s.versions.kubernetes,
+        s.versions.api_server.as_deref().unwrap_or("-"),
+        s.versions.etcd,
+        s.versions.coredns,
+        s.docker.version
     );
     println!();
     println!(
-        "{:<12} {:<16} {:<12} {:<28} HEALTH",
-        "COMPONENT", "CONTAINER", "STATE", "ENDPOINT"
+        "{:<20} {:<14} {:<12} HEALTH",
+        "COMPONENT", "CONTAINER", "STATE"
     );
     for c in &s.components {
         let (container, state) = match &c.container {
-            Some(ct) => (ct.name.as_str(), ct.status.as_str()),
-            None => ("-", "missing"),
+            Some(ct) => (short(&ct.name), ct.status.as_str()),
+            None => ("-".to_string(), "missing"),
         };
-        println!(
-            "{:<12} {:<16} {:<12} {:<28} {}",
-            c.name,
-            container,
-            state,
-            c.endpoint.as_deref().unwrap_or("-"),
-            c.health
-        );
+        println!("{:<20} {:<14} {:<12} {}", c.name, container, state, c.health);
     }
-    println!();
-    println!(
-        "Not started by this version of kinit: {}.",
-        s.not_started_by_this_version.join("; ")
-    );
+}
+
+/// Pod containers have long generated names; the first part says enough.
+fn short(name: &str) -> String {
+    if name.len() > 13 {
+        format!("{}…", &name[..12])
+    } else {
+        name.to_string()
+    }
 }

@@ -6,7 +6,6 @@ use anyhow::Result;
 
 use crate::cli::UpArgs;
 use crate::cluster::Settings;
-use crate::components::{self, etcd};
 use crate::config::{Config, Sources};
 use crate::docker::Docker;
 use crate::fs::Lock;
@@ -35,6 +34,7 @@ pub async fn run(
             .unwrap_or_default(),
     };
     let sources = Sources::resolve(&config, args.mirror.as_deref(), args.bundle.as_deref())?;
+    let user_kubeconfig = Some(steps::kubeconfig::resolve_target(args.kubeconfig.as_deref())?.path);
     let docker = Docker::connect().await?;
     let ctx = Context {
         layout,
@@ -42,6 +42,7 @@ pub async fn run(
         docker,
         sources,
         bin_dir: args.bin_dir.clone(),
+        user_kubeconfig,
     };
 
     let mut steps = Steps::new();
@@ -56,24 +57,41 @@ pub async fn run(
         .await?;
     steps.run("Starting etcd", steps::etcd::run(&ctx)).await?;
     steps
+        .run(
+            "Starting the control plane (kinit-master)",
+            steps::master::run(&ctx),
+        )
+        .await?;
+    steps
+        .run("Starting kube-proxy (kinit-proxy)", steps::proxy::run(&ctx))
+        .await?;
+    steps
+        .run("Applying cluster DNS and RBAC", steps::addons::run(&ctx))
+        .await?;
+    steps
+        .run("Waiting for the cluster to be ready", steps::ready::run(&ctx))
+        .await?;
+    steps
         .run("Installing kubectl", steps::kubectl::run(&ctx))
+        .await?;
+    steps
+        .run("Writing the kubeconfig", steps::kubeconfig::run(&ctx))
         .await?;
 
     let say = progress::println;
     say("");
     if !steps.changed() {
-        say("Nothing to do: everything this kinit starts was already up.");
+        say("Nothing to do: the cluster was already up.");
     }
     say(&format!(
-        "etcd is up at https://{}:{} (TLS; client certificates in {}).",
-        ctx.settings.node_ip,
-        etcd::CLIENT_PORT,
-        ctx.layout.etcd_pki().display()
+        "Cluster \"kinit\" is ready in {}: Kubernetes {} at {}.",
+        steps.elapsed(),
+        crate::versions::KUBERNETES_VERSION,
+        ctx.settings.api_server_url()
     ));
-    say("Not started yet: this version of kinit does not run these parts of a cluster:");
-    for part in components::NOT_YET {
-        say(&format!("  - {part}"));
-    }
-    say(&format!("Done in {}. See `kinit status`.", steps.elapsed()));
+    say("Next:");
+    say("  kubectl get nodes");
+    say("  kubectl create deployment web --image=nginx && kubectl expose deployment web --port=80");
+    say("  kinit socks        # browse pod and Service IPs through a SOCKS5 proxy on :8082");
     Ok(())
 }

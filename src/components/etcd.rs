@@ -1,7 +1,5 @@
 //! etcd: the first component, holding every object of the cluster.
 
-use std::net::{IpAddr, SocketAddr};
-
 use anyhow::Result;
 use serde::Serialize;
 
@@ -9,6 +7,7 @@ use crate::cluster::Settings;
 use crate::docker::ContainerSpec;
 use crate::layout::Layout;
 use crate::manifests;
+use crate::net::url_host;
 use crate::versions;
 
 pub const CLIENT_PORT: u16 = 2379;
@@ -41,10 +40,6 @@ pub fn local_endpoint() -> String {
     format!("https://127.0.0.1:{CLIENT_PORT}")
 }
 
-fn url_host(ip: IpAddr) -> String {
-    let with_port = SocketAddr::new(ip, 0).to_string();
-    with_port.trim_end_matches(":0").to_string()
-}
 
 #[cfg(test)]
 mod tests {

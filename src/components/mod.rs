@@ -2,20 +2,26 @@
 //!
 //! [`ContainerSpec`]: crate::docker::ContainerSpec
 
+pub mod cleanup;
 pub mod etcd;
+pub mod master;
+pub mod proxy;
 
-/// Components this version of kinit starts, in bring-up order.
-pub const STARTED: &[&str] = &["etcd"];
+use crate::versions;
 
-/// Components of a full cluster that this version does not start yet.
-pub const NOT_YET: &[&str] = &[
-    "master (kubelet, kube-apiserver, kube-controller-manager, kube-scheduler)",
-    "proxy (kube-proxy)",
-    "cluster DNS (CoreDNS)",
-    "the kubeconfig for kubectl",
-];
+/// The component containers, in bring-up order.
+pub const ALL: [&str; 3] = ["etcd", "master", "proxy"];
 
-/// Every image this version of kinit runs.
+/// Every image a cluster runs.
 pub fn images() -> Vec<String> {
-    vec![crate::versions::etcd_image()]
+    vec![
+        versions::etcd_image(),
+        versions::node_image(),
+        versions::pause_image(),
+        versions::kube_image("kube-apiserver"),
+        versions::kube_image("kube-controller-manager"),
+        versions::kube_image("kube-scheduler"),
+        versions::kube_image("kube-proxy"),
+        versions::coredns_image(),
+    ]
 }

@@ -1,13 +1,21 @@
 //! The bring-up of `kinit up` as an ordered list of idempotent steps, one file each.
 //! Every step checks what is already in place and does only what is missing.
 
+pub mod addons;
 pub mod etcd;
 pub mod images;
+pub mod kubeconfig;
 pub mod kubectl;
+pub mod master;
 pub mod pki;
 pub mod preflight;
+pub mod proxy;
+pub mod ready;
 
 use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{Result, anyhow};
 
 use crate::cluster::Settings;
 use crate::config::Sources;
@@ -22,4 +30,30 @@ pub struct Context {
     pub sources: Sources,
     /// Where kubectl is installed.
     pub bin_dir: PathBuf,
+    /// The user kubeconfig the cluster is merged into.
+    pub user_kubeconfig: Option<PathBuf>,
+}
+
+/// Polls `check` every half second until it returns `Ok(true)` or `timeout` passes; the
+/// error then says what was awaited and what the last check saw.
+pub async fn wait_until<F, Fut>(what: &str, timeout: Duration, mut check: F) -> Result<()>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<bool>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        let last = match check().await {
+            Ok(true) => return Ok(()),
+            Ok(false) => None,
+            Err(e) => Some(e),
+        };
+        if Instant::now() >= deadline {
+            return Err(match last {
+                Some(e) => anyhow!("{what} within {}s (last check: {e:#})", timeout.as_secs()),
+                None => anyhow!("{what} within {}s", timeout.as_secs()),
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
 }

@@ -9,7 +9,7 @@ use std::path::Path;
 use anyhow::{Context as _, Result, bail};
 
 use super::Context;
-use crate::components::etcd;
+use crate::components::{etcd, master};
 use crate::net;
 use crate::progress::Outcome;
 
@@ -22,6 +22,17 @@ const PORTS: &[(u16, &str, &str)] = &[
     (etcd::PEER_PORT, "etcd peers", "etcd"),
     (6443, "the API server", "master"),
     (10250, "the kubelet", "master"),
+    (10248, "the kubelet's health check", "master"),
+    (10257, "the controller-manager", "master"),
+    (10259, "the scheduler", "master"),
+    (10256, "kube-proxy's health check", "proxy"),
+];
+
+/// Kernel settings Kubernetes networking needs: routing between pods and the outside, and
+/// bridged pod traffic passing through iptables so Service rules apply to it.
+const SYSCTLS: &[(&str, &str)] = &[
+    ("net/ipv4/ip_forward", "1"),
+    ("net/bridge/bridge-nf-call-iptables", "1"),
 ];
 
 pub async fn run(ctx: &Context) -> Result<Outcome> {
@@ -36,16 +47,116 @@ pub async fn run(ctx: &Context) -> Result<Outcome> {
         .collect();
     check_node_ip(ctx.settings.node_ip)?;
     check_ports(PORTS, &running)?;
+    check_foreign_pods(ctx).await?;
     check_disk(ctx.layout.root())?;
     let host_cgroup = if Path::new("/sys/fs/cgroup/cgroup.controllers").exists() {
         "v2"
     } else {
         "v1"
     };
+    if !matches!(engine.cgroup_driver.as_str(), "cgroupfs" | "systemd") {
+        bail!(
+            "Docker uses the cgroup driver {:?}; the kubelet supports cgroupfs and systemd",
+            engine.cgroup_driver
+        );
+    }
+    // What kinit changed on the host, so the user knows.
+    let mut changed = Vec::new();
+    for (key, value) in SYSCTLS {
+        if set_sysctl(key, value)? {
+            changed.push(format!("{}={value}", key.replace('/', ".")));
+        }
+    }
+    if make_root_shared()? {
+        changed.push("mount --make-rshared /".into());
+    }
+    let swap = if swap_on() {
+        ", swap on (the kubelet tolerates it; pods get none)"
+    } else {
+        ""
+    };
+    let changes = if changed.is_empty() {
+        String::new()
+    } else {
+        format!("; set {}", changed.join(", "))
+    };
     Ok(Outcome::Checked(format!(
-        "Docker {}, cgroup {host_cgroup} with the {} driver",
+        "Docker {}, cgroup {host_cgroup} with the {} driver{swap}{changes}",
         engine.version, engine.cgroup_driver
     )))
+}
+
+/// Two kubelets on one Docker engine kill each other's pods (each takes the other's for
+/// orphans), so refuse when there are pod containers kinit's kubelet did not make; kinit's
+/// own are in its cgroup root.
+async fn check_foreign_pods(ctx: &Context) -> Result<()> {
+    let pods = ctx.docker.foreign_pod_containers(master::CGROUP_ROOT).await?;
+    if let Some(first) = pods.first() {
+        bail!(
+            "this Docker engine already runs Kubernetes pods ({} containers, e.g. {first}) from \
+             another kubelet (minikube --driver=none, kubeadm, another kinit?); two kubelets on one \
+             engine remove each other's pods. Stop that cluster first",
+            pods.len()
+        );
+    }
+    Ok(())
+}
+
+/// Sets a kernel parameter unless it has the value already; whether it changed it.
+/// bridge-nf-call-iptables exists only once br_netfilter is loaded.
+fn set_sysctl(key: &str, value: &str) -> Result<bool> {
+    let path = Path::new("/proc/sys").join(key);
+    if !path.exists() && key.starts_with("net/bridge/") {
+        let status = std::process::Command::new("modprobe")
+            .arg("br_netfilter")
+            .status();
+        if !matches!(status, Ok(s) if s.success()) || !path.exists() {
+            bail!(
+                "the kernel module br_netfilter is not loaded and `modprobe br_netfilter` failed; \
+                 load it (sudo modprobe br_netfilter) and run `kinit up` again"
+            );
+        }
+    }
+    let current = std::fs::read_to_string(&path)
+        .with_context(|| format!("cannot read {}", path.display()))?;
+    if current.trim() == value {
+        return Ok(false);
+    }
+    std::fs::write(&path, value).with_context(|| {
+        format!(
+            "cannot set {} to {value}; set it yourself (sysctl -w) and run `kinit up` again",
+            path.display()
+        )
+    })?;
+    Ok(true)
+}
+
+/// Pod volumes the kubelet mounts inside its container must show on the host, which needs
+/// the host's mounts to propagate (as systemd sets up, but not every init does).
+fn make_root_shared() -> Result<bool> {
+    let table = std::fs::read_to_string("/proc/self/mountinfo")
+        .context("cannot read /proc/self/mountinfo")?;
+    let root_shared = table.lines().any(|l| {
+        let fields: Vec<&str> = l.split(' ').collect();
+        fields.get(4) == Some(&"/") && fields.iter().skip(6).take_while(|f| **f != "-").any(|f| f.starts_with("shared:"))
+    });
+    if root_shared {
+        return Ok(false);
+    }
+    use nix::mount::{MsFlags, mount};
+    mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        MsFlags::MS_REC | MsFlags::MS_SHARED,
+        None::<&str>,
+    )
+    .context("cannot make / a shared mount (mount --make-rshared /)")?;
+    Ok(true)
+}
+
+fn swap_on() -> bool {
+    std::fs::read_to_string("/proc/swaps").is_ok_and(|s| s.lines().count() > 1)
 }
 
 /// Every port must be free unless the kinit component that uses it is what holds it.

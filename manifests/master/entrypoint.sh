@@ -1,0 +1,57 @@
+#!/bin/sh
+# The kinit-master container's entrypoint (rendered by src/components/master.rs): host
+# set-up the kubelet depends on, cri-dockerd in the background, then the kubelet. It runs
+# again on every container start, so after a Docker restart the host is set up again.
+set -eu
+
+# The kubelet refuses a cgroupRoot that does not exist; kinit's own root keeps its pods
+# apart from anything else on the host.
+if [ -f /sys/fs/cgroup/cgroup.controllers ]; then
+  mkdir -p {{ ("/sys/fs/cgroup" ~ cgroup_root) | sh }}
+else
+  for d in /sys/fs/cgroup/*/; do
+    case "$d" in */unified/) continue ;; esac
+    [ -L "${d%/}" ] || mkdir -p "${d}"{{ cgroup_root | trim("/") | sh }}
+  done
+fi
+
+# Docker sets the FORWARD policy to DROP, and with bridge-nf-call-iptables on, traffic
+# between pods on the bridge goes through FORWARD: let the pod bridge through.
+iptables -w -N KINIT-FORWARD 2>/dev/null || true
+for dir in -i -o; do
+  iptables -w -C KINIT-FORWARD "$dir" {{ bridge | sh }} -j ACCEPT 2>/dev/null ||
+    iptables -w -A KINIT-FORWARD "$dir" {{ bridge | sh }} -j ACCEPT
+done
+iptables -w -C FORWARD -j KINIT-FORWARD 2>/dev/null || iptables -w -I FORWARD 1 -j KINIT-FORWARD
+
+mkdir -p {{ cri_dockerd_dir | sh }} {{ cni_cache_dir | sh }}
+# No cgroup-driver flag: cri-dockerd asks Docker. Streaming (exec, logs -f, port-forward)
+# stays on loopback; only the kubelet talks to it.
+cri-dockerd \
+  --container-runtime-endpoint={{ ("unix://" ~ cri_socket) | sh }} \
+  --docker-endpoint=unix:///var/run/docker.sock \
+  --cri-dockerd-root-directory={{ cri_dockerd_dir | sh }} \
+  --network-plugin=cni \
+  --cni-bin-dir=/opt/cni/bin \
+  --cni-conf-dir={{ cni_conf_dir | sh }} \
+  --cni-cache-dir={{ cni_cache_dir | sh }} \
+  --pod-infra-container-image={{ pause_image | sh }} \
+  --streaming-bind-addr=127.0.0.1:10010 &
+
+i=0
+while [ ! -S {{ cri_socket | sh }} ]; do
+  i=$((i + 1))
+  if [ "$i" -gt 100 ]; then
+    echo "cri-dockerd did not create its socket in 20s" >&2
+    exit 1
+  fi
+  sleep 0.2
+done
+
+exec kubelet \
+  --config={{ kubelet_config | sh }} \
+  --kubeconfig={{ kubelet_kubeconfig | sh }} \
+  --root-dir={{ kubelet_dir | sh }} \
+  --node-ip={{ node_ip | sh }} \
+  --hostname-override={{ hostname | sh }} \
+  --v={{ kubelet_verbosity }}

@@ -1,0 +1,356 @@
+//! kinit-master: the kubelet and cri-dockerd in one container, and the files it runs on:
+//! its entrypoint, the kubelet configuration, the CNI network, the API server's
+//! authentication and the three static pods of the control plane.
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::Result;
+use serde::Serialize;
+
+use crate::cluster::{self, API_SERVER_PORT, Settings};
+use crate::docker::{ContainerSpec, Docker, EngineInfo};
+use crate::fs::Mode;
+use crate::layout::Layout;
+use crate::manifests::{self, Manifest};
+use crate::net::url_host;
+use crate::versions;
+
+/// The Linux bridge pods attach to, in the host's network namespace.
+pub const BRIDGE: &str = "cni0";
+/// The kubelet's cgroup root, created by the entrypoint: kinit's pods stay apart from
+/// anything else on the host.
+pub const CGROUP_ROOT: &str = "/kinit";
+/// The CNI network's name; the bridge plugin tags its iptables rules with it.
+pub const NETWORK: &str = "kinit";
+pub const KUBELET_PORT: u16 = 10250;
+/// The kubelet's health endpoint (plain HTTP, loopback only).
+pub const KUBELET_HEALTHZ: &str = "http://127.0.0.1:10248/healthz";
+
+/// The control-plane pods the kubelet runs from static manifests, by container name.
+pub const STATIC_PODS: [&str; 3] = [
+    "kube-apiserver",
+    "kube-controller-manager",
+    "kube-scheduler",
+];
+
+/// A file kinit renders for the master.
+#[derive(Debug)]
+pub struct File {
+    pub path: PathBuf,
+    pub contents: String,
+    pub mode: Mode,
+}
+
+/// Everything the templates under `manifests/master/` and `components/master.yaml` use.
+#[derive(Debug, Serialize)]
+struct Values {
+    image: String,
+    state_dir: String,
+    entrypoint: String,
+    docker_socket: String,
+    docker_containers: String,
+    resolv_conf: String,
+    optional_host_paths: Vec<String>,
+    node_ip: String,
+    /// The node IP as it appears in a URL (IPv6 in brackets).
+    node_host: String,
+    hostname: String,
+    api_port: u16,
+    service_cidr: String,
+    pod_cidr: String,
+    node_pod_cidr: String,
+    node_cidr_prefix: u8,
+    dns_ip: String,
+    dns_domain: String,
+    cgroup_driver: String,
+    cgroup_root: &'static str,
+    bridge: &'static str,
+    pause_image: String,
+    apiserver_image: String,
+    controller_manager_image: String,
+    scheduler_image: String,
+    pki_dir: String,
+    static_pods_dir: String,
+    kubelet_dir: String,
+    kubelet_config: String,
+    kubelet_kubeconfig: String,
+    kubelet_verbosity: u8,
+    controller_manager_kubeconfig: String,
+    scheduler_kubeconfig: String,
+    authentication_config: String,
+    cri_socket: String,
+    cri_dockerd_dir: String,
+    cni_conf_dir: String,
+    cni_cache_dir: String,
+    ipam_dir: String,
+    pod_logs_dir: String,
+}
+
+/// The master as kinit wants it on this host: its container and its files.
+pub struct Master {
+    pub spec: ContainerSpec,
+    pub files: Vec<File>,
+}
+
+/// Host facts the master depends on, read once by the caller.
+pub struct Host {
+    pub engine: EngineInfo,
+    /// The resolv.conf pods inherit through CoreDNS (never a loopback stub resolver).
+    pub resolv_conf: PathBuf,
+    /// Host paths mounted read-only when they exist (/etc/machine-id, /lib/modules, and
+    /// systemd's sockets when Docker uses the systemd cgroup driver).
+    pub optional_paths: Vec<String>,
+}
+
+impl Host {
+    pub fn probe(engine: EngineInfo) -> Self {
+        let mut candidates = vec!["/etc/machine-id", "/lib/modules"];
+        if engine.cgroup_driver == "systemd" {
+            // The kubelet creates its cgroups as systemd slices over D-Bus.
+            candidates.extend(["/run/systemd", "/run/dbus"]);
+        }
+        Self {
+            engine,
+            resolv_conf: upstream_resolv_conf(),
+            optional_paths: candidates
+                .into_iter()
+                .filter(|p| Path::new(p).exists())
+                .map(String::from)
+                .collect(),
+        }
+    }
+}
+
+fn path(p: PathBuf) -> String {
+    p.to_string_lossy().into_owned()
+}
+
+pub fn render(settings: &Settings, layout: &Layout, host: &Host, verbosity: u8) -> Result<Master> {
+    let config = layout.config();
+    let cni = layout.cni();
+    let values = Values {
+        image: versions::node_image(),
+        state_dir: path(layout.root().to_path_buf()),
+        entrypoint: path(config.join("master-entrypoint.sh")),
+        docker_socket: Docker::socket_path(),
+        docker_containers: format!("{}/containers", host.engine.root_dir),
+        resolv_conf: path(host.resolv_conf.clone()),
+        optional_host_paths: host.optional_paths.clone(),
+        node_ip: settings.node_ip.to_string(),
+        node_host: url_host(settings.node_ip),
+        hostname: settings.hostname.clone(),
+        api_port: API_SERVER_PORT,
+        service_cidr: settings.service_cidr.to_string(),
+        pod_cidr: settings.pod_cidr.to_string(),
+        node_pod_cidr: settings.node_pod_cidr().to_string(),
+        node_cidr_prefix: cluster::NODE_CIDR_PREFIX,
+        dns_ip: settings.dns_service_ip().to_string(),
+        dns_domain: settings.dns_domain.clone(),
+        cgroup_driver: host.engine.cgroup_driver.clone(),
+        cgroup_root: CGROUP_ROOT,
+        bridge: BRIDGE,
+        pause_image: versions::pause_image(),
+        apiserver_image: versions::kube_image("kube-apiserver"),
+        controller_manager_image: versions::kube_image("kube-controller-manager"),
+        scheduler_image: versions::kube_image("kube-scheduler"),
+        pki_dir: path(layout.pki()),
+        static_pods_dir: path(layout.static_pods()),
+        kubelet_dir: path(layout.kubelet()),
+        kubelet_config: path(config.join("kubelet.yaml")),
+        kubelet_kubeconfig: path(layout.kubeconfig("kubelet.conf")),
+        kubelet_verbosity: verbosity,
+        controller_manager_kubeconfig: path(layout.kubeconfig("controller-manager.conf")),
+        scheduler_kubeconfig: path(layout.kubeconfig("scheduler.conf")),
+        authentication_config: path(config.join("authentication.yaml")),
+        // Inside the container only; the kubelet is its one client.
+        cri_socket: "/run/kinit-cri-dockerd.sock".into(),
+        cri_dockerd_dir: path(layout.cri_dockerd()),
+        cni_conf_dir: path(cni.join("net.d")),
+        cni_cache_dir: path(cni.join("cache")),
+        ipam_dir: path(ipam_dir(layout)),
+        pod_logs_dir: path(layout.pod_logs()),
+    };
+    let file = |template: Manifest, path: PathBuf, mode: Mode| -> Result<File> {
+        Ok(File {
+            path,
+            contents: template.render_text(&values)?,
+            mode,
+        })
+    };
+    let pods = layout.static_pods();
+    let files = vec![
+        file(
+            manifests::MASTER_ENTRYPOINT,
+            PathBuf::from(&values.entrypoint),
+            Mode::Public,
+        )?,
+        file(
+            manifests::KUBELET_CONFIG,
+            PathBuf::from(&values.kubelet_config),
+            Mode::Public,
+        )?,
+        file(
+            manifests::AUTHENTICATION,
+            PathBuf::from(&values.authentication_config),
+            Mode::Public,
+        )?,
+        file(
+            manifests::CNI,
+            cni.join("net.d/10-kinit.conflist"),
+            Mode::Public,
+        )?,
+        file(
+            manifests::KUBE_APISERVER,
+            pods.join("kube-apiserver.yaml"),
+            Mode::Private,
+        )?,
+        file(
+            manifests::KUBE_CONTROLLER_MANAGER,
+            pods.join("kube-controller-manager.yaml"),
+            Mode::Private,
+        )?,
+        file(
+            manifests::KUBE_SCHEDULER,
+            pods.join("kube-scheduler.yaml"),
+            Mode::Private,
+        )?,
+    ];
+    Ok(Master {
+        spec: manifests::MASTER.render(&values)?,
+        files,
+    })
+}
+
+/// host-local's reservations: one file per pod IP, under the network's name.
+pub fn ipam_dir(layout: &Layout) -> PathBuf {
+    layout.cni().join("networks")
+}
+
+/// Pods with `dnsPolicy: Default` (CoreDNS itself) inherit this file. A loopback
+/// nameserver there (systemd-resolved's 127.0.0.53) would point CoreDNS at itself, so
+/// take the file listing the real upstream servers when there is one.
+fn upstream_resolv_conf() -> PathBuf {
+    let main = PathBuf::from("/etc/resolv.conf");
+    let resolved = PathBuf::from("/run/systemd/resolve/resolv.conf");
+    let only_loopback = std::fs::read_to_string(&main).is_ok_and(|text| {
+        let servers: Vec<IpAddr> = text
+            .lines()
+            .filter_map(|l| l.trim().strip_prefix("nameserver"))
+            .filter_map(|ip| ip.trim().parse().ok())
+            .collect();
+        !servers.is_empty() && servers.iter().all(IpAddr::is_loopback)
+    });
+    if only_loopback && resolved.exists() {
+        resolved
+    } else {
+        main
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn host() -> Host {
+        Host {
+            engine: EngineInfo {
+                version: "20.10".into(),
+                api_version: "1.41".into(),
+                cgroup_driver: "cgroupfs".into(),
+                cgroup_version: "1".into(),
+                root_dir: "/var/lib/docker".into(),
+            },
+            resolv_conf: "/etc/resolv.conf".into(),
+            optional_paths: vec!["/lib/modules".into()],
+        }
+    }
+
+    fn rendered() -> Master {
+        let layout = Layout::new("/var/lib/kinit");
+        render(&cluster::test_settings(), &layout, &host(), 2).unwrap()
+    }
+
+    fn contents(m: &Master, name: &str) -> String {
+        m.files
+            .iter()
+            .find(|f| f.path.ends_with(name))
+            .unwrap_or_else(|| panic!("no {name}"))
+            .contents
+            .clone()
+    }
+
+    #[test]
+    fn the_master_container_sees_the_host() {
+        let m = rendered();
+        let spec = &m.spec;
+        assert_eq!(spec.container_name(), "kinit-master");
+        assert!(spec.privileged && spec.host_pid && spec.host_namespaces);
+        assert_eq!(spec.devices, ["/dev/kmsg"]);
+        let state = spec
+            .binds
+            .iter()
+            .find(|b| b.host == "/var/lib/kinit")
+            .unwrap();
+        assert_eq!(state.container, "/var/lib/kinit");
+        assert_eq!(
+            state.propagation,
+            Some(crate::docker::Propagation::Rshared)
+        );
+        assert!(
+            spec.binds
+                .iter()
+                .any(|b| b.host == "/var/lib/docker/containers" && !b.read_only)
+        );
+        assert!(spec.binds.iter().any(|b| b.host == "/lib/modules"));
+    }
+
+    #[test]
+    fn every_config_file_is_valid_and_consistent() {
+        let m = rendered();
+        for f in &m.files {
+            let name = f.path.to_string_lossy();
+            if name.ends_with(".yaml") {
+                let _: serde_yaml::Value = serde_yaml::from_str(&f.contents)
+                    .unwrap_or_else(|e| panic!("{name}: {e}\n{}", f.contents));
+            }
+        }
+        let cni: serde_json::Value =
+            serde_json::from_str(&contents(&m, "10-kinit.conflist")).unwrap();
+        assert_eq!(
+            cni["plugins"][0]["ipam"]["ranges"][0][0]["subnet"],
+            "10.244.0.0/24"
+        );
+        assert_eq!(cni["plugins"][0]["bridge"], BRIDGE);
+        let kubelet: serde_yaml::Value =
+            serde_yaml::from_str(&contents(&m, "kubelet.yaml")).unwrap();
+        assert_eq!(kubelet["clusterDNS"][0].as_str(), Some("10.96.0.10"));
+        assert_eq!(kubelet["podCIDR"].as_str(), Some("10.244.0.0/24"));
+        assert_eq!(kubelet["authentication"]["anonymous"]["enabled"], false);
+        assert_eq!(kubelet["readOnlyPort"].as_i64(), Some(0));
+        let apiserver = contents(&m, "kube-apiserver.yaml");
+        for flag in [
+            "--etcd-servers=https://10.0.2.15:2379",
+            "--authorization-mode=Node,RBAC",
+            "--service-cluster-ip-range=10.96.0.0/12",
+            "--authentication-config=",
+        ] {
+            assert!(apiserver.contains(flag), "{flag} missing");
+        }
+        assert!(!apiserver.contains("--insecure-port"));
+        let kcm = contents(&m, "kube-controller-manager.yaml");
+        assert!(kcm.contains("--cluster-cidr=10.244.0.0/16"));
+    }
+
+    #[test]
+    fn the_entrypoint_quotes_every_path() {
+        let layout = Layout::new("/srv/it's mine");
+        let m = render(&cluster::test_settings(), &layout, &host(), 2).unwrap();
+        let script = contents(&m, "master-entrypoint.sh");
+        assert!(
+            script.contains(r"--root-dir='/srv/it'\''s mine/kubelet'"),
+            "{script}"
+        );
+        assert!(script.contains("mkdir -p '/sys/fs/cgroup/kinit'"));
+    }
+}

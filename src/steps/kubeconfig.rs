@@ -1,0 +1,110 @@
+//! Merges the cluster into the invoking user's kubeconfig as context `kinit`, leaving
+//! their other contexts alone. Under sudo the file is the real user's, owned by them.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context as _, Result, anyhow};
+use nix::unistd::{Gid, Uid, User};
+
+use super::Context;
+use crate::fs;
+use crate::pki::kubeconfig::{self, Kubeconfig};
+use crate::progress::Outcome;
+
+/// A kubeconfig file and who should own it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    pub path: PathBuf,
+    pub owner: Option<(Uid, Gid)>,
+}
+
+pub async fn run(ctx: &Context) -> Result<Outcome> {
+    let target = resolve_target(ctx.user_kubeconfig.as_deref())?;
+    let admin = read_admin(&ctx.layout.kubeconfig("admin.conf"))?;
+    let existing = fs::read_optional(&target.path)?;
+    let merged = kubeconfig::merge(existing.as_deref(), &admin)
+        .with_context(|| format!("cannot merge into {}", target.path.display()))?;
+    let changed = existing.as_deref() != Some(merged.as_bytes());
+    if changed {
+        write_owned(&target, merged.as_bytes())?;
+    }
+    // Remember the file, so `kinit down --purge` can take the context out again.
+    fs::write_if_changed(
+        &ctx.layout.kubeconfig_record(),
+        target.path.to_string_lossy().as_bytes(),
+        fs::Mode::Private,
+    )?;
+    let detail = format!("context \"kinit\" in {}", target.path.display());
+    Ok(if changed {
+        Outcome::Done(detail)
+    } else {
+        Outcome::AlreadyDone(detail)
+    })
+}
+
+pub fn read_admin(path: &Path) -> Result<Kubeconfig> {
+    let bytes = fs::read_optional(path)?
+        .ok_or_else(|| anyhow!("{} is missing; run `sudo kinit up`", path.display()))?;
+    Kubeconfig::from_yaml(&bytes)
+}
+
+/// `--kubeconfig` when given; under sudo, the invoking user's ~/.kube/config; otherwise
+/// the first file of $KUBECONFIG, or ~/.kube/config — where kubectl will look.
+pub fn resolve_target(flag: Option<&Path>) -> Result<Target> {
+    if let Some(path) = flag {
+        return Ok(Target {
+            path: std::path::absolute(path)
+                .with_context(|| format!("cannot resolve {}", path.display()))?,
+            owner: None,
+        });
+    }
+    if let Ok(name) = std::env::var("SUDO_USER")
+        && name != "root"
+        && let Some(user) = User::from_name(&name).context("cannot read the user database")?
+    {
+        return Ok(Target {
+            path: user.dir.join(".kube/config"),
+            owner: Some((user.uid, user.gid)),
+        });
+    }
+    if let Some(first) = std::env::var_os("KUBECONFIG")
+        .as_ref()
+        .and_then(|v| std::env::split_paths(v).find(|p| !p.as_os_str().is_empty()))
+    {
+        return Ok(Target {
+            path: first,
+            owner: None,
+        });
+    }
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .or_else(|| {
+            User::from_uid(nix::unistd::geteuid())
+                .ok()
+                .flatten()
+                .map(|u| u.dir)
+        })
+        .ok_or_else(|| anyhow!("cannot find a home directory for the kubeconfig; pass --kubeconfig"))?;
+    Ok(Target {
+        path: home.join(".kube/config"),
+        owner: None,
+    })
+}
+
+/// Writes the file (0600) and hands it, and a ~/.kube it had to create, to its owner.
+pub fn write_owned(target: &Target, bytes: &[u8]) -> Result<()> {
+    let dir = target.path.parent().unwrap_or(Path::new("/"));
+    let created_dir = !dir.exists();
+    fs::write_file(&target.path, bytes, fs::Mode::Private)?;
+    if let Some((uid, gid)) = target.owner {
+        let chown = |p: &Path| {
+            nix::unistd::chown(p, Some(uid), Some(gid))
+                .with_context(|| format!("cannot give {} to its user", p.display()))
+        };
+        if created_dir {
+            chown(dir)?;
+        }
+        chown(&target.path)?;
+    }
+    Ok(())
+}

@@ -1,0 +1,77 @@
+//! Starts `kinit-master` (the kubelet with cri-dockerd) with its files in place, and waits
+//! until the API server it runs as a static pod answers `/readyz`.
+
+use std::time::Duration;
+
+use anyhow::{Result, anyhow};
+
+use super::{Context, wait_until};
+use crate::components::master::{self, Host};
+use crate::docker::{self, Applied};
+use crate::kubernetes::Kube;
+use crate::progress::Outcome;
+use crate::fs;
+
+/// A cold start on two cores takes about 10 s; images being loaded or a slow disk more.
+const READY_TIMEOUT: Duration = Duration::from_secs(240);
+/// The kubelet's log level.
+const KUBELET_VERBOSITY: u8 = 2;
+
+pub async fn run(ctx: &Context) -> Result<Outcome> {
+    let host = Host::probe(ctx.docker.engine_info().await?);
+    let mut rendered = master::render(&ctx.settings, &ctx.layout, &host, KUBELET_VERBOSITY)?;
+    for dir in [
+        ctx.layout.static_pods(),
+        ctx.layout.kubelet(),
+        ctx.layout.pod_logs(),
+        ctx.layout.cri_dockerd(),
+        master::ipam_dir(&ctx.layout),
+    ] {
+        fs::ensure_dir(&dir)?;
+    }
+    let mut written = 0;
+    let mut started_with = Vec::new();
+    for file in &rendered.files {
+        if fs::write_if_changed(&file.path, file.contents.as_bytes(), file.mode)? {
+            written += 1;
+        }
+        // The kubelet reads its static pods as they change; the other files only when it
+        // starts, so a change to them must replace the container.
+        if !file.path.starts_with(ctx.layout.static_pods()) {
+            started_with.extend_from_slice(file.contents.as_bytes());
+        }
+    }
+    rendered.spec.env.push(format!(
+        "KINIT_FILES_HASH={}",
+        docker::short_digest(&started_with)
+    ));
+
+    let applied = ctx.docker.apply(&rendered.spec).await?;
+    let kube = Kube::connect(&ctx.layout.kubeconfig("admin.conf")).await?;
+    if let Err(e) = wait_until("the API server did not become ready", READY_TIMEOUT, || async {
+        kube.readyz().await.map(|()| true)
+    })
+    .await
+    {
+        let kubelet = ctx.docker.tail_logs(&rendered.spec.container_name(), 30).await;
+        let apiserver = match ctx.docker.pod_container("kube-system", "kube-apiserver").await {
+            Ok(Some(name)) => ctx.docker.tail_logs(&name, 30).await,
+            _ => "(no kube-apiserver container was created)".to_string(),
+        };
+        return Err(anyhow!(
+            "{e:#}\nthe kubelet's last log lines:\n{kubelet}\nthe API server's last log lines:\n{apiserver}"
+        ));
+    }
+    let endpoint = ctx.settings.api_server_url();
+    Ok(match (applied, written) {
+        (Applied::Unchanged, 0) => Outcome::AlreadyDone(format!("API server ready at {endpoint}")),
+        (Applied::Unchanged, n) => Outcome::Done(format!(
+            "updated {n} control-plane manifest(s); API server ready at {endpoint}"
+        )),
+        (Applied::Started, _) => Outcome::Done(format!("started; API server ready at {endpoint}")),
+        (Applied::Created, _) => Outcome::Done(format!("created; API server ready at {endpoint}")),
+        (Applied::Replaced, _) => Outcome::Done(format!(
+            "replaced a container with other settings; API server ready at {endpoint}"
+        )),
+    })
+}

@@ -1,0 +1,50 @@
+//! Starts `kinit-proxy` (kube-proxy) and waits until it reports healthy, i.e. it has
+//! programmed the Service rules.
+
+use std::time::Duration;
+
+use anyhow::{Result, anyhow};
+
+use super::{Context, wait_until};
+use crate::components::proxy;
+use crate::docker::{self, Applied};
+use crate::{fs, health};
+use crate::progress::Outcome;
+
+const READY_TIMEOUT: Duration = Duration::from_secs(120);
+
+pub async fn run(ctx: &Context) -> Result<Outcome> {
+    let rendered = proxy::render(&ctx.settings, &ctx.layout)?;
+    fs::write_if_changed(
+        &rendered.config.path,
+        rendered.config.contents.as_bytes(),
+        rendered.config.mode,
+    )?;
+    // Docker would create a missing bind source as a directory; iptables wants a file.
+    if !std::path::Path::new("/run/xtables.lock").exists() {
+        fs::write_file(std::path::Path::new("/run/xtables.lock"), b"", fs::Mode::Private)?;
+    }
+    // kube-proxy reads its configuration once: a new one must give a new container.
+    let mut spec = rendered.spec;
+    spec.env.push(format!(
+        "KINIT_FILES_HASH={}",
+        docker::short_digest(rendered.config.contents.as_bytes())
+    ));
+    let applied = ctx.docker.apply(&spec).await?;
+    if let Err(e) = wait_until("kube-proxy did not become healthy", READY_TIMEOUT, || async {
+        health::http_ok(proxy::HEALTHZ, Duration::from_secs(2))
+            .await
+            .map(|()| true)
+    })
+    .await
+    {
+        let logs = ctx.docker.tail_logs(&spec.container_name(), 30).await;
+        return Err(anyhow!("{e:#}\nkube-proxy's last log lines:\n{logs}"));
+    }
+    Ok(match applied {
+        Applied::Unchanged => Outcome::AlreadyDone("kube-proxy healthy (iptables mode)".into()),
+        Applied::Started => Outcome::Done("started; kube-proxy healthy".into()),
+        Applied::Created => Outcome::Done("created; kube-proxy healthy (iptables mode)".into()),
+        Applied::Replaced => Outcome::Done("replaced with the new configuration; healthy".into()),
+    })
+}

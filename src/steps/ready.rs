@@ -1,0 +1,93 @@
+//! Waits until the cluster is usable: the node Ready, every kube-system pod running and
+//! ready, and cluster DNS answering from the host through its Service IP (which proves
+//! the pod network, kube-proxy and CoreDNS together).
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::{Result, anyhow, bail};
+
+use super::{Context, wait_until};
+use crate::components::master::STATIC_PODS;
+use crate::kubernetes::Kube;
+use crate::progress::Outcome;
+use crate::socks::dns::{self, Resolver};
+
+const NODE_TIMEOUT: Duration = Duration::from_secs(180);
+const PODS_TIMEOUT: Duration = Duration::from_secs(300);
+const DNS_TIMEOUT: Duration = Duration::from_secs(120);
+
+pub async fn run(ctx: &Context) -> Result<Outcome> {
+    let kube = Kube::connect(&ctx.layout.kubeconfig("admin.conf")).await?;
+    let node = &ctx.settings.hostname;
+    let result = async {
+        wait_until(
+            &format!("the node {node} did not become Ready"),
+            NODE_TIMEOUT,
+            || async { Ok(kube.node_ready(node).await? == Some(true)) },
+        )
+        .await?;
+        wait_until(
+            "the kube-system pods did not all become ready",
+            PODS_TIMEOUT,
+            || async {
+                let pending = not_ready(&kube.pods("kube-system").await?, node);
+                if pending.is_empty() {
+                    Ok(true)
+                } else {
+                    bail!("waiting for {}", pending.join(", "))
+                }
+            },
+        )
+        .await?;
+        let fqdn = format!("kubernetes.default.svc.{}", ctx.settings.dns_domain);
+        let expected = ctx.settings.first_service_ip();
+        let resolver = Resolver::new(
+            &ctx.settings.dns_domain,
+            Some(SocketAddr::new(ctx.settings.dns_service_ip(), 53)),
+            Duration::from_secs(2),
+        )?;
+        let name = dns::classify(&fqdn, &ctx.settings.dns_domain)
+            .ok_or_else(|| anyhow!("{fqdn} is not a cluster name"))?;
+        wait_until("cluster DNS did not answer", DNS_TIMEOUT, || async {
+            let found = resolver.lookup(&name).await.map_err(|e| anyhow!("{e}"))?;
+            if found.contains(&expected) {
+                Ok(true)
+            } else {
+                bail!("{fqdn} resolved to {found:?}, not {expected}")
+            }
+        })
+        .await?;
+        Ok::<_, anyhow::Error>(())
+    }
+    .await;
+    if let Err(e) = result {
+        return Err(anyhow!(
+            "{e:#}; see `kinit status`, `kinit logs kubelet` and `kubectl -n kube-system get pods`"
+        ));
+    }
+    Ok(Outcome::Checked(format!(
+        "node {node} Ready, control plane and CoreDNS running, cluster DNS answers"
+    )))
+}
+
+/// The names of the pods that are not running and ready, and of the control-plane pods
+/// that are missing altogether (their mirror pods appear a little after the node).
+fn not_ready(pods: &[crate::kubernetes::PodState], node: &str) -> Vec<String> {
+    let present: BTreeSet<&str> = pods.iter().map(|p| p.name.as_str()).collect();
+    let mut pending: Vec<String> = STATIC_PODS
+        .iter()
+        .map(|c| format!("{c}-{node}"))
+        .filter(|name| !present.contains(name.as_str()))
+        .collect();
+    pending.extend(
+        pods.iter()
+            .filter(|p| p.phase != "Succeeded" && !(p.phase == "Running" && p.ready))
+            .map(|p| format!("{} ({})", p.name, p.phase)),
+    );
+    if !pods.iter().any(|p| p.name.starts_with("coredns-")) {
+        pending.push("coredns".into());
+    }
+    pending
+}
