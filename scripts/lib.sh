@@ -58,6 +58,26 @@ ensure_docker() {
   mount --make-rshared /
 }
 
+# restart_docker: stops the Docker daemon and starts it again, as a host reboot or a
+# package upgrade would (used by the end-to-end test).
+restart_docker() {
+  if [ -d /run/systemd/system ]; then
+    systemctl restart docker
+  else
+    local pid
+    pid=$(cat /var/run/docker.pid 2>/dev/null || true)
+    [ -n "$pid" ] || die "no /var/run/docker.pid: is dockerd running?"
+    kill "$pid"
+    local i
+    for i in $(seq 60); do
+      kill -0 "$pid" 2>/dev/null || break
+      [ "$i" -eq 60 ] && die "dockerd (pid $pid) did not stop within 60s"
+      sleep 1
+    done
+    ensure_docker
+  fi
+}
+
 # ensure_bundle [COMPONENTS]: images and binaries built from upstream sources into the
 # offline bundle, all components unless a comma-separated list is given (cached: seconds
 # after the first build).
