@@ -33,7 +33,9 @@ pub struct Settings {
 }
 
 fn default_pod_cidr() -> IpNet {
-    DEFAULT_POD_CIDR.parse().unwrap_or_else(|_| unreachable!("a valid constant"))
+    DEFAULT_POD_CIDR
+        .parse()
+        .unwrap_or_else(|_| unreachable!("a valid constant"))
 }
 
 impl Settings {

@@ -12,8 +12,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use anyhow::{Context, Result, anyhow};
 use bollard::errors::Error as DockerError;
 use bollard::models::{
-    ContainerCreateBody, DeviceMapping, HostConfig, HostConfigCgroupnsModeEnum, Mount, MountBindOptions, MountBindOptionsPropagationEnum,
-    MountType, RestartPolicy, RestartPolicyNameEnum,
+    ContainerCreateBody, DeviceMapping, HostConfig, HostConfigCgroupnsModeEnum, Mount,
+    MountBindOptions, MountBindOptionsPropagationEnum, MountType, RestartPolicy,
+    RestartPolicyNameEnum,
 };
 use bollard::query_parameters::{
     CreateContainerOptions, CreateImageOptions, ImportImageOptions, ListContainersOptions,
@@ -35,7 +36,7 @@ pub const LABEL_SPEC: &str = "io.kinit.spec-hash";
 
 /// A component container as kinit wants it. Every component runs on the host network
 /// with restart policy `unless-stopped`, so a crash or a Docker restart brings it back.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ContainerSpec {
     /// The container is named `kinit-<component>`.
@@ -526,12 +527,17 @@ impl Docker {
         let mut foreign = Vec::new();
         for name in self.pod_containers().await? {
             let parent = match self.api.inspect_container(&name, None).await {
-                Ok(c) => c.host_config.and_then(|h| h.cgroup_parent).unwrap_or_default(),
+                Ok(c) => c
+                    .host_config
+                    .and_then(|h| h.cgroup_parent)
+                    .unwrap_or_default(),
                 Err(e) if is_not_found(&e) => continue,
                 Err(e) => return Err(e).with_context(|| format!("cannot inspect {name}")),
             };
             // cgroupfs: /kinit/kubepods/...; systemd: kinit-kubepods-....slice
-            let ours = parent.trim_start_matches('/').starts_with(&format!("{mine}/"))
+            let ours = parent
+                .trim_start_matches('/')
+                .starts_with(&format!("{mine}/"))
                 || parent.starts_with(&format!("{mine}-"));
             if !ours {
                 foreign.push(name);
@@ -858,12 +864,8 @@ mod tests {
         let spec = ContainerSpec {
             component: "etcd".into(),
             image: "registry.k8s.io/etcd:3.6.8-0".into(),
-            entrypoint: None,
             args: vec!["etcd".into()],
-            env: vec![],
-            binds: vec![],
-            host_pid: false,
-            privileged: false,
+            ..Default::default()
         };
         let mut other = spec.clone();
         other.args.push("--name=x".into());

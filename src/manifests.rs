@@ -30,7 +30,10 @@ manifest!(KUBELET_CONFIG, "master/kubelet-config.yaml");
 manifest!(AUTHENTICATION, "master/authentication.yaml");
 manifest!(CNI, "master/cni.conflist");
 manifest!(KUBE_APISERVER, "master/kube-apiserver.yaml");
-manifest!(KUBE_CONTROLLER_MANAGER, "master/kube-controller-manager.yaml");
+manifest!(
+    KUBE_CONTROLLER_MANAGER,
+    "master/kube-controller-manager.yaml"
+);
 manifest!(KUBE_SCHEDULER, "master/kube-scheduler.yaml");
 manifest!(KUBE_PROXY_CONFIG, "proxy/kube-proxy-config.yaml");
 manifest!(RBAC, "addons/rbac.yaml");

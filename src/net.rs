@@ -154,6 +154,14 @@ fn owners(proc: &Path, inodes: &HashSet<u64>) -> Vec<Listener> {
     found
 }
 
+/// An address as it appears in a URL's host part (IPv6 in brackets).
+pub fn url_host(ip: IpAddr) -> String {
+    match ip {
+        IpAddr::V4(v4) => v4.to_string(),
+        IpAddr::V6(v6) => format!("[{v6}]"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -188,13 +196,5 @@ mod tests {
         // neither loopback nor unspecified.
         let ip = primary_ip().unwrap();
         assert!(!ip.is_loopback() && !ip.is_unspecified(), "{ip}");
-    }
-}
-
-/// An address as it appears in a URL's host part (IPv6 in brackets).
-pub fn url_host(ip: IpAddr) -> String {
-    match ip {
-        IpAddr::V4(v4) => v4.to_string(),
-        IpAddr::V6(v6) => format!("[{v6}]"),
     }
 }

@@ -1,6 +1,6 @@
-//! Against a real Docker engine: etcd brought up by `kinit up` with TLS and client-cert
-//! auth, checked with curl, crashed, removed, taken down and brought back with its data;
-//! and the Docker layer's privilege fallback.
+//! Against a real Docker engine: what `kinit up` refuses before changing anything, what
+//! `down --purge` refuses to delete, and the Docker layer's privilege fallback and errors.
+//! The whole cluster's lifecycle is in tests/cluster.rs.
 //!
 //! These tests need a running Docker engine and the etcd image; `scripts/test.sh` provides
 //! both. Without them they fail, never skip.
@@ -8,7 +8,6 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
 
 use kinit::docker::{Applied, ContainerSpec, Docker};
 
@@ -37,86 +36,6 @@ fn bin_dir(state: &Path) -> PathBuf {
     state.with_file_name("bin")
 }
 
-fn ok(state: &Path, args: &[&str]) -> String {
-    let out = kinit(state, args);
-    assert!(
-        out.status.success(),
-        "kinit {args:?} failed:\n{}",
-        text(&out)
-    );
-    text(&out)
-}
-
-/// curl against etcd on loopback with the health-check client certificate.
-struct Etcd {
-    pki: PathBuf,
-}
-
-impl Etcd {
-    fn curl(&self, path: &str, body: Option<&str>, with_cert: bool) -> Output {
-        let mut cmd = Command::new("curl");
-        cmd.args(["-sS", "--fail", "--max-time", "5", "--cacert"])
-            .arg(self.pki.join("ca.crt"));
-        if with_cert {
-            cmd.arg("--cert")
-                .arg(self.pki.join("healthcheck-client.crt"));
-            cmd.arg("--key")
-                .arg(self.pki.join("healthcheck-client.key"));
-        }
-        if let Some(body) = body {
-            cmd.args(["-X", "POST", "-d", body]);
-        }
-        cmd.arg(format!("https://127.0.0.1:2379{path}"));
-        cmd.output()
-            .expect("curl is installed (scripts/test.sh installs it)")
-    }
-
-    fn healthy(&self) -> bool {
-        let out = self.curl("/health", None, true);
-        out.status.success() && String::from_utf8_lossy(&out.stdout).contains(r#""health":"true""#)
-    }
-
-    fn wait_healthy(&self, what: &str) {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while !self.healthy() {
-            assert!(
-                Instant::now() < deadline,
-                "etcd not healthy within 60s after {what}"
-            );
-            std::thread::sleep(Duration::from_millis(500));
-        }
-    }
-
-    /// Writes a key through etcd's JSON gateway (keys and values are base64).
-    fn put(&self, key: &str, value: &str) {
-        let body = format!(r#"{{"key":"{}","value":"{}"}}"#, b64(key), b64(value));
-        let out = self.curl("/v3/kv/put", Some(&body), true);
-        assert!(out.status.success(), "put failed: {}", text(&out));
-    }
-
-    fn get(&self, key: &str) -> Option<String> {
-        let out = self.curl(
-            "/v3/kv/range",
-            Some(&format!(r#"{{"key":"{}"}}"#, b64(key))),
-            true,
-        );
-        assert!(out.status.success(), "range failed: {}", text(&out));
-        let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-        let value = json["kvs"][0]["value"].as_str()?;
-        Some(String::from_utf8(unb64(value)).unwrap())
-    }
-}
-
-fn b64(s: &str) -> String {
-    use base64::Engine;
-    base64::engine::general_purpose::STANDARD.encode(s)
-}
-
-fn unb64(s: &str) -> Vec<u8> {
-    use base64::Engine;
-    base64::engine::general_purpose::STANDARD.decode(s).unwrap()
-}
-
 fn inspect(name: &str, format: &str) -> String {
     let out = docker_cli(&["inspect", "--format", format, name]);
     assert!(
@@ -125,169 +44,6 @@ fn inspect(name: &str, format: &str) -> String {
         text(&out)
     );
     String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
-
-fn container_exists(name: &str) -> bool {
-    docker_cli(&["inspect", name]).status.success()
-}
-
-#[test]
-fn etcd_lifecycle_keeps_its_data_through_crashes_removal_and_down() {
-    let _turn = DOCKER.lock().unwrap_or_else(|e| e.into_inner());
-    require_engine();
-    let dir = tempfile::tempdir().unwrap();
-    let state = dir.path().join("state");
-    // Whatever an earlier failed run left behind would make this one meaningless.
-    docker_cli(&["rm", "-f", "kinit-etcd"]);
-
-    let first = ok(&state, &["up"]);
-    assert!(first.contains("Starting etcd: created, healthy"), "{first}");
-    assert!(first.contains("Not started yet"), "{first}");
-    assert!(
-        first.contains("Installing kubectl: kubectl v1.36.3 installed in"),
-        "{first}"
-    );
-    let kubectl = Command::new(bin_dir(&state).join("kubectl"))
-        .args(["version", "--client"])
-        .output()
-        .unwrap();
-    assert!(text(&kubectl).contains(&format!(
-        "Client Version: {}",
-        kinit::versions::KUBERNETES_VERSION
-    )));
-    let etcd = Etcd {
-        pki: state.join("pki/etcd"),
-    };
-    assert!(
-        etcd.healthy(),
-        "etcd does not answer /health with the client certificate"
-    );
-
-    // TLS with client-certificate auth: no certificate, no answer; no plain HTTP either.
-    assert!(
-        !etcd.curl("/health", None, false).status.success(),
-        "etcd answered without a client cert"
-    );
-    let plain = Command::new("curl")
-        .args(["-sS", "--max-time", "5", "http://127.0.0.1:2379/health"])
-        .output()
-        .unwrap();
-    assert!(
-        !String::from_utf8_lossy(&plain.stdout).contains("\"health\""),
-        "etcd answered plain HTTP"
-    );
-
-    etcd.put("/kinit-test/greeting", "hello");
-    assert_eq!(etcd.get("/kinit-test/greeting").as_deref(), Some("hello"));
-    assert_eq!(
-        inspect(
-            "kinit-etcd",
-            "{{index .Config.Labels \"io.kinit.managed\"}}"
-        ),
-        "true"
-    );
-    assert_eq!(
-        inspect(
-            "kinit-etcd",
-            "{{.HostConfig.NetworkMode}} {{.HostConfig.RestartPolicy.Name}}"
-        ),
-        "host unless-stopped"
-    );
-
-    // A second `up` changes nothing.
-    let again = ok(&state, &["up"]);
-    assert!(again.contains("Nothing to do"), "{again}");
-    assert!(
-        again.contains("Starting etcd: running and healthy (already done)"),
-        "{again}"
-    );
-    assert!(
-        again.contains("Installing kubectl: kubectl v1.36.3 at"),
-        "{again}"
-    );
-
-    // A crash: Docker's restart policy brings etcd back with its data.
-    let pid = inspect("kinit-etcd", "{{.State.Pid}}");
-    let restarts: u32 = inspect("kinit-etcd", "{{.RestartCount}}").parse().unwrap();
-    assert!(
-        Command::new("kill")
-            .args(["-9", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while inspect("kinit-etcd", "{{.RestartCount}}")
-        .parse::<u32>()
-        .unwrap()
-        <= restarts
-    {
-        assert!(
-            Instant::now() < deadline,
-            "Docker did not restart etcd after it was killed"
-        );
-        std::thread::sleep(Duration::from_millis(250));
-    }
-    etcd.wait_healthy("a crash");
-    assert_eq!(etcd.get("/kinit-test/greeting").as_deref(), Some("hello"));
-
-    // The container removed behind kinit's back: `up` repairs it, data intact.
-    assert!(docker_cli(&["rm", "-f", "kinit-etcd"]).status.success());
-    let repaired = ok(&state, &["up"]);
-    assert!(
-        repaired.contains("Starting etcd: created, healthy"),
-        "{repaired}"
-    );
-    assert!(
-        repaired.contains("Writing certificates: 17 certificates valid (already done)"),
-        "{repaired}"
-    );
-    assert_eq!(etcd.get("/kinit-test/greeting").as_deref(), Some("hello"));
-
-    let status: serde_json::Value =
-        serde_json::from_str(&ok(&state, &["status", "--output", "json"])).unwrap();
-    assert_eq!(status["components"][0]["name"], "etcd");
-    assert_eq!(status["components"][0]["container"]["status"], "running");
-    assert_eq!(status["components"][0]["health"], "healthy");
-    let logs = ok(&state, &["logs", "etcd", "--tail", "50"]);
-    assert!(logs.contains("etcd"), "no etcd log lines: {logs}");
-
-    // down keeps the data, up brings the same cluster back.
-    let down = ok(&state, &["down"]);
-    assert!(down.contains("Removed kinit-etcd"), "{down}");
-    assert!(!container_exists("kinit-etcd"));
-    assert!(state.join("etcd/member").is_dir() && state.join("pki/ca.crt").is_file());
-    // As on an air-gapped host: the image is gone from Docker and comes back from the bundle.
-    // (--force only untags it when some other container still runs it.)
-    let image = kinit::versions::etcd_image();
-    assert!(docker_cli(&["rmi", "--force", &image]).status.success());
-    let back = ok(&state, &["up"]);
-    assert!(
-        back.contains("Making images available: 1 loaded from the bundle, 0 pulled"),
-        "{back}"
-    );
-    assert_eq!(etcd.get("/kinit-test/greeting").as_deref(), Some("hello"));
-
-    // A second cluster with other settings in the same state directory is refused.
-    let conflict = kinit(&state, &["up", "--service-cidr", "10.100.0.0/16"]);
-    assert!(!conflict.status.success());
-    assert!(
-        text(&conflict).contains("--service-cidr (cluster has 10.96.0.0/12)"),
-        "{}",
-        text(&conflict)
-    );
-
-    // down --purge leaves nothing.
-    let purge = ok(&state, &["down", "--purge"]);
-    assert!(purge.contains("Deleted"), "{purge}");
-    assert!(!container_exists("kinit-etcd"));
-    assert!(!state.exists());
-    assert!(
-        !Path::new("/var/cache/kinit").exists(),
-        "the download cache survived --purge"
-    );
-    let leftovers = docker_cli(&["ps", "-aq", "--filter", "label=io.kinit.managed=true"]);
-    assert!(String::from_utf8_lossy(&leftovers.stdout).trim().is_empty());
 }
 
 #[test]
@@ -364,8 +120,8 @@ async fn privileged_fallback() {
             read_only: false,
             propagation: None,
         }],
-        host_pid: false,
         privileged: true,
+        ..Default::default()
     };
     assert_eq!(docker.apply(&spec).await.unwrap(), Applied::Created);
     let state = docker

@@ -6,11 +6,11 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 
 use crate::cli::DownArgs;
+use crate::components::{cleanup, master};
 use crate::docker::Docker;
 use crate::download::Downloader;
 use crate::fs::{self, Lock};
 use crate::layout::{LOCK_FILE, Layout};
-use crate::components::{cleanup, master};
 use crate::pki;
 use crate::progress;
 use crate::steps::kubeconfig;
@@ -34,7 +34,10 @@ pub async fn run(state_dir: Option<&Path>, args: &DownArgs) -> Result<()> {
     let order = ["master", "proxy", "etcd"];
     let mut removed = Vec::new();
     for component in order {
-        for c in containers.iter().filter(|c| c.component.as_deref() == Some(component)) {
+        for c in containers
+            .iter()
+            .filter(|c| c.component.as_deref() == Some(component))
+        {
             docker.stop(&c.name, STOP_GRACE_SECONDS).await?;
             docker.remove(&c.name).await?;
             removed.push(c.name.clone());
@@ -64,7 +67,11 @@ pub async fn run(state_dir: Option<&Path>, args: &DownArgs) -> Result<()> {
     }
 
     release_pod_state(&layout, &say)?;
-    let mode = if args.purge { cleanup::Mode::Purge } else { cleanup::Mode::Down };
+    let mode = if args.purge {
+        cleanup::Mode::Purge
+    } else {
+        cleanup::Mode::Down
+    };
     clean_network(&docker, mode, &say).await?;
 
     if args.purge {
@@ -152,7 +159,8 @@ fn remove_kubeconfig_context(layout: &Layout, say: &impl Fn(String)) -> Result<(
     let remaining = pki::kubeconfig::remove(&existing, &admin)
         .with_context(|| format!("cannot take the kinit context out of {}", path.display()))?;
     // Keep the file's owner: it is the user's, not root's.
-    let meta = std::fs::metadata(&path).with_context(|| format!("cannot read {}", path.display()))?;
+    let meta =
+        std::fs::metadata(&path).with_context(|| format!("cannot read {}", path.display()))?;
     let target = kubeconfig::Target {
         path: path.clone(),
         owner: Some((
@@ -171,7 +179,8 @@ fn remove_cgroups() {
     let Ok(hierarchies) = std::fs::read_dir("/sys/fs/cgroup") else {
         return;
     };
-    let mut roots = vec![PathBuf::from("/sys/fs/cgroup").join(master::CGROUP_ROOT.trim_start_matches('/'))];
+    let mut roots =
+        vec![PathBuf::from("/sys/fs/cgroup").join(master::CGROUP_ROOT.trim_start_matches('/'))];
     roots.extend(
         hierarchies
             .flatten()

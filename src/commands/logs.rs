@@ -17,7 +17,9 @@ pub async fn run(args: &LogsArgs) -> Result<()> {
         LogComponent::Kubelet => (Some(docker::container_name("master")), "the kubelet"),
         LogComponent::Proxy => (Some(docker::container_name("proxy")), "kube-proxy"),
         LogComponent::Apiserver => (
-            docker.pod_container("kube-system", "kube-apiserver").await?,
+            docker
+                .pod_container("kube-system", "kube-apiserver")
+                .await?,
             "the API server",
         ),
         LogComponent::ControllerManager => (
@@ -27,7 +29,9 @@ pub async fn run(args: &LogsArgs) -> Result<()> {
             "the controller-manager",
         ),
         LogComponent::Scheduler => (
-            docker.pod_container("kube-system", "kube-scheduler").await?,
+            docker
+                .pod_container("kube-system", "kube-scheduler")
+                .await?,
             "the scheduler",
         ),
         LogComponent::Coredns => (

@@ -236,7 +236,10 @@ fn print_text(s: &Status) {
             Some(ct) => (short(&ct.name), ct.status.as_str()),
             None => ("-".to_string(), "missing"),
         };
-        println!("{:<20} {:<14} {:<12} {}", c.name, container, state, c.health);
+        println!(
+            "{:<20} {:<14} {:<12} {}",
+            c.name, container, state, c.health
+        );
     }
 }
 

@@ -69,7 +69,10 @@ pub async fn run(
         .run("Applying cluster DNS and RBAC", steps::addons::run(&ctx))
         .await?;
     steps
-        .run("Waiting for the cluster to be ready", steps::ready::run(&ctx))
+        .run(
+            "Waiting for the cluster to be ready",
+            steps::ready::run(&ctx),
+        )
         .await?;
     steps
         .run("Installing kubectl", steps::kubectl::run(&ctx))

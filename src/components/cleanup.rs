@@ -33,13 +33,7 @@ pub fn spec(mode: Mode) -> Result<ContainerSpec> {
         component: "cleanup".into(),
         image: versions::node_image(),
         entrypoint: Some(vec!["/bin/sh".into(), "-c".into(), script]),
-        args: Vec::new(),
-        env: Vec::new(),
-        binds: Vec::new(),
-        host_pid: false,
-        host_namespaces: false,
-        devices: Vec::new(),
         capabilities: vec!["CAP_NET_ADMIN".into(), "CAP_NET_RAW".into()],
-        privileged: false,
+        ..Default::default()
     })
 }

@@ -40,7 +40,6 @@ pub fn local_endpoint() -> String {
     format!("https://127.0.0.1:{CLIENT_PORT}")
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;

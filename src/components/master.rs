@@ -293,10 +293,7 @@ mod tests {
             .find(|b| b.host == "/var/lib/kinit")
             .unwrap();
         assert_eq!(state.container, "/var/lib/kinit");
-        assert_eq!(
-            state.propagation,
-            Some(crate::docker::Propagation::Rshared)
-        );
+        assert_eq!(state.propagation, Some(crate::docker::Propagation::Rshared));
         assert!(
             spec.binds
                 .iter()

@@ -12,6 +12,8 @@ pub const CONTEXT: &str = "kinit";
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub struct Kubeconfig {
+    /// The one camelCase key of the format.
+    #[serde(rename = "apiVersion")]
     pub api_version: String,
     pub kind: String,
     pub clusters: Vec<Named<Cluster>>,

@@ -84,7 +84,9 @@ pub fn resolve_target(flag: Option<&Path>) -> Result<Target> {
                 .flatten()
                 .map(|u| u.dir)
         })
-        .ok_or_else(|| anyhow!("cannot find a home directory for the kubeconfig; pass --kubeconfig"))?;
+        .ok_or_else(|| {
+            anyhow!("cannot find a home directory for the kubeconfig; pass --kubeconfig")
+        })?;
     Ok(Target {
         path: home.join(".kube/config"),
         owner: None,

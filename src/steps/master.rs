@@ -8,9 +8,9 @@ use anyhow::{Result, anyhow};
 use super::{Context, wait_until};
 use crate::components::master::{self, Host};
 use crate::docker::{self, Applied};
+use crate::fs;
 use crate::kubernetes::Kube;
 use crate::progress::Outcome;
-use crate::fs;
 
 /// A cold start on two cores takes about 10 s; images being loaded or a slow disk more.
 const READY_TIMEOUT: Duration = Duration::from_secs(240);
@@ -48,13 +48,22 @@ pub async fn run(ctx: &Context) -> Result<Outcome> {
 
     let applied = ctx.docker.apply(&rendered.spec).await?;
     let kube = Kube::connect(&ctx.layout.kubeconfig("admin.conf")).await?;
-    if let Err(e) = wait_until("the API server did not become ready", READY_TIMEOUT, || async {
-        kube.readyz().await.map(|()| true)
-    })
+    if let Err(e) = wait_until(
+        "the API server did not become ready",
+        READY_TIMEOUT,
+        || async { kube.readyz().await.map(|()| true) },
+    )
     .await
     {
-        let kubelet = ctx.docker.tail_logs(&rendered.spec.container_name(), 30).await;
-        let apiserver = match ctx.docker.pod_container("kube-system", "kube-apiserver").await {
+        let kubelet = ctx
+            .docker
+            .tail_logs(&rendered.spec.container_name(), 30)
+            .await;
+        let apiserver = match ctx
+            .docker
+            .pod_container("kube-system", "kube-apiserver")
+            .await
+        {
             Ok(Some(name)) => ctx.docker.tail_logs(&name, 30).await,
             _ => "(no kube-apiserver container was created)".to_string(),
         };

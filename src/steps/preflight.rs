@@ -90,7 +90,10 @@ pub async fn run(ctx: &Context) -> Result<Outcome> {
 /// orphans), so refuse when there are pod containers kinit's kubelet did not make; kinit's
 /// own are in its cgroup root.
 async fn check_foreign_pods(ctx: &Context) -> Result<()> {
-    let pods = ctx.docker.foreign_pod_containers(master::CGROUP_ROOT).await?;
+    let pods = ctx
+        .docker
+        .foreign_pod_containers(master::CGROUP_ROOT)
+        .await?;
     if let Some(first) = pods.first() {
         bail!(
             "this Docker engine already runs Kubernetes pods ({} containers, e.g. {first}) from \
@@ -138,7 +141,12 @@ fn make_root_shared() -> Result<bool> {
         .context("cannot read /proc/self/mountinfo")?;
     let root_shared = table.lines().any(|l| {
         let fields: Vec<&str> = l.split(' ').collect();
-        fields.get(4) == Some(&"/") && fields.iter().skip(6).take_while(|f| **f != "-").any(|f| f.starts_with("shared:"))
+        fields.get(4) == Some(&"/")
+            && fields
+                .iter()
+                .skip(6)
+                .take_while(|f| **f != "-")
+                .any(|f| f.starts_with("shared:"))
     });
     if root_shared {
         return Ok(false);

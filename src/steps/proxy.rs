@@ -8,8 +8,8 @@ use anyhow::{Result, anyhow};
 use super::{Context, wait_until};
 use crate::components::proxy;
 use crate::docker::{self, Applied};
-use crate::{fs, health};
 use crate::progress::Outcome;
+use crate::{fs, health};
 
 const READY_TIMEOUT: Duration = Duration::from_secs(120);
 
@@ -22,7 +22,11 @@ pub async fn run(ctx: &Context) -> Result<Outcome> {
     )?;
     // Docker would create a missing bind source as a directory; iptables wants a file.
     if !std::path::Path::new("/run/xtables.lock").exists() {
-        fs::write_file(std::path::Path::new("/run/xtables.lock"), b"", fs::Mode::Private)?;
+        fs::write_file(
+            std::path::Path::new("/run/xtables.lock"),
+            b"",
+            fs::Mode::Private,
+        )?;
     }
     // kube-proxy reads its configuration once: a new one must give a new container.
     let mut spec = rendered.spec;
@@ -31,11 +35,15 @@ pub async fn run(ctx: &Context) -> Result<Outcome> {
         docker::short_digest(rendered.config.contents.as_bytes())
     ));
     let applied = ctx.docker.apply(&spec).await?;
-    if let Err(e) = wait_until("kube-proxy did not become healthy", READY_TIMEOUT, || async {
-        health::http_ok(proxy::HEALTHZ, Duration::from_secs(2))
-            .await
-            .map(|()| true)
-    })
+    if let Err(e) = wait_until(
+        "kube-proxy did not become healthy",
+        READY_TIMEOUT,
+        || async {
+            health::http_ok(proxy::HEALTHZ, Duration::from_secs(2))
+                .await
+                .map(|()| true)
+        },
+    )
     .await
     {
         let logs = ctx.docker.tail_logs(&spec.container_name(), 30).await;

@@ -1,0 +1,717 @@
+//! End to end, against a real Docker engine and the real upstream binaries of the offline
+//! bundle: `kinit up` to a Ready node, tutorial workloads through the real kubectl, the
+//! cluster network from the host and through `kinit socks`, then resilience (a second up,
+//! a crash, a removed container, down + up, a Docker restart) and `down --purge` leaving
+//! nothing. When something fails, every component's last log lines are printed and the
+//! cluster is purged.
+//!
+//! Needs root, a running Docker engine and the bundle (scripts/test.sh provides them).
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+mod common;
+use common::{bundle, docker_cli, require_engine, text};
+
+const WORKLOADS: &str = r#"
+apiVersion: v1
+kind: Secret
+metadata: {name: demo-secret, namespace: default}
+stringData: {token: s3cr3t}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: web, namespace: default}
+spec:
+  replicas: 1
+  selector: {matchLabels: {app: web}}
+  template:
+    metadata: {labels: {app: web}}
+    spec:
+      containers:
+      - name: web
+        image: kinit-examples/web:1
+        imagePullPolicy: Never
+        ports: [{containerPort: 80}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: web, namespace: default}
+spec:
+  selector: {app: web}
+  ports: [{port: 80, targetPort: 80}]
+---
+# The Telescope + MongoDB pattern: two containers of one pod talking over localhost,
+# sharing a memory-backed volume, one reading a Secret.
+apiVersion: v1
+kind: Pod
+metadata: {name: twoc, namespace: default}
+spec:
+  containers:
+  - name: web
+    image: kinit-examples/web:1
+    imagePullPolicy: Never
+    volumeMounts:
+    - {name: shared, mountPath: /shared}
+    - {name: secret, mountPath: /etc/secret, readOnly: true}
+  - name: client
+    image: kinit-examples/web:1
+    imagePullPolicy: Never
+    command: ["sh", "-c", "echo from-client > /shared/hello; while true; do wget -qO- http://127.0.0.1:80/ | grep h1; sleep 5; done"]
+    volumeMounts:
+    - {name: shared, mountPath: /shared}
+  volumes:
+  - name: shared
+    emptyDir: {medium: Memory}
+  - name: secret
+    secret: {secretName: demo-secret}
+"#;
+
+struct Cluster {
+    _dir: tempfile::TempDir,
+    state: PathBuf,
+    bin: PathBuf,
+    /// The user kubeconfig kinit merges into; it starts with someone else's context.
+    kubeconfig: PathBuf,
+}
+
+impl Cluster {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("state");
+        let bin = dir.path().join("bin");
+        let kubeconfig = dir.path().join("kube/config");
+        std::fs::create_dir_all(kubeconfig.parent().unwrap()).unwrap();
+        std::fs::write(
+            &kubeconfig,
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: prod\n  cluster: {server: 'https://prod.example:6443'}\n\
+             users:\n- name: me\n  user: {token: secret}\ncontexts:\n- name: prod\n  context: {cluster: prod, user: me}\n\
+             current-context: prod\n",
+        )
+        .unwrap();
+        Self {
+            _dir: dir,
+            state,
+            bin,
+            kubeconfig,
+        }
+    }
+
+    /// Runs kinit with PATH emptied, so nothing on the host stands in for what kinit
+    /// installs or runs; `up` gets the bundle (this host reaches no registry).
+    fn kinit(&self, args: &[&str]) -> Output {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_kinit"));
+        cmd.arg("--state-dir")
+            .arg(&self.state)
+            .args(args)
+            .env("PATH", "");
+        if args.first() == Some(&"up") {
+            cmd.arg("--bundle")
+                .arg(bundle())
+                .arg("--bin-dir")
+                .arg(&self.bin)
+                .arg("--kubeconfig")
+                .arg(&self.kubeconfig);
+        }
+        cmd.output().expect("the kinit binary runs")
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.kinit(args);
+        assert!(
+            out.status.success(),
+            "kinit {args:?} failed:\n{}",
+            text(&out)
+        );
+        text(&out)
+    }
+
+    /// The kubectl kinit installed, on the user kubeconfig kinit merged into.
+    fn kubectl(&self, args: &[&str]) -> Output {
+        Command::new(self.bin.join("kubectl"))
+            .arg("--kubeconfig")
+            .arg(&self.kubeconfig)
+            .args(args)
+            .output()
+            .expect("kinit installed kubectl")
+    }
+
+    fn kubectl_ok(&self, args: &[&str]) -> String {
+        let out = self.kubectl(args);
+        assert!(out.status.success(), "kubectl {args:?}:\n{}", text(&out));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn apply(&self, yaml: &str) {
+        let mut child = Command::new(self.bin.join("kubectl"))
+            .arg("--kubeconfig")
+            .arg(&self.kubeconfig)
+            .args(["apply", "-f", "-"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        use std::io::Write;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(yaml.as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "kubectl apply:\n{}", text(&out));
+    }
+
+    /// Waits for `check` to hold, failing with what it last saw.
+    fn wait_for(
+        &self,
+        what: &str,
+        timeout: Duration,
+        mut check: impl FnMut() -> Result<(), String>,
+    ) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            match check() {
+                Ok(()) => return,
+                Err(last) if Instant::now() >= deadline => {
+                    panic!("{what}: not within {}s; last: {last}", timeout.as_secs())
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(500)),
+            }
+        }
+    }
+
+    fn web_ready(&self, replicas: u32) {
+        self.wait_for("web Deployment ready", Duration::from_secs(180), || {
+            let out = self.kubectl(&[
+                "get",
+                "deploy",
+                "web",
+                "-o",
+                "jsonpath={.status.readyReplicas}/{.status.updatedReplicas}",
+            ]);
+            let got = String::from_utf8_lossy(&out.stdout).into_owned();
+            if got == format!("{replicas}/{replicas}") {
+                Ok(())
+            } else {
+                Err(format!("{got} {}", text(&out)))
+            }
+        });
+    }
+
+    fn twoc_ready(&self) {
+        self.wait_for("pod twoc ready", Duration::from_secs(180), || {
+            let out = self.kubectl(&[
+                "get",
+                "pod",
+                "twoc",
+                "-o",
+                "jsonpath={.status.containerStatuses[*].ready}",
+            ]);
+            let got = String::from_utf8_lossy(&out.stdout).into_owned();
+            if got == "true true" {
+                Ok(())
+            } else {
+                Err(format!("{got} {}", text(&out)))
+            }
+        });
+    }
+
+    /// The web Service by ClusterIP, from the host: kube-proxy's rules and the pod network.
+    fn service_answers(&self) -> String {
+        let ip = self.kubectl_ok(&["get", "svc", "web", "-o", "jsonpath={.spec.clusterIP}"]);
+        let mut last = String::new();
+        for _ in 0..60 {
+            let out = curl(&[&format!("http://{ip}/")]);
+            last = text(&out);
+            if out.status.success() && last.contains("Hello from web-") {
+                return last;
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        panic!("the web Service at {ip} does not answer from the host: {last}");
+    }
+
+    fn all_healthy(&self) {
+        self.wait_for("every component healthy", Duration::from_secs(240), || {
+            let out = self.kinit(&["status", "--output", "json"]);
+            let status: serde_json::Value =
+                serde_json::from_slice(&out.stdout).map_err(|e| format!("{e}: {}", text(&out)))?;
+            let bad: Vec<String> = status["components"]
+                .as_array()
+                .ok_or("no components")?
+                .iter()
+                .filter(|c| c["health"] != "healthy")
+                .map(|c| format!("{}: {}", c["name"], c["health"]))
+                .collect();
+            if bad.is_empty() && status["node"]["state"] == "Ready" {
+                Ok(())
+            } else {
+                Err(format!("{bad:?}, node {}", status["node"]["state"]))
+            }
+        });
+    }
+}
+
+/// On failure: every component's last log lines, then a purge so the host is clean.
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            return;
+        }
+        eprintln!(
+            "---- kubectl get pods -A ----\n{}",
+            text(&self.kubectl(&["get", "pods", "-A", "-o", "wide"]))
+        );
+        for c in [
+            "etcd",
+            "kubelet",
+            "apiserver",
+            "controller-manager",
+            "scheduler",
+            "proxy",
+            "coredns",
+        ] {
+            let out = self.kinit(&["logs", c, "--tail", "40"]);
+            eprintln!("---- kinit logs {c} ----\n{}", text(&out));
+        }
+        let out = self.kinit(&["down", "--purge"]);
+        eprintln!("---- kinit down --purge ----\n{}", text(&out));
+    }
+}
+
+fn curl(args: &[&str]) -> Output {
+    Command::new("curl")
+        .args(["-sS", "--fail", "--max-time", "5"])
+        .args(args)
+        .output()
+        .expect("curl is installed (scripts/test.sh installs it)")
+}
+
+fn container_exists(name: &str) -> bool {
+    docker_cli(&["inspect", name]).status.success()
+}
+
+fn inspect(name: &str, format: &str) -> String {
+    let out = docker_cli(&["inspect", "--format", format, name]);
+    assert!(
+        out.status.success(),
+        "docker inspect {name}: {}",
+        text(&out)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// `kinit socks` on a free port; the banner's first line names it.
+fn start_socks(state: &Path) -> (Child, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_kinit"))
+        .arg("--state-dir")
+        .arg(state)
+        .args(["socks", "--port", "0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut reader = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    reader.read_line(&mut line).unwrap();
+    let addr = line
+        .split_whitespace()
+        .find(|w| w.starts_with("127.0.0.1:"))
+        .unwrap_or_else(|| panic!("no address in the banner: {line}"))
+        .trim_end_matches(['.', ',', ';'])
+        .to_string();
+    // Keep draining the banner so the proxy never blocks on a full pipe.
+    std::thread::spawn(move || for _ in reader.lines() {});
+    (child, addr)
+}
+
+/// curl through an etcd client certificate, for etcd's own API.
+fn etcd_curl(state: &Path, path: &str, with_cert: bool) -> Output {
+    let pki = state.join("pki/etcd");
+    let mut args: Vec<String> = vec!["--cacert".into(), pki.join("ca.crt").display().to_string()];
+    if with_cert {
+        args.extend([
+            "--cert".into(),
+            pki.join("healthcheck-client.crt").display().to_string(),
+            "--key".into(),
+            pki.join("healthcheck-client.key").display().to_string(),
+        ]);
+    }
+    args.push(format!("https://127.0.0.1:2379{path}"));
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    curl(&refs)
+}
+
+#[test]
+fn a_cluster_runs_tutorials_survives_restarts_and_purges_clean() {
+    require_engine();
+    let c = Cluster::new();
+
+    // ---- up: every step, a Ready node, the admin context merged beside the user's own.
+    let first = c.ok(&["up"]);
+    for expected in [
+        "Starting etcd: created, healthy",
+        "Starting the control plane (kinit-master): created; API server ready",
+        "Starting kube-proxy (kinit-proxy): created",
+        "Applying cluster DNS and RBAC: applied",
+        "Waiting for the cluster to be ready: node",
+        "Installing kubectl: kubectl v1.36.3 installed in",
+        "Writing the kubeconfig: context \"kinit\" in",
+        "Cluster \"kinit\" is ready in",
+    ] {
+        assert!(
+            first.contains(expected),
+            "{expected:?} missing from:\n{first}"
+        );
+    }
+    let contexts = c.kubectl_ok(&["config", "get-contexts", "-o", "name"]);
+    assert!(
+        contexts.contains("prod") && contexts.contains("kinit"),
+        "{contexts}"
+    );
+    assert_eq!(c.kubectl_ok(&["config", "current-context"]).trim(), "kinit");
+    let nodes = c.kubectl_ok(&["get", "nodes", "--no-headers"]);
+    assert!(nodes.contains(" Ready "), "{nodes}");
+    let system = c.kubectl_ok(&["get", "pods", "-n", "kube-system", "--no-headers"]);
+    for pod in [
+        "kube-apiserver-",
+        "kube-controller-manager-",
+        "kube-scheduler-",
+        "coredns-",
+    ] {
+        assert!(system.contains(pod), "{pod} missing:\n{system}");
+    }
+    assert!(
+        system.lines().all(|l| l.contains("Running")),
+        "not every kube-system pod runs:\n{system}"
+    );
+
+    // Security: private files are private; nothing answers without credentials.
+    for private in ["admin.conf", "pki/ca.key", "pki/sa.key", "kubelet.conf"] {
+        let mode = std::fs::metadata(c.state.join(private)).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(mode.permissions().mode() & 0o777, 0o600, "{private}");
+    }
+    let anonymous = Command::new("curl")
+        .args([
+            "-sk",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "https://127.0.0.1:6443/api",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&anonymous.stdout),
+        "401",
+        "anonymous API access"
+    );
+    let kubelet = Command::new("curl")
+        .args([
+            "-sk",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "https://127.0.0.1:10250/pods",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&kubelet.stdout),
+        "401",
+        "anonymous kubelet access"
+    );
+    assert!(
+        !etcd_curl(&c.state, "/health", false).status.success(),
+        "etcd without a client cert"
+    );
+    assert!(etcd_curl(&c.state, "/health", true).status.success());
+
+    // ---- tutorial workloads: a Deployment scaled to 3 behind a Service, a two-container pod.
+    c.apply(WORKLOADS);
+    c.kubectl_ok(&["scale", "deployment", "web", "--replicas=3"]);
+    c.web_ready(3);
+    c.twoc_ready();
+    // Load-balanced: over a few requests more than one pod answers.
+    let mut servers = std::collections::BTreeSet::new();
+    for _ in 0..12 {
+        let page = c.service_answers();
+        if let Some(line) = page.lines().find(|l| l.contains("Hello from")) {
+            servers.insert(line.to_string());
+        }
+    }
+    assert!(
+        servers.len() > 1,
+        "one pod answered every request: {servers:?}"
+    );
+    // A pod IP from the host.
+    let pod_ip = c.kubectl_ok(&[
+        "get",
+        "pods",
+        "-l",
+        "app=web",
+        "-o",
+        "jsonpath={.items[0].status.podIP}",
+    ]);
+    assert!(text(&curl(&[&format!("http://{pod_ip}/")])).contains("Hello from"));
+    // DNS from a pod, and exec.
+    let web_pod = c.kubectl_ok(&[
+        "get",
+        "pods",
+        "-l",
+        "app=web",
+        "-o",
+        "jsonpath={.items[0].metadata.name}",
+    ]);
+    let by_name = c.kubectl_ok(&[
+        "exec",
+        &web_pod,
+        "--",
+        "wget",
+        "-qO-",
+        "http://web.default.svc.cluster.local/",
+    ]);
+    assert!(by_name.contains("Hello from"), "{by_name}");
+    // Two containers sharing localhost, a memory volume and a Secret.
+    let shared = c.kubectl_ok(&[
+        "exec",
+        "twoc",
+        "-c",
+        "web",
+        "--",
+        "cat",
+        "/shared/hello",
+        "/etc/secret/token",
+    ]);
+    assert_eq!(shared, "from-client\ns3cr3t");
+    c.wait_for(
+        "the client container's logs",
+        Duration::from_secs(60),
+        || {
+            let logs = text(&c.kubectl(&["logs", "twoc", "-c", "client"]));
+            if logs.contains("Hello from twoc") {
+                Ok(())
+            } else {
+                Err(logs)
+            }
+        },
+    );
+    let web_logs = c.kubectl_ok(&["logs", &web_pod]);
+    assert!(web_logs.contains("start-web"), "{web_logs}");
+
+    // ---- kinit socks: a pod IP and a Service name through the proxy.
+    let (mut socks, addr) = start_socks(&c.state);
+    let via_name = curl(&[
+        "--socks5-hostname",
+        &addr,
+        "http://web.default.svc.cluster.local/",
+    ]);
+    let via_ip = curl(&["--socks5", &addr, &format!("http://{pod_ip}/")]);
+    let _ = socks.kill();
+    let _ = socks.wait();
+    assert!(
+        text(&via_name).contains("Hello from"),
+        "{}",
+        text(&via_name)
+    );
+    assert!(text(&via_ip).contains("Hello from"), "{}", text(&via_ip));
+
+    // ---- status and logs of every component.
+    let status: serde_json::Value =
+        serde_json::from_str(&c.ok(&["status", "--output", "json"])).unwrap();
+    let names: Vec<&str> = status["components"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "etcd",
+            "kubelet",
+            "apiserver",
+            "controller-manager",
+            "scheduler",
+            "proxy",
+            "coredns"
+        ]
+    );
+    for comp in status["components"].as_array().unwrap() {
+        assert_eq!(comp["health"], "healthy", "{comp}");
+        assert_eq!(comp["container"]["status"], "running", "{comp}");
+    }
+    assert_eq!(status["node"]["state"], "Ready");
+    assert_eq!(
+        status["versions"]["apiServer"],
+        kinit::versions::KUBERNETES_VERSION
+    );
+    for comp in [
+        "etcd",
+        "kubelet",
+        "apiserver",
+        "controller-manager",
+        "scheduler",
+        "proxy",
+        "coredns",
+    ] {
+        let logs = c.ok(&["logs", comp, "--tail", "5"]);
+        assert!(!logs.trim().is_empty(), "no log lines for {comp}");
+    }
+
+    // ---- resilience: a second up is a no-op.
+    let again = c.ok(&["up"]);
+    assert!(again.contains("Nothing to do"), "{again}");
+
+    // A crash: Docker's restart policy brings etcd back, with the data.
+    let restarts: u32 = inspect("kinit-etcd", "{{.RestartCount}}").parse().unwrap();
+    let pid = inspect("kinit-etcd", "{{.State.Pid}}");
+    assert!(
+        Command::new("kill")
+            .args(["-9", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    c.wait_for("etcd restarted by Docker", Duration::from_secs(60), || {
+        let n: u32 = inspect("kinit-etcd", "{{.RestartCount}}").parse().unwrap();
+        if n > restarts {
+            Ok(())
+        } else {
+            Err(n.to_string())
+        }
+    });
+    c.all_healthy();
+
+    // A component removed behind kinit's back: up repairs that one and only that one.
+    assert!(docker_cli(&["rm", "-f", "kinit-proxy"]).status.success());
+    let repaired = c.ok(&["up"]);
+    assert!(
+        repaired.contains("Starting kube-proxy (kinit-proxy): created"),
+        "{repaired}"
+    );
+    assert!(
+        repaired.contains("Starting etcd: running and healthy (already done)"),
+        "{repaired}"
+    );
+    assert!(
+        repaired.contains("API server ready at https://")
+            && repaired.contains("(kinit-master): API server ready"),
+        "{repaired}"
+    );
+    c.service_answers();
+
+    // Conflicting settings for the existing cluster are refused, nothing changes.
+    let conflict = c.kinit(&["up", "--pod-cidr", "10.200.0.0/16"]);
+    assert!(!conflict.status.success());
+    assert!(
+        text(&conflict).contains("--pod-cidr (cluster has 10.244.0.0/16)"),
+        "{}",
+        text(&conflict)
+    );
+
+    // ---- down keeps every object; up brings them back.
+    let down = c.ok(&["down"]);
+    assert!(
+        down.contains("Removed kinit-master, kinit-proxy, kinit-etcd"),
+        "{down}"
+    );
+    let leftovers = docker_cli(&["ps", "-aq", "--filter", "label=io.kubernetes.docker.type"]);
+    assert!(
+        String::from_utf8_lossy(&leftovers.stdout).trim().is_empty(),
+        "pod containers survived down"
+    );
+    assert!(!container_exists("kinit-master"));
+    // As on an air-gapped host: an image gone from Docker comes back from the bundle.
+    assert!(
+        docker_cli(&["rmi", "--force", &kinit::versions::etcd_image()])
+            .status
+            .success()
+    );
+    let back = c.ok(&["up"]);
+    assert!(
+        back.contains("Making images available: 1 loaded from the bundle, 0 pulled"),
+        "{back}"
+    );
+    c.web_ready(3);
+    c.twoc_ready();
+    c.service_answers();
+    let secret = c.kubectl_ok(&[
+        "get",
+        "secret",
+        "demo-secret",
+        "-o",
+        "jsonpath={.data.token}",
+    ]);
+    assert_eq!(secret, "czNjcjN0"); // base64 of s3cr3t
+
+    // ---- the Docker daemon restarts: everything comes back by itself, with every object.
+    let restart = Command::new("bash")
+        .arg("-c")
+        .arg(format!(
+            "source {}/scripts/lib.sh && restart_docker",
+            env!("CARGO_MANIFEST_DIR")
+        ))
+        .output()
+        .unwrap();
+    assert!(
+        restart.status.success(),
+        "restarting Docker: {}",
+        text(&restart)
+    );
+    c.all_healthy();
+    c.web_ready(3);
+    c.twoc_ready();
+    c.service_answers();
+
+    // ---- down --purge leaves nothing.
+    let purge = c.ok(&["down", "--purge"]);
+    assert!(purge.contains("Deleted"), "{purge}");
+    let containers = docker_cli(&["ps", "-aq", "--filter", "label=io.kinit.managed=true"]);
+    assert!(
+        String::from_utf8_lossy(&containers.stdout)
+            .trim()
+            .is_empty(),
+        "kinit containers left"
+    );
+    let pods = docker_cli(&["ps", "-aq", "--filter", "label=io.kubernetes.docker.type"]);
+    assert!(
+        String::from_utf8_lossy(&pods.stdout).trim().is_empty(),
+        "pod containers left"
+    );
+    let rules = Command::new("iptables-save")
+        .output()
+        .expect("iptables-save (scripts/test.sh installs iptables)");
+    let rules = String::from_utf8_lossy(&rules.stdout);
+    let ours: Vec<&str> = rules
+        .lines()
+        .filter(|l| l.contains("KUBE-") || l.contains("CNI-") || l.contains("KINIT-"))
+        .collect();
+    assert!(ours.is_empty(), "iptables rules left: {ours:#?}");
+    assert!(
+        !Path::new("/sys/class/net/cni0").exists(),
+        "the cni0 bridge is left"
+    );
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(
+        !mounts.contains(c.state.to_str().unwrap()),
+        "mounts left under the state directory"
+    );
+    assert!(!c.state.exists(), "the state directory is left");
+    let config = std::fs::read_to_string(&c.kubeconfig).unwrap();
+    assert!(
+        !config.contains("kinit"),
+        "the kinit context is left:\n{config}"
+    );
+    assert!(
+        config.contains("prod.example"),
+        "the user's own context is gone:\n{config}"
+    );
+}
