@@ -7,10 +7,6 @@ REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 KINIT_BUILD_CACHE=${KINIT_BUILD_CACHE:-/var/cache/kinit-build}
 KINIT_BUNDLE_DIR=${KINIT_BUNDLE_DIR:-$KINIT_BUILD_CACHE/bundle}
 export KINIT_BUILD_CACHE KINIT_BUNDLE_DIR
-# The bundle components this version of kinit runs (see "What works today" in README.md):
-# the etcd image, and kubectl from the Kubernetes build. Used by scripts/up.sh.
-# shellcheck disable=SC2034
-KINIT_COMPONENTS=etcd,kubernetes
 
 say() { printf '==> %s\n' "$*"; }
 die() { printf 'error: %s\n' "$*" >&2; exit 1; }

@@ -4,9 +4,10 @@
 # `kinit up` on its defaults.
 #
 # Images and kubectl: kinit uses images Docker already has and pulls the rest from
-# registry.k8s.io, and downloads kubectl from dl.k8s.io. On a host that cannot reach
-# registry.k8s.io, both are built from upstream sources into the offline bundle first
-# (needs Go) and kinit reads them from there.
+# registry.k8s.io, and downloads kubectl from dl.k8s.io. kinit's node image (kubelet,
+# cri-dockerd, CNI plugins) is published nowhere yet, so it is always built here from
+# upstream sources (needs Go); on a host that cannot reach registry.k8s.io the whole offline
+# bundle is built the same way and kinit reads everything from there.
 set -euo pipefail
 # shellcheck source=scripts/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -25,7 +26,9 @@ ensure_docker
 sources=()
 if ! curl -s -o /dev/null --max-time 5 https://registry.k8s.io/v2/; then
   say "registry.k8s.io is not reachable from here; building images and kubectl from source instead"
-  ensure_bundle "$KINIT_COMPONENTS"
+  ensure_bundle
   sources=(--bundle "$KINIT_BUNDLE_DIR")
+else
+  ensure_bundle node
 fi
 exec "$REPO/target/release/kinit" up "${sources[@]}" "$@"

@@ -190,6 +190,11 @@ pub struct SocksArgs {
     #[arg(long)]
     pub pac: bool,
 
+    /// Run in the background (its output goes to socks.log in the state directory);
+    /// `kinit status` shows it and `kinit down` stops it.
+    #[arg(long, conflicts_with = "pac")]
+    pub detach: bool,
+
     /// The DNS server for cluster names [default: the cluster DNS Service, port 53].
     #[arg(long, value_name = "IP:PORT", hide = true)]
     pub dns_server: Option<SocketAddr>,

@@ -279,7 +279,7 @@ fn bad_input_fails_with_one_clear_line_and_changes_nothing() {
             "invalid value 'localhost'",
         ),
         (vec!["example", "nginx"], "not available in this version"),
-        (vec!["kubeconfig"], "not available in this version"),
+        (vec!["--state-dir", d, "kubeconfig"], "no cluster in"),
     ];
     for (args, expected) in cases {
         let out = kinit(&args);

@@ -7,9 +7,8 @@
 //!
 //! Needs root, a running Docker engine and the bundle (scripts/test.sh provides them).
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 mod common;
@@ -305,30 +304,6 @@ fn inspect(name: &str, format: &str) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
-/// `kinit socks` on a free port; the banner's first line names it.
-fn start_socks(state: &Path) -> (Child, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_kinit"))
-        .arg("--state-dir")
-        .arg(state)
-        .args(["socks", "--port", "0"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut reader = BufReader::new(child.stdout.take().unwrap());
-    let mut line = String::new();
-    reader.read_line(&mut line).unwrap();
-    let addr = line
-        .split_whitespace()
-        .find(|w| w.starts_with("127.0.0.1:"))
-        .unwrap_or_else(|| panic!("no address in the banner: {line}"))
-        .trim_end_matches(['.', ',', ';'])
-        .to_string();
-    // Keep draining the banner so the proxy never blocks on a full pipe.
-    std::thread::spawn(move || for _ in reader.lines() {});
-    (child, addr)
-}
-
 /// curl through an etcd client certificate, for etcd's own API.
 fn etcd_curl(state: &Path, path: &str, with_cert: bool) -> Output {
     let pki = state.join("pki/etcd");
@@ -506,22 +481,40 @@ fn a_cluster_runs_tutorials_survives_restarts_and_purges_clean() {
     let web_logs = c.kubectl_ok(&["logs", &web_pod]);
     assert!(web_logs.contains("start-web"), "{web_logs}");
 
-    // ---- kinit socks: a pod IP and a Service name through the proxy.
-    let (mut socks, addr) = start_socks(&c.state);
+    // ---- kinit socks in the background: a pod IP and a Service name through it.
+    let detached = c.ok(&["socks", "--detach", "--port", "0"]);
+    assert!(
+        detached.contains("Running in the background as pid"),
+        "{detached}"
+    );
+    let addr = detached
+        .split_whitespace()
+        .find(|w| w.starts_with("127.0.0.1:"))
+        .unwrap_or_else(|| panic!("no address in: {detached}"))
+        .to_string();
+    let again = c.kinit(&["socks", "--detach"]);
+    assert!(
+        text(&again).contains("already running in the background"),
+        "{}",
+        text(&again)
+    );
     let via_name = curl(&[
         "--socks5-hostname",
         &addr,
         "http://web.default.svc.cluster.local/",
     ]);
     let via_ip = curl(&["--socks5", &addr, &format!("http://{pod_ip}/")]);
-    let _ = socks.kill();
-    let _ = socks.wait();
     assert!(
         text(&via_name).contains("Hello from"),
         "{}",
         text(&via_name)
     );
     assert!(text(&via_ip).contains("Hello from"), "{}", text(&via_ip));
+    let outside = curl(&["--socks5", &addr, "http://192.0.2.254:9/"]);
+    assert!(
+        !outside.status.success(),
+        "a destination outside the cluster was reached"
+    );
 
     // ---- status and logs of every component.
     let status: serde_json::Value =
@@ -549,6 +542,7 @@ fn a_cluster_runs_tutorials_survives_restarts_and_purges_clean() {
         assert_eq!(comp["container"]["status"], "running", "{comp}");
     }
     assert_eq!(status["node"]["state"], "Ready");
+    assert_eq!(status["socks"]["listen"], addr.as_str());
     assert_eq!(
         status["versions"]["apiServer"],
         kinit::versions::KUBERNETES_VERSION
@@ -622,6 +616,12 @@ fn a_cluster_runs_tutorials_survives_restarts_and_purges_clean() {
     assert!(
         down.contains("Removed kinit-master, kinit-proxy, kinit-etcd"),
         "{down}"
+    );
+    assert!(down.contains("Stopped kinit socks"), "{down}");
+    assert!(
+        !curl(&["--socks5", &addr, &format!("http://{pod_ip}/")])
+            .status
+            .success()
     );
     let leftovers = docker_cli(&["ps", "-aq", "--filter", "label=io.kubernetes.docker.type"]);
     assert!(

@@ -13,6 +13,7 @@ use crate::fs::{self, Lock};
 use crate::layout::{LOCK_FILE, Layout};
 use crate::pki;
 use crate::progress;
+use crate::socks::detach;
 use crate::steps::kubeconfig;
 
 /// Seconds a component gets to shut down cleanly (etcd flushes its WAL).
@@ -27,6 +28,13 @@ pub async fn run(state_dir: Option<&Path>, args: &DownArgs) -> Result<()> {
     let _lock = Lock::acquire(Path::new(LOCK_FILE))?;
     let docker = Docker::connect().await?;
     let say = |line: String| progress::println(&format!(" ✓ {line}"));
+
+    if let Some(socks) = detach::stop(&layout)? {
+        say(format!(
+            "Stopped kinit socks (pid {}, {})",
+            socks.pid, socks.listen
+        ));
+    }
 
     // The kubelet first, so it does not start pods again while they are removed; etcd
     // last, so it flushes after everything that writes to it has stopped.

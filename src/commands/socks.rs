@@ -17,7 +17,7 @@ use crate::cluster::{self, Settings};
 use crate::layout::Layout;
 use crate::net;
 use crate::socks::policy::{self, Allowlist};
-use crate::socks::{self, Proxy, dns, pac};
+use crate::socks::{self, Proxy, detach, dns, pac};
 
 const DNS_TIMEOUT: Duration = Duration::from_secs(3);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -35,6 +35,18 @@ pub async fn run(state_dir: Option<&Path>, args: &SocksArgs) -> Result<()> {
         print!("{}", pac::pac(args.port, domain, &cluster_nets));
         return Ok(());
     }
+    if args.detach {
+        let (record, banner) = detach::spawn(&layout)?;
+        print!("{banner}");
+        println!(
+            "Running in the background as pid {} (log: {}); `sudo kinit down` or `kill {}` stops it.",
+            record.pid,
+            record.log.display(),
+            record.pid
+        );
+        return Ok(());
+    }
+    raise_open_files_limit();
 
     let destinations = if args.allow_any {
         Allowlist::Any
@@ -173,5 +185,17 @@ async fn interrupted() {
             }
         }
         () = term => {}
+    }
+}
+
+/// Each tunnel holds two descriptors; the usual soft limit of 1024 would cap the proxy near
+/// 500 clients, so take the hard limit.
+fn raise_open_files_limit() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE)
+        && soft < hard
+        && let Err(e) = setrlimit(Resource::RLIMIT_NOFILE, hard, hard)
+    {
+        warn!("cannot raise the open-files limit from {soft} to {hard}: {e}");
     }
 }

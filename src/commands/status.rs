@@ -14,6 +14,7 @@ use crate::docker::{self, ContainerState, Docker};
 use crate::health;
 use crate::kubernetes::Kube;
 use crate::layout::Layout;
+use crate::socks::detach;
 use crate::versions;
 
 const CHECK_TIMEOUT: Duration = Duration::from_secs(3);
@@ -29,6 +30,8 @@ struct Status {
     versions: Versions,
     node: Option<NodeStatus>,
     components: Vec<Component>,
+    /// `kinit socks --detach`, when one runs.
+    socks: Option<detach::Record>,
 }
 
 #[derive(Debug, Serialize)]
@@ -176,6 +179,7 @@ pub async fn run(state_dir: Option<&Path>, args: &StatusArgs) -> Result<()> {
         },
         node,
         components,
+        socks: detach::running(&layout)?,
     };
     match args.output {
         OutputFormat::Json => {

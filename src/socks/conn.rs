@@ -15,7 +15,7 @@ use tracing::{debug, info};
 
 use super::dns::{self, LookupError};
 use super::policy::Credentials;
-use super::{Proxy, Stats};
+use super::{Proxy, Stats, relay};
 
 type Request = (
     Socks5ServerProtocol<TcpStream, states::CommandRead>,
@@ -121,13 +121,12 @@ async fn serve(stream: TcpStream, proxy: &Proxy, stats: &Stats) -> Result<Tunnel
     };
     let peer = outbound.peer_addr()?;
     let bound = outbound.local_addr()?;
-    let mut inbound = proto
+    let inbound = proto
         .reply_success(bound)
         .await
         .map_err(|e| anyhow!("cannot reply to the client: {e}"))?;
-    let mut outbound = outbound;
     stats.tunnels.fetch_add(1, Ordering::Relaxed);
-    let (up, down) = tokio::io::copy_bidirectional(&mut inbound, &mut outbound)
+    let (up, down) = relay::relay(&inbound, &outbound)
         .await
         .map_err(|e| anyhow!("tunnel to {target} ({peer}) broke: {e}"))?;
     stats.bytes_up.fetch_add(up, Ordering::Relaxed);

@@ -4,9 +4,11 @@
 //! resolves names, [`pac`] writes the browser help.
 
 mod conn;
+pub mod detach;
 pub mod dns;
 pub mod pac;
 pub mod policy;
+mod relay;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -95,6 +97,8 @@ pub async fn serve(
                 }
             },
         };
+        // Small writes (replies, interactive traffic) go out at once.
+        let _ = stream.set_nodelay(true);
         // Refused before a byte is read: a client outside the allowlist learns nothing.
         if !proxy.clients.allows(client.ip()) {
             stats.refused_clients.fetch_add(1, Ordering::Relaxed);

@@ -1,0 +1,177 @@
+//! `kinit socks --detach`: the same proxy as a background process of its own session,
+//! recorded in the state directory so `kinit status` lists it and `kinit down` stops it.
+
+use std::io::{BufRead, BufReader};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, anyhow, bail};
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use serde::{Deserialize, Serialize};
+
+use crate::fs;
+use crate::layout::Layout;
+
+/// The banner's first line, which says the proxy is listening.
+const LISTENING: &str = "kinit socks: SOCKS5 proxy listening on ";
+const START_TIMEOUT: Duration = Duration::from_secs(20);
+/// The proxy gives open connections 5 s after SIGTERM; a little more before SIGKILL.
+const STOP_TIMEOUT: Duration = Duration::from_secs(7);
+
+/// A detached proxy, as recorded in `<state>/socks.json`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Record {
+    pub pid: i32,
+    pub listen: String,
+    pub log: PathBuf,
+}
+
+fn record_path(layout: &Layout) -> PathBuf {
+    layout.root().join("socks.json")
+}
+
+pub fn log_path(layout: &Layout) -> PathBuf {
+    layout.root().join("socks.log")
+}
+
+/// The recorded proxy while its process still runs; a stale record reads as none.
+pub fn running(layout: &Layout) -> Result<Option<Record>> {
+    let Some(bytes) = fs::read_optional(&record_path(layout))? else {
+        return Ok(None);
+    };
+    let record: Record = serde_json::from_slice(&bytes)
+        .with_context(|| format!("{} is corrupt", record_path(layout).display()))?;
+    Ok(is_ours(record.pid).then_some(record))
+}
+
+/// The pid runs kinit socks (and is not a recycled pid of something else).
+fn is_ours(pid: i32) -> bool {
+    std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|cmdline| {
+        let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+        args.iter().any(|a| a.ends_with(b"kinit")) && args.contains(&&b"socks"[..])
+    })
+}
+
+/// Starts `kinit <args without --detach>` in its own session with its output in the log,
+/// waits until it listens, and records it. Returns the record and the banner it printed.
+pub fn spawn(layout: &Layout) -> Result<(Record, String)> {
+    if let Some(r) = running(layout)? {
+        bail!(
+            "kinit socks is already running in the background (pid {}, on {}); stop it with `kill {}` or `sudo kinit down`",
+            r.pid,
+            r.listen,
+            r.pid
+        );
+    }
+    fs::check_writable(layout.root()).with_context(|| {
+        format!(
+            "--detach records the proxy in {}; run it with sudo or pass --state-dir",
+            layout.root().display()
+        )
+    })?;
+    let log = log_path(layout);
+    let out = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log)
+        .with_context(|| format!("cannot open {}", log.display()))?;
+    let start = out
+        .metadata()
+        .with_context(|| format!("cannot read {}", log.display()))?
+        .len();
+    let err = out
+        .try_clone()
+        .with_context(|| format!("cannot open {}", log.display()))?;
+    let exe = std::env::current_exe().context("cannot find the kinit executable")?;
+    let args = std::env::args_os().skip(1).filter(|a| a != "--detach");
+    let mut command = Command::new(exe);
+    command
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(out)
+        .stderr(err);
+    // SAFETY: setsid is async-signal-safe and touches no memory of the parent; it makes
+    // the proxy the leader of a new session, so closing the terminal does not stop it.
+    unsafe {
+        command.pre_exec(|| {
+            nix::unistd::setsid()
+                .map(|_| ())
+                .map_err(std::io::Error::from)
+        });
+    }
+    let mut child = command
+        .spawn()
+        .context("cannot start kinit socks in the background")?;
+    let pid = i32::try_from(child.id()).context("a process id out of range")?;
+
+    let deadline = Instant::now() + START_TIMEOUT;
+    loop {
+        let banner = read_from(&log, start)?;
+        if let Some(line) = banner.lines().find(|l| l.starts_with(LISTENING)) {
+            let record = Record {
+                pid,
+                listen: line.trim_start_matches(LISTENING).trim().to_string(),
+                log: log.clone(),
+            };
+            let json = serde_json::to_vec_pretty(&record).context("cannot serialize the record")?;
+            fs::write_file(&record_path(layout), &json, fs::Mode::Public)?;
+            return Ok((record, banner));
+        }
+        if let Some(status) = child.try_wait().context("cannot watch kinit socks")? {
+            bail!(
+                "kinit socks exited ({status}) before it listened:\n{}",
+                banner.trim_end()
+            );
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            bail!(
+                "kinit socks did not start listening within {}s:\n{}",
+                START_TIMEOUT.as_secs(),
+                banner.trim_end()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn read_from(log: &Path, offset: u64) -> Result<String> {
+    use std::io::{Seek, SeekFrom};
+    let mut file =
+        std::fs::File::open(log).with_context(|| format!("cannot read {}", log.display()))?;
+    file.seek(SeekFrom::Start(offset))
+        .with_context(|| format!("cannot read {}", log.display()))?;
+    let mut text = String::new();
+    for line in BufReader::new(file).lines() {
+        text.push_str(&line.unwrap_or_default());
+        text.push('\n');
+    }
+    Ok(text)
+}
+
+/// Stops a detached proxy (SIGTERM, then SIGKILL after the grace period) and removes its
+/// record; returns what was stopped.
+pub fn stop(layout: &Layout) -> Result<Option<Record>> {
+    let found = running(layout)?;
+    if let Some(r) = &found {
+        let pid = Pid::from_raw(r.pid);
+        kill(pid, Signal::SIGTERM)
+            .map_err(|e| anyhow!("cannot stop kinit socks (pid {pid}): {e}"))?;
+        let deadline = Instant::now() + STOP_TIMEOUT;
+        while is_ours(r.pid) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        if is_ours(r.pid) {
+            let _ = kill(pid, Signal::SIGKILL);
+        }
+    }
+    match std::fs::remove_file(record_path(layout)) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e).context("cannot remove the kinit socks record"),
+    }
+    Ok(found)
+}
