@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # The whole test suite, on a fresh Debian/Ubuntu machine with Rust and Go: installs and
-# starts what the tests need (Docker engine, curl, openssl, dnsmasq), builds the whole
-# offline bundle (the Docker tests run it; the bundle tests check every component of it;
-# cached after the first run), then runs every test tier.
+# starts what the tests need (Docker engine, curl, openssl, dnsmasq, iptables, Vagrant),
+# builds the whole offline bundle (the cluster test runs it; the bundle tests check every
+# component of it; cached after the first run), then runs every test tier: cargo's (unit,
+# CLI, Docker, cluster end to end, SOCKS, bundle), install.sh in a clean Debian root
+# filesystem, and `vagrant validate`.
 #
 #   scripts/test.sh [extra cargo test arguments]
 #
@@ -13,10 +15,17 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 become_root "$@"
 cd "$REPO"
 
-apt_ensure curl:curl openssl:openssl setpriv:util-linux dnsmasq:dnsmasq-base
+apt_ensure curl:curl openssl:openssl setpriv:util-linux dnsmasq:dnsmasq-base \
+  iptables-save:iptables vagrant:vagrant
 command -v cargo >/dev/null || die "cargo is needed (https://rustup.rs)"
 ensure_docker
 ensure_bundle ""   # every component
 
-say "cargo test (unit, CLI and Docker tiers)"
+say "cargo test (unit, CLI, Docker, cluster, SOCKS and bundle tiers)"
 cargo test --locked "$@"
+
+say "install.sh in a clean Debian root filesystem"
+"$REPO/scripts/test-install.sh"
+
+say "vagrant validate"
+(cd "$REPO/vagrant" && vagrant validate)

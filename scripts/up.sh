@@ -31,4 +31,4 @@ if ! curl -s -o /dev/null --max-time 5 https://registry.k8s.io/v2/; then
 else
   ensure_bundle node
 fi
-exec "$REPO/target/release/kinit" up "${sources[@]}" "$@"
+exec "${CARGO_TARGET_DIR:-$REPO/target}/release/kinit" up "${sources[@]}" "$@"

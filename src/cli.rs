@@ -61,13 +61,20 @@ pub enum Command {
     /// Produces kubeadm's layout (pki/ca.crt, pki/apiserver.crt, pki/etcd/..., admin.conf,
     /// ...). Run it again on the same directory and valid certificates are kept as they are.
     Certs(CertsArgs),
-    /// Deploy a tutorial application (telescope, nginx, job).
+    /// Deploy a tutorial application (telescope, nginx, job) and say where to open it.
     Example(ExampleArgs),
     /// Print kinit's version and the component versions it deploys.
     Version,
     /// Load or list the container images kinit runs (for hosts without registry access).
     #[command(subcommand)]
     Images(ImagesCommand),
+    /// Print a shell completion script: `kinit completions bash > /etc/bash_completion.d/kinit`.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print kinit's man page (roff): `kinit man > /usr/local/share/man/man1/kinit.1`.
+    Man,
 }
 
 #[derive(Debug, Subcommand)]
@@ -245,7 +252,22 @@ pub struct CertsArgs {
 }
 
 #[derive(Debug, Args)]
+#[command(arg_required_else_help = true)]
 pub struct ExampleArgs {
-    /// The tutorial to deploy.
+    /// The tutorial to deploy: telescope, nginx or job.
+    #[arg(required_unless_present = "list")]
     pub name: Option<String>,
+
+    /// List the tutorials.
+    #[arg(long, conflicts_with_all = ["name", "delete"])]
+    pub list: bool,
+
+    /// Remove the tutorial and everything it created.
+    #[arg(long)]
+    pub delete: bool,
+
+    /// Use another image for one of the tutorial's containers (repeatable), e.g.
+    /// `mongo=mongo:6` or, without registry access, an image loaded into Docker.
+    #[arg(long, value_name = "NAME=IMAGE")]
+    pub image_override: Vec<String>,
 }

@@ -7,8 +7,11 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail};
 use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Node, Pod};
-use kube::api::{Api, DynamicObject, ListParams, Patch, PatchParams};
+use kube::api::{
+    Api, DeleteParams, DynamicObject, ListParams, LogParams, Patch, PatchParams, PropagationPolicy,
+};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::core::GroupVersionKind;
 use kube::discovery::{self, Scope};
@@ -29,6 +32,15 @@ pub struct PodState {
     pub name: String,
     pub phase: String,
     pub ready: bool,
+    pub ip: Option<String>,
+}
+
+/// How a Job ended, if it has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JobState {
+    Running,
+    Succeeded,
+    Failed,
 }
 
 impl Kube {
@@ -82,13 +94,7 @@ impl Kube {
     pub async fn apply(&self, yaml: &str) -> Result<(usize, usize)> {
         let mut count = 0;
         let mut changed = 0;
-        for doc in serde_yaml::Deserializer::from_str(yaml) {
-            let value = serde_yaml::Value::deserialize(doc).context("invalid YAML")?;
-            if value.is_null() {
-                continue;
-            }
-            let object: DynamicObject =
-                serde_yaml::from_value(value).context("not a Kubernetes object")?;
+        for object in parse_objects(yaml)? {
             if self.apply_one(object).await? {
                 changed += 1;
             }
@@ -99,28 +105,7 @@ impl Kube {
 
     /// Applies one object; whether it changed (a no-op apply keeps the resourceVersion).
     async fn apply_one(&self, object: DynamicObject) -> Result<bool> {
-        let types = object
-            .types
-            .as_ref()
-            .ok_or_else(|| anyhow!("an object without apiVersion/kind"))?;
-        let gvk = GroupVersionKind::try_from(types)
-            .map_err(|e| anyhow!("bad apiVersion {}: {e}", types.api_version))?;
-        let name = object
-            .metadata
-            .name
-            .clone()
-            .ok_or_else(|| anyhow!("a {} without a name", gvk.kind))?;
-        let what = format!("{} {name}", gvk.kind);
-        let (resource, caps) = discovery::pinned_kind(&self.client, &gvk)
-            .await
-            .with_context(|| format!("the API server does not know {}", gvk.kind))?;
-        let api: Api<DynamicObject> = match caps.scope {
-            Scope::Namespaced => {
-                let namespace = object.metadata.namespace.as_deref().unwrap_or("default");
-                Api::namespaced_with(self.client.clone(), namespace, &resource)
-            }
-            Scope::Cluster => Api::all_with(self.client.clone(), &resource),
-        };
+        let (api, name, what) = self.api_for(&object).await?;
         let before = api
             .get_opt(&name)
             .await
@@ -137,6 +122,55 @@ impl Kube {
             .metadata
             .resource_version;
         Ok(before.is_none() || before != after)
+    }
+
+    /// Deletes every object of a multi-document YAML text that exists (their pods go with
+    /// them); returns how many there were.
+    pub async fn delete(&self, yaml: &str) -> Result<usize> {
+        let mut deleted = 0;
+        for object in parse_objects(yaml)? {
+            let (api, name, what) = self.api_for(&object).await?;
+            let params = DeleteParams {
+                propagation_policy: Some(PropagationPolicy::Background),
+                ..Default::default()
+            };
+            match api.delete(&name, &params).await {
+                Ok(_) => deleted += 1,
+                Err(kube::Error::Api(e)) if e.code == 404 => {}
+                Err(e) => return Err(e).with_context(|| format!("cannot delete {what}")),
+            }
+        }
+        Ok(deleted)
+    }
+
+    /// The API for an object's kind (found by discovery), its name, and "Kind name".
+    async fn api_for(
+        &self,
+        object: &DynamicObject,
+    ) -> Result<(Api<DynamicObject>, String, String)> {
+        let types = object
+            .types
+            .as_ref()
+            .ok_or_else(|| anyhow!("an object without apiVersion/kind"))?;
+        let gvk = GroupVersionKind::try_from(types)
+            .map_err(|e| anyhow!("bad apiVersion {}: {e}", types.api_version))?;
+        let name = object
+            .metadata
+            .name
+            .clone()
+            .ok_or_else(|| anyhow!("a {} without a name", gvk.kind))?;
+        let what = format!("{} {name}", gvk.kind);
+        let (resource, caps) = discovery::pinned_kind(&self.client, &gvk)
+            .await
+            .with_context(|| format!("the API server does not know {}", gvk.kind))?;
+        let api = match caps.scope {
+            Scope::Namespaced => {
+                let namespace = object.metadata.namespace.as_deref().unwrap_or("default");
+                Api::namespaced_with(self.client.clone(), namespace, &resource)
+            }
+            Scope::Cluster => Api::all_with(self.client.clone(), &resource),
+        };
+        Ok((api, name, what))
     }
 
     /// Whether the node reports Ready; `None` when it has not registered yet.
@@ -160,9 +194,22 @@ impl Kube {
 
     /// Every pod of a namespace with its phase and readiness.
     pub async fn pods(&self, namespace: &str) -> Result<Vec<PodState>> {
+        self.pods_matching(namespace, None).await
+    }
+
+    /// The pods of a namespace matching a label selector (all of them with `None`).
+    pub async fn pods_matching(
+        &self,
+        namespace: &str,
+        selector: Option<&str>,
+    ) -> Result<Vec<PodState>> {
         let pods: Api<Pod> = Api::namespaced(self.client.clone(), namespace);
+        let params = match selector {
+            Some(s) => ListParams::default().labels(s),
+            None => ListParams::default(),
+        };
         let list = pods
-            .list(&ListParams::default())
+            .list(&params)
             .await
             .with_context(|| format!("cannot list the pods in {namespace}"))?;
         Ok(list
@@ -178,9 +225,43 @@ impl Kube {
                         .unwrap_or_default()
                         .iter()
                         .any(|c| c.type_ == "Ready" && c.status == "True"),
+                    ip: status.pod_ip,
                 }
             })
             .collect())
+    }
+
+    /// A Job's state; `None` when there is no such Job.
+    pub async fn job_state(&self, namespace: &str, name: &str) -> Result<Option<JobState>> {
+        let jobs: Api<Job> = Api::namespaced(self.client.clone(), namespace);
+        let Some(job) = jobs
+            .get_opt(name)
+            .await
+            .with_context(|| format!("cannot read the job {namespace}/{name}"))?
+        else {
+            return Ok(None);
+        };
+        let conditions = job.status.and_then(|s| s.conditions).unwrap_or_default();
+        let has = |t: &str| {
+            conditions
+                .iter()
+                .any(|c| c.type_ == t && c.status == "True")
+        };
+        Ok(Some(if has("Complete") {
+            JobState::Succeeded
+        } else if has("Failed") {
+            JobState::Failed
+        } else {
+            JobState::Running
+        }))
+    }
+
+    /// A pod's output (its only or first container).
+    pub async fn pod_logs(&self, namespace: &str, pod: &str) -> Result<String> {
+        let pods: Api<Pod> = Api::namespaced(self.client.clone(), namespace);
+        pods.logs(pod, &LogParams::default())
+            .await
+            .with_context(|| format!("cannot read the logs of {namespace}/{pod}"))
     }
 
     /// Ready replicas of a Deployment against the replicas it wants, once it has caught up
@@ -203,4 +284,17 @@ impl Kube {
                 && status.ready_replicas.unwrap_or(0) == wanted,
         ))
     }
+}
+
+/// The objects of a multi-document YAML text, skipping empty documents.
+fn parse_objects(yaml: &str) -> Result<Vec<DynamicObject>> {
+    let mut objects = Vec::new();
+    for doc in serde_yaml::Deserializer::from_str(yaml) {
+        let value = serde_yaml::Value::deserialize(doc).context("invalid YAML")?;
+        if value.is_null() {
+            continue;
+        }
+        objects.push(serde_yaml::from_value(value).context("not a Kubernetes object")?);
+    }
+    Ok(objects)
 }

@@ -13,6 +13,7 @@ pub mod components;
 pub mod config;
 pub mod docker;
 pub mod download;
+pub mod examples;
 pub mod fs;
 pub mod health;
 pub mod kubernetes;

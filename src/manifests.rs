@@ -39,6 +39,9 @@ manifest!(KUBE_PROXY_CONFIG, "proxy/kube-proxy-config.yaml");
 manifest!(RBAC, "addons/rbac.yaml");
 manifest!(COREDNS, "addons/coredns.yaml");
 manifest!(CLEANUP, "host/cleanup.sh");
+manifest!(EXAMPLE_TELESCOPE, "examples/telescope.yaml");
+manifest!(EXAMPLE_NGINX, "examples/nginx.yaml");
+manifest!(EXAMPLE_JOB, "examples/job.yaml");
 
 impl Manifest {
     /// Renders the template with `values` and reads the result as YAML into `T`.

@@ -61,6 +61,8 @@ fn help_lists_every_subcommand() {
         "certs",
         "example",
         "version",
+        "completions",
+        "man",
     ] {
         assert!(
             help.lines()
@@ -69,6 +71,44 @@ fn help_lists_every_subcommand() {
         );
     }
     assert!(help.contains("--state-dir") && help.contains("--verbose"));
+}
+
+#[test]
+fn completions_and_the_man_page_come_from_the_flag_definitions() {
+    for (shell, marker) in [
+        ("bash", "_kinit()"),
+        ("zsh", "#compdef kinit"),
+        ("fish", "complete -c kinit"),
+    ] {
+        let out = kinit(&["completions", shell]);
+        assert!(out.status.success(), "{shell}: {}", text(&out));
+        let script = String::from_utf8_lossy(&out.stdout);
+        assert!(script.contains(marker), "{shell}: no {marker:?}");
+        assert!(
+            script.contains("image-override"),
+            "{shell}: a flag is missing"
+        );
+    }
+    let out = kinit(&["man"]);
+    assert!(out.status.success());
+    let page = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        page.contains(".TH kinit 1") && page.contains("socks"),
+        "{page}"
+    );
+    if Command::new("man").arg("--version").output().is_ok() {
+        // man renders it without complaint when it is installed.
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("kinit.1");
+        std::fs::write(&file, page.as_bytes()).unwrap();
+        let rendered = Command::new("man")
+            .arg("-l")
+            .arg(&file)
+            .env("MANPAGER", "cat")
+            .output()
+            .unwrap();
+        assert!(text(&rendered).contains("kinit"), "{}", text(&rendered));
+    }
 }
 
 #[test]
@@ -278,7 +318,15 @@ fn bad_input_fails_with_one_clear_line_and_changes_nothing() {
             vec!["socks", "--bind", "localhost"],
             "invalid value 'localhost'",
         ),
-        (vec!["example", "nginx"], "not available in this version"),
+        (vec!["--state-dir", d, "example", "nginx"], "no cluster in"),
+        (
+            vec!["example", "wordpress"],
+            "there is no example \"wordpress\"",
+        ),
+        (
+            vec!["example", "nginx", "--image-override", "redis=redis:7"],
+            "has no image \"redis\"",
+        ),
         (vec!["--state-dir", d, "kubeconfig"], "no cluster in"),
     ];
     for (args, expected) in cases {

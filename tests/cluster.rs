@@ -516,6 +516,82 @@ fn a_cluster_runs_tutorials_survives_restarts_and_purges_clean() {
         "a destination outside the cluster was reached"
     );
 
+    // ---- the tutorials: each deploys, is opened through kinit socks, and is removed.
+    let web = "kinit-examples/web:1";
+    let examples: [(&str, Vec<String>, &str); 3] = [
+        (
+            "telescope",
+            vec![
+                format!("telescope={web}"),
+                "mongo=kinit-examples/db:1".into(),
+            ],
+            "Hello from telescope",
+        ),
+        ("nginx", vec![format!("nginx={web}")], "Hello from nginx-"),
+        ("job", vec![format!("busybox={web}")], ""),
+    ];
+    for (name, overrides, page) in &examples {
+        let mut args = vec!["example", name];
+        for o in overrides {
+            args.extend(["--image-override", o]);
+        }
+        let out = c.ok(&args);
+        if *name == "job" {
+            assert!(
+                out.contains("The secret says: Hello from a Kubernetes Secret"),
+                "{out}"
+            );
+            assert!(out.contains("Computed: 42"), "{out}");
+        } else {
+            let url = format!("http://{name}.default.svc.cluster.local/");
+            assert!(out.contains(&url), "{out}");
+            let through = curl(&["--socks5-hostname", &addr, &url]);
+            assert!(text(&through).contains(page), "{name}: {}", text(&through));
+            // And each pod IP the example printed.
+            for pod_url in out
+                .split_whitespace()
+                .filter(|w| w.starts_with("http://10.244."))
+            {
+                let direct = curl(&["--socks5", &addr, pod_url]);
+                assert!(
+                    text(&direct).contains("Hello from"),
+                    "{pod_url}: {}",
+                    text(&direct)
+                );
+            }
+        }
+        if *name == "telescope" {
+            let env = c.kubectl_ok(&[
+                "exec",
+                "telescope",
+                "-c",
+                "telescope",
+                "--",
+                "printenv",
+                "MONGO_URL",
+            ]);
+            assert_eq!(env.trim(), "mongodb://localhost:27017/app");
+        }
+        let again = c.ok(&args);
+        assert!(
+            again.contains("0 of"),
+            "re-deploying {name} changed something: {again}"
+        );
+        let removed = c.ok(&["example", name, "--delete"]);
+        assert!(removed.contains("deleted"), "{removed}");
+        let left = c.kubectl_ok(&[
+            "get",
+            "all,secrets",
+            "-l",
+            &format!("kinit.io/example={name}"),
+            "-o",
+            "name",
+        ]);
+        assert!(left.trim().is_empty(), "{name} left: {left}");
+        let gone = c.ok(&["example", name, "--delete"]);
+        assert!(gone.contains("nothing of it was there"), "{gone}");
+    }
+
     // ---- status and logs of every component.
     let status: serde_json::Value =
         serde_json::from_str(&c.ok(&["status", "--output", "json"])).unwrap();

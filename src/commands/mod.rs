@@ -3,6 +3,7 @@
 
 mod certs;
 mod down;
+mod example;
 mod images;
 mod kubeconfig;
 mod logs;
@@ -10,7 +11,8 @@ mod socks;
 mod status;
 mod up;
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
+use clap::CommandFactory;
 
 use crate::cli::{Cli, Command};
 use crate::versions;
@@ -30,7 +32,17 @@ pub async fn run(cli: Cli) -> Result<()> {
         }
         Command::Socks(args) => socks::run(state_dir, &args).await,
         Command::Kubeconfig => kubeconfig::run(state_dir),
-        Command::Example(_) => not_yet("example"),
+        Command::Example(args) => example::run(state_dir, &args).await,
+        Command::Completions { shell } => {
+            let mut command = Cli::command();
+            clap_complete::generate(shell, &mut command, "kinit", &mut std::io::stdout());
+            Ok(())
+        }
+        Command::Man => {
+            let page = clap_mangen::Man::new(Cli::command());
+            page.render(&mut std::io::stdout())
+                .context("cannot write the man page")
+        }
     }
 }
 
@@ -40,14 +52,6 @@ fn version() {
     println!("etcd {}", versions::ETCD_VERSION);
     println!("coredns {}", versions::COREDNS_VERSION);
     println!("cri-dockerd {}", versions::CRI_DOCKERD_VERSION);
-}
-
-/// Commands that exist in the CLI but whose work is not built yet say so and fail,
-/// rather than pretend.
-fn not_yet(command: &str) -> Result<()> {
-    bail!(
-        "`kinit {command}` is not available in this version of kinit yet (see \"What is coming\" in the README)"
-    )
 }
 
 /// Commands that change the host need root; say so before touching anything.

@@ -1,0 +1,188 @@
+//! `kinit example NAME [--delete]` and `kinit example --list`: deploys a tutorial through
+//! the API, waits until it is ready and says where to open it.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Result, anyhow, bail};
+
+use crate::cli::ExampleArgs;
+use crate::cluster::Settings;
+use crate::examples::{self, Example, Shape};
+use crate::kubernetes::{JobState, Kube};
+use crate::layout::Layout;
+use crate::progress::{self, Outcome, Steps};
+use crate::steps::{self, wait_until};
+
+/// First runs pull images from Docker Hub; give them time.
+const READY_TIMEOUT: Duration = Duration::from_secs(600);
+const DELETE_TIMEOUT: Duration = Duration::from_secs(180);
+const NAMESPACE: &str = "default";
+
+pub async fn run(state_dir: Option<&Path>, args: &ExampleArgs) -> Result<()> {
+    if args.list {
+        for e in &examples::ALL {
+            let images: Vec<String> = e.images.iter().map(|(s, i)| format!("{s}={i}")).collect();
+            println!("{:<10} {} ({})", e.name, e.summary, images.join(", "));
+        }
+        return Ok(());
+    }
+    let name = args
+        .name
+        .as_deref()
+        .ok_or_else(|| anyhow!("name a tutorial (see `kinit example --list`)"))?;
+    let example = examples::find(name)?;
+    // Bad overrides are refused before anything else is looked at.
+    example.render(&args.image_override, crate::cluster::DEFAULT_DNS_DOMAIN)?;
+    let layout = Layout::resolve(state_dir)?;
+    let Some(settings) = Settings::load(&layout.settings_file())? else {
+        bail!(
+            "no cluster in {} (run `sudo kinit up` first)",
+            layout.root().display()
+        );
+    };
+    let manifest = example.render(&args.image_override, &settings.dns_domain)?;
+    let kube = Kube::connect(&credentials(&layout)?).await?;
+
+    let mut steps = Steps::new();
+    if args.delete {
+        steps
+            .run(&format!("Removing the {name} example"), async {
+                let deleted = kube.delete(&manifest).await?;
+                wait_until(
+                    &format!("the {name} example's pods did not go away"),
+                    DELETE_TIMEOUT,
+                    || async {
+                        let left = kube
+                            .pods_matching(NAMESPACE, Some(&example.selector()))
+                            .await?;
+                        Ok(left.is_empty())
+                    },
+                )
+                .await?;
+                Ok(if deleted == 0 {
+                    Outcome::AlreadyDone("nothing of it was there".into())
+                } else {
+                    Outcome::Done(format!("deleted {deleted} objects and their pods"))
+                })
+            })
+            .await?;
+        return Ok(());
+    }
+
+    steps
+        .run(&format!("Deploying the {name} example"), async {
+            let (total, changed) = kube.apply(&manifest).await?;
+            Ok(Outcome::Done(format!(
+                "{changed} of {total} objects created or changed"
+            )))
+        })
+        .await?;
+    steps
+        .run("Waiting for it to be ready", wait_ready(&kube, example))
+        .await?;
+    show(&kube, example, &settings).await
+}
+
+/// The admin kubeconfig when this user may read it, else the user's own kubeconfig with
+/// the `kinit` context that `kinit up` merged into it.
+fn credentials(layout: &Layout) -> Result<PathBuf> {
+    let admin = layout.kubeconfig("admin.conf");
+    if std::fs::File::open(&admin).is_ok() {
+        return Ok(admin);
+    }
+    let user = steps::kubeconfig::resolve_target(None)?.path;
+    if user.exists() {
+        Ok(user)
+    } else {
+        bail!(
+            "cannot read {} (run with sudo) and there is no kubeconfig at {}",
+            admin.display(),
+            user.display()
+        )
+    }
+}
+
+async fn wait_ready(kube: &Kube, example: &Example) -> Result<Outcome> {
+    let what = format!("the {} example did not become ready", example.name);
+    match example.shape {
+        Shape::Pods => {
+            wait_until(&what, READY_TIMEOUT, || async {
+                let pods = kube
+                    .pods_matching(NAMESPACE, Some(&example.selector()))
+                    .await?;
+                Ok(!pods.is_empty() && pods.iter().all(|p| p.ready))
+            })
+            .await?
+        }
+        Shape::Deployment => {
+            wait_until(&what, READY_TIMEOUT, || async {
+                Ok(kube.deployment_ready(NAMESPACE, example.name).await? == Some(true))
+            })
+            .await?
+        }
+        Shape::Job => {
+            wait_until(&what, READY_TIMEOUT, || async {
+                match kube.job_state(NAMESPACE, "hello").await? {
+                    Some(JobState::Succeeded) => Ok(true),
+                    Some(JobState::Failed) => {
+                        let logs = job_output(kube).await.unwrap_or_default();
+                        Err(anyhow!("the Job failed; its output:\n{logs}"))
+                    }
+                    _ => Ok(false),
+                }
+            })
+            .await?
+        }
+    }
+    Ok(Outcome::Done("ready".into()))
+}
+
+async fn job_output(kube: &Kube) -> Result<String> {
+    let pods = kube
+        .pods_matching(NAMESPACE, Some("job-name=hello"))
+        .await?;
+    let pod = pods.first().ok_or_else(|| anyhow!("the Job has no pod"))?;
+    kube.pod_logs(NAMESPACE, &pod.name).await
+}
+
+async fn show(kube: &Kube, example: &Example, settings: &Settings) -> Result<()> {
+    let say = progress::println;
+    let domain = &settings.dns_domain;
+    say("");
+    match example.shape {
+        Shape::Pods | Shape::Deployment => {
+            let pods = kube
+                .pods_matching(NAMESPACE, Some(&example.selector()))
+                .await?;
+            let service = format!("http://{}.{NAMESPACE}.svc.{domain}/", example.name);
+            say(&format!("The {} example is ready:", example.name));
+            for p in &pods {
+                if let Some(ip) = &p.ip {
+                    say(&format!("  pod {:<32} http://{ip}/", p.name));
+                }
+            }
+            say(&format!("  Service {:<28} {service}", example.name));
+            say("");
+            say("From this host: curl the pod or Service addresses above. From a browser: run");
+            say(
+                "`kinit socks --detach`, then `ssh -N -L 8082:127.0.0.1:8082 <user>@<this host>` on the",
+            );
+            say(&format!(
+                "laptop, set the browser's SOCKS5 proxy to 127.0.0.1:8082 (remote DNS on) and open {service}"
+            ));
+        }
+        Shape::Job => {
+            say("The Job ran to completion; its output:");
+            for line in job_output(kube).await?.lines() {
+                say(&format!("  {line}"));
+            }
+            say("It deletes itself 5 minutes after finishing (ttlSecondsAfterFinished).");
+        }
+    }
+    say(&format!(
+        "Remove it with `kinit example {} --delete`.",
+        example.name
+    ));
+    Ok(())
+}
