@@ -9,6 +9,7 @@ use anyhow::{Context, Result, anyhow, bail};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{
     Api, DeleteParams, DynamicObject, ListParams, LogParams, Patch, PatchParams, PropagationPolicy,
 };
@@ -254,6 +255,22 @@ impl Kube {
         } else {
             JobState::Running
         }))
+    }
+
+    /// How many ready endpoints a Service has (what kube-proxy sends traffic to).
+    pub async fn ready_endpoints(&self, namespace: &str, service: &str) -> Result<usize> {
+        let slices: Api<EndpointSlice> = Api::namespaced(self.client.clone(), namespace);
+        let params = ListParams::default().labels(&format!("kubernetes.io/service-name={service}"));
+        let list = slices
+            .list(&params)
+            .await
+            .with_context(|| format!("cannot read the endpoints of {namespace}/{service}"))?;
+        Ok(list
+            .items
+            .iter()
+            .flat_map(|s| s.endpoints.iter().flatten())
+            .filter(|e| e.conditions.as_ref().and_then(|c| c.ready).unwrap_or(false))
+            .count())
     }
 
     /// A pod's output (its only or first container).

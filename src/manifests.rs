@@ -2,7 +2,7 @@
 //! values. Templates are strict: a value the code forgot to pass is an error, not "".
 
 use anyhow::{Context, Result};
-use minijinja::{Environment, UndefinedBehavior};
+use minijinja::{AutoEscape, Environment, UndefinedBehavior};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -54,6 +54,9 @@ impl Manifest {
     pub fn render_text(&self, values: &impl Serialize) -> Result<String> {
         let mut env = Environment::new();
         env.set_undefined_behavior(UndefinedBehavior::Strict);
+        // minijinja would JSON-escape every value of a .yaml template; each template says
+        // how a value is inserted instead (`tojson`, `sh`).
+        env.set_auto_escape_callback(|_| AutoEscape::None);
         env.add_filter("sh", shell_quote);
         env.add_template(self.path, self.source)
             .with_context(|| format!("manifests/{} is not a valid template", self.path))?;
@@ -72,6 +75,28 @@ fn shell_quote(value: String) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn values_are_inserted_as_given_unless_a_filter_says_otherwise() {
+        #[derive(Serialize)]
+        struct Dns {
+            image: &'static str,
+            dns_ip: &'static str,
+            dns_domain: &'static str,
+        }
+        let text = COREDNS
+            .render_text(&Dns {
+                image: "registry.k8s.io/coredns/coredns:v1.14.2",
+                dns_ip: "10.96.0.10",
+                dns_domain: "cluster.local",
+            })
+            .unwrap();
+        assert!(
+            text.contains("kubernetes cluster.local in-addr.arpa"),
+            "{text}"
+        );
+        assert!(text.contains(r#"clusterIP: "10.96.0.10""#), "{text}");
+    }
 
     #[test]
     fn shell_values_stay_one_word() {

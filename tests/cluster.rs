@@ -414,17 +414,23 @@ fn a_cluster_runs_tutorials_survives_restarts_and_purges_clean() {
     c.kubectl_ok(&["scale", "deployment", "web", "--replicas=3"]);
     c.web_ready(3);
     c.twoc_ready();
-    // Load-balanced: over a few requests more than one pod answers.
+    // Load-balanced: all three pods answer (once kube-proxy has every endpoint; the
+    // Service's endpoints trail the pods' readiness by a moment).
     let mut servers = std::collections::BTreeSet::new();
-    for _ in 0..12 {
-        let page = c.service_answers();
-        if let Some(line) = page.lines().find(|l| l.contains("Hello from")) {
-            servers.insert(line.to_string());
-        }
-    }
-    assert!(
-        servers.len() > 1,
-        "one pod answered every request: {servers:?}"
+    c.wait_for(
+        "all three pods answering the Service",
+        Duration::from_secs(60),
+        || {
+            let page = c.service_answers();
+            if let Some(line) = page.lines().find(|l| l.contains("Hello from")) {
+                servers.insert(line.to_string());
+            }
+            if servers.len() == 3 {
+                Ok(())
+            } else {
+                Err(format!("{servers:?}"))
+            }
+        },
     );
     // A pod IP from the host.
     let pod_ip = c.kubectl_ok(&[
@@ -545,8 +551,19 @@ fn a_cluster_runs_tutorials_survives_restarts_and_purges_clean() {
         } else {
             let url = format!("http://{name}.default.svc.cluster.local/");
             assert!(out.contains(&url), "{out}");
-            let through = curl(&["--socks5-hostname", &addr, &url]);
-            assert!(text(&through).contains(page), "{name}: {}", text(&through));
+            // kube-proxy programs a new Service a moment after its endpoints are ready.
+            c.wait_for(
+                &format!("{url} through kinit socks"),
+                Duration::from_secs(30),
+                || {
+                    let through = curl(&["--socks5-hostname", &addr, &url]);
+                    if text(&through).contains(page) {
+                        Ok(())
+                    } else {
+                        Err(text(&through))
+                    }
+                },
+            );
             // And each pod IP the example printed.
             for pod_url in out
                 .split_whitespace()
@@ -567,8 +584,9 @@ fn a_cluster_runs_tutorials_survives_restarts_and_purges_clean() {
                 "-c",
                 "telescope",
                 "--",
-                "printenv",
-                "MONGO_URL",
+                "sh",
+                "-c",
+                "echo $MONGO_URL",
             ]);
             assert_eq!(env.trim(), "mongodb://localhost:27017/app");
         }

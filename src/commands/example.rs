@@ -106,18 +106,20 @@ fn credentials(layout: &Layout) -> Result<PathBuf> {
 async fn wait_ready(kube: &Kube, example: &Example) -> Result<Outcome> {
     let what = format!("the {} example did not become ready", example.name);
     match example.shape {
-        Shape::Pods => {
+        Shape::Pods | Shape::Deployment => {
+            // Every pod ready, and every one of them behind the Service.
             wait_until(&what, READY_TIMEOUT, || async {
                 let pods = kube
                     .pods_matching(NAMESPACE, Some(&example.selector()))
                     .await?;
-                Ok(!pods.is_empty() && pods.iter().all(|p| p.ready))
-            })
-            .await?
-        }
-        Shape::Deployment => {
-            wait_until(&what, READY_TIMEOUT, || async {
-                Ok(kube.deployment_ready(NAMESPACE, example.name).await? == Some(true))
+                let ready = pods.iter().filter(|p| p.ready).count();
+                let all_ready = !pods.is_empty() && ready == pods.len();
+                if example.shape == Shape::Deployment
+                    && kube.deployment_ready(NAMESPACE, example.name).await? != Some(true)
+                {
+                    return Ok(false);
+                }
+                Ok(all_ready && kube.ready_endpoints(NAMESPACE, example.name).await? == ready)
             })
             .await?
         }

@@ -130,6 +130,9 @@ fn cluster_resolver(server: SocketAddr, timeout: Duration) -> Result<TokioResolv
     options.attempts = 1;
     // Cluster names live only in cluster DNS; /etc/hosts must not shadow them.
     options.use_hosts_file = ResolveHosts::Never;
+    // CoreDNS caches already; a cache here would keep a "no such name" from a CoreDNS that
+    // had not synced yet, or from before a Service was created, for its negative TTL.
+    options.cache_size = 0;
     TokioResolver::builder_with_config(config, TokioRuntimeProvider::default())
         .with_options(options)
         .build()

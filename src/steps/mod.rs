@@ -46,7 +46,10 @@ where
         let last = match check().await {
             Ok(true) => return Ok(()),
             Ok(false) => None,
-            Err(e) => Some(e),
+            Err(e) => {
+                tracing::debug!("still waiting ({what}?): {e:#}");
+                Some(e)
+            }
         };
         if Instant::now() >= deadline {
             return Err(match last {
