@@ -18,6 +18,8 @@ pub fn init(verbose: u8) {
         .with_writer(ProgressWriter)
         .with_target(verbose > 1)
         .without_time()
+        // Colour codes only for a terminal, not in logs and pipes.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .try_init();
 }
 
