@@ -637,6 +637,14 @@ fn a_cluster_runs_tutorials_survives_restarts_and_purges_clean() {
     }
     assert_eq!(status["node"]["state"], "Ready");
     assert_eq!(status["socks"]["listen"], addr.as_str());
+    // The line vagrant/Vagrantfile looks for before it starts another proxy.
+    let human = c.ok(&["status"]);
+    assert!(
+        human
+            .lines()
+            .any(|l| l.starts_with("kinit socks: running") && l.contains(addr.as_str())),
+        "{human}"
+    );
     assert_eq!(
         status["versions"]["apiServer"],
         kinit::versions::KUBERNETES_VERSION

@@ -168,7 +168,7 @@ async fn show(kube: &Kube, example: &Example, settings: &Settings) -> Result<()>
             say("");
             say("From this host: curl the pod or Service addresses above. From a browser: run");
             say(
-                "`kinit socks --detach`, then `ssh -N -L 8082:127.0.0.1:8082 <user>@<this host>` on the",
+                "`sudo kinit socks --detach`, then `ssh -N -L 8082:127.0.0.1:8082 <user>@<this host>` on the",
             );
             say(&format!(
                 "laptop, set the browser's SOCKS5 proxy to 127.0.0.1:8082 (remote DNS on) and open {service}"

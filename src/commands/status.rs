@@ -245,6 +245,16 @@ fn print_text(s: &Status) {
             c.name, container, state, c.health
         );
     }
+    println!();
+    match &s.socks {
+        Some(r) => println!(
+            "kinit socks: running (pid {}) on {}, log {}",
+            r.pid,
+            r.listen,
+            r.log.display()
+        ),
+        None => println!("kinit socks: not running in the background"),
+    }
 }
 
 /// Pod containers have long generated names; the first part says enough.
