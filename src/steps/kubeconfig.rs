@@ -1,6 +1,7 @@
 //! Merges the cluster into the invoking user's kubeconfig as context `kinit`, leaving
 //! their other contexts alone. Under sudo the file is the real user's, owned by them.
 
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, Result, anyhow};
@@ -51,17 +52,15 @@ pub fn read_admin(path: &Path) -> Result<Kubeconfig> {
 /// `--kubeconfig` when given; under sudo, the invoking user's ~/.kube/config; otherwise
 /// the first file of $KUBECONFIG, or ~/.kube/config — where kubectl will look.
 pub fn resolve_target(flag: Option<&Path>) -> Result<Target> {
+    let sudo_user = sudo_user()?;
     if let Some(path) = flag {
         return Ok(Target {
             path: std::path::absolute(path)
                 .with_context(|| format!("cannot resolve {}", path.display()))?,
-            owner: None,
+            owner: sudo_user.map(|u| (u.uid, u.gid)),
         });
     }
-    if let Ok(name) = std::env::var("SUDO_USER")
-        && name != "root"
-        && let Some(user) = User::from_name(&name).context("cannot read the user database")?
-    {
+    if let Some(user) = sudo_user {
         return Ok(Target {
             path: user.dir.join(".kube/config"),
             owner: Some((user.uid, user.gid)),
@@ -93,12 +92,27 @@ pub fn resolve_target(flag: Option<&Path>) -> Result<Target> {
     })
 }
 
-/// Writes the file (0600) and hands it, and a ~/.kube it had to create, to its owner.
+/// The user who ran `sudo kinit ...`, when it was not root.
+fn sudo_user() -> Result<Option<User>> {
+    match std::env::var("SUDO_USER") {
+        Ok(name) if name != "root" => {
+            User::from_name(&name).context("cannot read the user database")
+        }
+        _ => Ok(None),
+    }
+}
+
+/// Writes the file (0600) and hands it, and a ~/.kube it had to create, to its owner: the
+/// owner an existing file already has (the atomic rewrite would make it root's), else the
+/// target's.
 pub fn write_owned(target: &Target, bytes: &[u8]) -> Result<()> {
     let dir = target.path.parent().unwrap_or(Path::new("/"));
     let created_dir = !dir.exists();
+    let existing_owner = std::fs::metadata(&target.path)
+        .ok()
+        .map(|m| (Uid::from_raw(m.uid()), Gid::from_raw(m.gid())));
     fs::write_file(&target.path, bytes, fs::Mode::Private)?;
-    if let Some((uid, gid)) = target.owner {
+    if let Some((uid, gid)) = existing_owner.or(target.owner) {
         let chown = |p: &Path| {
             nix::unistd::chown(p, Some(uid), Some(gid))
                 .with_context(|| format!("cannot give {} to its user", p.display()))
@@ -109,4 +123,49 @@ pub fn write_owned(target: &Target, bytes: &[u8]) -> Result<()> {
         chown(&target.path)?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Rewriting a user's kubeconfig as root (`sudo kinit up --kubeconfig ~/.kube/config`,
+    /// `sudo kinit down --purge`) must leave it theirs; a new file goes to the target owner.
+    #[test]
+    fn rewrite_keeps_the_owner_of_an_existing_file() {
+        if !nix::unistd::geteuid().is_root() {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "CI runs the tests as root"
+            );
+            eprintln!("skipped: changing a file's owner needs root (scripts/test.sh runs as root)");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let owner = |p: &Path| {
+            let m = std::fs::metadata(p).unwrap();
+            (m.uid(), m.gid(), m.mode() & 0o777)
+        };
+        let existing = Target {
+            path: dir.path().join("config"),
+            owner: None,
+        };
+        std::fs::write(&existing.path, b"old").unwrap();
+        nix::unistd::chown(
+            &existing.path,
+            Some(Uid::from_raw(4321)),
+            Some(Gid::from_raw(4322)),
+        )
+        .unwrap();
+        write_owned(&existing, b"new").unwrap();
+        assert_eq!(owner(&existing.path), (4321, 4322, 0o600));
+
+        let fresh = Target {
+            path: dir.path().join("kube/config"),
+            owner: Some((Uid::from_raw(1234), Gid::from_raw(1235))),
+        };
+        write_owned(&fresh, b"new").unwrap();
+        assert_eq!(owner(&fresh.path), (1234, 1235, 0o600));
+        assert_eq!(owner(fresh.path.parent().unwrap()).0, 1234);
+    }
 }
