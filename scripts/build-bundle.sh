@@ -378,13 +378,17 @@ build_cni() {
   echo '{"cniVersion":"1.0.0"}' | CNI_COMMAND=VERSION "$out/bin/bridge"
 }
 
-# pause: our own tiny C program (scripts/bundle/pause.c), static so the image holds one file.
+# pause: upstream's build/pause/linux/pause.c from the k8s.io/kubernetes module, built the
+# way its Makefile does (gcc -static), so the image holds one file.
 build_pause() {
-  local out=$1
+  local out=$1 src
   mkdir -p "$out/bin"
-  gcc -static -Os -Wall -Werror -DVERSION="\"$PAUSE_VERSION\"" -o "$out/bin/pause" "$BUNDLE_DIR/pause.c"
+  src=$(go mod download -json "k8s.io/kubernetes@${KUBERNETES_VERSION}" |
+    sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')
+  [[ -f $src/build/pause/linux/pause.c ]] || die "no build/pause/linux/pause.c in k8s.io/kubernetes@${KUBERNETES_VERSION}"
+  gcc -static -Os -Wall -Werror -DVERSION="v${PAUSE_VERSION}" -o "$out/bin/pause" "$src/build/pause/linux/pause.c"
   strip "$out/bin/pause"
-  "$out/bin/pause" -v
+  "$out/bin/pause" -v | grep -qx "pause.c v${PAUSE_VERSION}"
 }
 
 # registry.k8s.io/pause: /pause only, run as 65535 like upstream.
@@ -548,7 +552,7 @@ comp_cni() {
 }
 
 comp_pause() {
-  run_step pause "$PAUSE_VERSION" build_pause "$BUNDLE_DIR/pause.c"
+  run_step pause "$PAUSE_VERSION" build_pause
   run_step image-pause "$PAUSE_VERSION" image_pause "$(stamp_of pause)"
   export_image image-pause
 }
