@@ -14,7 +14,8 @@
 # Safe to run again: each step checks first and does only what is missing. Environment:
 #   KINIT_SOURCE       build this checkout (default: the one holding this script, if any)
 #   KINIT_RELEASE_URL  where release binaries live (default: the project's GitHub releases)
-#   KINIT_REPO_URL     what to clone when there is neither a release nor a checkout
+#   KINIT_REPO_URL     what to clone (into $KINIT_PREFIX/src/kinit) when there is neither
+#                      a release nor a checkout
 #   KINIT_PREFIX       install prefix (default /usr/local)
 set -eu
 
@@ -79,6 +80,7 @@ fi
 
 # --- kinit -------------------------------------------------------------------------
 BIN="$KINIT_PREFIX/bin/kinit"
+CLONE="$KINIT_PREFIX/src/kinit"
 mkdir -p "$KINIT_PREFIX/bin"
 
 # The checkout this script belongs to, if it was run from one.
@@ -135,9 +137,13 @@ elif [ -x "$BIN" ] && [ -z "${KINIT_REINSTALL:-}" ]; then
 elif ! install_release; then
   say "no release binary for linux-$ARCH at $KINIT_RELEASE_URL; building from source"
   apt_install git
-  src=$(mktemp -d)/kinit
-  git clone -q --depth 1 "$KINIT_REPO_URL" "$src" || die "cannot clone $KINIT_REPO_URL"
-  build_from_source "$src"
+  # Kept, not a temporary directory: scripts/up.sh in it builds kinit's node image.
+  if [ ! -d "$CLONE/.git" ]; then
+    rm -rf "$CLONE"
+    git clone -q --depth 1 "$KINIT_REPO_URL" "$CLONE" || die "cannot clone $KINIT_REPO_URL"
+  fi
+  KINIT_SOURCE=$CLONE
+  build_from_source "$CLONE"
 fi
 
 # --- completion and man page ----------------------------------------------------
@@ -149,4 +155,16 @@ mkdir -p "$KINIT_PREFIX/share/man/man1"
 
 say "$("$BIN" --version) is installed at $BIN"
 echo
-echo "Next: sudo kinit up"
+# kinit's node image (kubelet, cri-dockerd, CNI plugins) is not published yet: until Docker
+# has it, scripts/up.sh builds it from upstream sources (fetching Go if needed) and runs up.
+if "$BIN" images list 2>/dev/null | grep -q '^present kinit/node:'; then
+  echo "Next: sudo kinit up"
+else
+  [ -n "${KINIT_SOURCE:-}" ] || [ ! -d "$CLONE/.git" ] || KINIT_SOURCE=$CLONE
+  if [ -n "${KINIT_SOURCE:-}" ]; then
+    echo "Next: sudo $KINIT_SOURCE/scripts/up.sh    (builds kinit's node image, then runs kinit up;"
+  else
+    echo "Next: git clone $KINIT_REPO_URL && sudo kinit/scripts/up.sh    (builds kinit's node image, then runs kinit up;"
+  fi
+  echo "      from then on plain 'sudo kinit up' is enough)"
+fi

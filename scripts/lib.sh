@@ -74,11 +74,55 @@ restart_docker() {
   fi
 }
 
+# ensure_cargo: cargo on PATH, also when rustup put it in ~/.cargo/bin and sudo's PATH
+# does not have that (scripts/install.sh installs rustup for root).
+ensure_cargo() {
+  local d
+  for d in "" "${CARGO_HOME:-$HOME/.cargo}/bin" /root/.cargo/bin; do
+    [ -z "$d" ] || PATH="$d:$PATH"
+    command -v cargo >/dev/null && return 0
+  done
+  die "cargo is needed (https://rustup.rs, or sudo scripts/install.sh)"
+}
+
+# ensure_go: a Go at least as new as versions.env's GO_VERSION on PATH. A host without one
+# gets that toolchain from the Go module proxy (the same zip `GOTOOLCHAIN` fetches), checked
+# against its pinned digest and kept in the build cache.
+ensure_go() {
+  # shellcheck source=scripts/versions.env disable=SC1091
+  source "$REPO/scripts/versions.env"
+  local have
+  have=$(go env GOVERSION 2>/dev/null || true)
+  if [ -n "$have" ] && [ "$(printf '%s\n' "go$GO_VERSION" "$have" | sort -V | head -n 1)" = "go$GO_VERSION" ]; then
+    return 0
+  fi
+  [ "$(uname -m)" = x86_64 ] || die "Go $GO_VERSION or newer is needed (https://go.dev/doc/install)"
+  local dir="$KINIT_BUILD_CACHE/go/$GO_VERSION"
+  local root="$dir/golang.org/toolchain@v0.0.1-go$GO_VERSION.linux-amd64"
+  if [ ! -x "$root/bin/go" ]; then
+    apt_ensure curl:curl unzip:unzip
+    say "no Go $GO_VERSION here (found: ${have:-none}); fetching it from the Go module proxy"
+    local zip="$dir.zip"
+    mkdir -p "$(dirname "$dir")"
+    curl -fsSL -o "$zip" "https://proxy.golang.org/golang.org/toolchain/@v/v0.0.1-go$GO_VERSION.linux-amd64.zip" ||
+      die "cannot download Go $GO_VERSION from proxy.golang.org"
+    echo "$GO_TOOLCHAIN_SHA256_AMD64  $zip" | sha256sum -c --quiet - ||
+      { rm -f "$zip"; die "the Go $GO_VERSION download does not match its pinned SHA-256"; }
+    rm -rf "$dir.tmp" && mkdir -p "$dir.tmp"
+    unzip -q "$zip" -d "$dir.tmp" && rm -f "$zip"
+    chmod +x "$dir.tmp/golang.org/toolchain@v0.0.1-go$GO_VERSION.linux-amd64"/{bin/*,pkg/tool/*/*}
+    rm -rf "$dir" && mv "$dir.tmp" "$dir"
+  fi
+  export PATH="$root/bin:$PATH" GOTOOLCHAIN=local
+  unset GOROOT
+  say "using $(go version)"
+}
+
 # ensure_bundle [COMPONENTS]: images and binaries built from upstream sources into the
 # offline bundle, all components unless a comma-separated list is given (cached: seconds
 # after the first build).
 ensure_bundle() {
-  command -v go >/dev/null || die "Go is needed to build the offline bundle (https://go.dev/doc/install)"
+  ensure_go
   apt_ensure gcc:gcc
   # The bundle takes some programs from Debian's packages (apt-get download), which needs
   # package lists; a fresh machine may have none.

@@ -17,7 +17,7 @@ cd "$REPO"
 
 apt_ensure curl:curl openssl:openssl setpriv:util-linux dnsmasq:dnsmasq-base \
   iptables-save:iptables vagrant:vagrant
-command -v cargo >/dev/null || die "cargo is needed (https://rustup.rs)"
+ensure_cargo
 ensure_docker
 ensure_bundle ""   # every component
 

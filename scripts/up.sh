@@ -6,8 +6,9 @@
 # Images and kubectl: kinit uses images Docker already has and pulls the rest from
 # registry.k8s.io, and downloads kubectl from dl.k8s.io. kinit's node image (kubelet,
 # cri-dockerd, CNI plugins) is published nowhere yet, so it is always built here from
-# upstream sources (needs Go); on a host that cannot reach registry.k8s.io the whole offline
-# bundle is built the same way and kinit reads everything from there.
+# upstream sources with Go (the host's, or one fetched from the Go module proxy); on a host
+# that cannot reach registry.k8s.io the whole offline bundle is built the same way and kinit
+# reads everything from there.
 set -euo pipefail
 # shellcheck source=scripts/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -15,7 +16,7 @@ cd "$REPO"
 
 # Build as the invoking user (their toolchain), then become root for the host changes.
 if [ -z "${KINIT_BUILT:-}" ]; then
-  command -v cargo >/dev/null || die "cargo is needed (https://rustup.rs)"
+  ensure_cargo
   say "building kinit (cargo build --release)"
   cargo build --locked --release
   export KINIT_BUILT=1
