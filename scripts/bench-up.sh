@@ -19,6 +19,7 @@ if [ -z "${KINIT_BUILT:-}" ]; then
   export KINIT_BUILT=1
 fi
 become_root "$@"
+apt_ensure bc:bc
 ensure_docker
 ensure_bundle >/dev/null
 if [ -n "$(docker ps -aq --filter label=io.kinit.managed=true)" ]; then

@@ -131,20 +131,34 @@ fn release_pod_state(layout: &Layout, say: &impl Fn(String)) -> Result<()> {
     Ok(())
 }
 
-/// Runs the clean-up script in kinit's node image (it has iptables and ip).
+/// Runs the clean-up script in kinit's node image (it has iptables and ip); when that
+/// image is gone, on the host itself if it has those tools (a Docker host has iptables).
 async fn clean_network(docker: &Docker, mode: cleanup::Mode, say: &impl Fn(String)) -> Result<()> {
     let spec = cleanup::spec(mode)?;
-    if !docker.has_image(&spec.image).await? {
+    let (code, output) = if docker.has_image(&spec.image).await? {
+        docker.run_to_completion(&spec).await?
+    } else if host_has(&["iptables-save", "iptables", "ip"]) {
+        let out = std::process::Command::new("/bin/sh")
+            .arg("-c")
+            .arg(cleanup::script(mode)?)
+            .output()
+            .context("cannot run the network clean-up script on the host")?;
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (i64::from(out.status.code().unwrap_or(-1)), text)
+    } else {
         if mode == cleanup::Mode::Purge {
             progress::println(&format!(
-                " ! Left iptables rules and the {} bridge alone: the image {} is gone",
+                " ! Left iptables rules and the {} bridge alone: the image {} is gone and this host has no iptables or ip command",
                 master::BRIDGE,
                 spec.image
             ));
         }
         return Ok(());
-    }
-    let (code, output) = docker.run_to_completion(&spec).await?;
+    };
     if code != 0 {
         bail!("cleaning up the host's network failed (exit {code}):\n{output}");
     }
@@ -152,6 +166,14 @@ async fn clean_network(docker: &Docker, mode: cleanup::Mode, say: &impl Fn(Strin
         say(line.trim().to_string());
     }
     Ok(())
+}
+
+/// Every command is on the host's PATH.
+fn host_has(commands: &[&str]) -> bool {
+    let path = std::env::var_os("PATH").unwrap_or_else(|| "/usr/sbin:/usr/bin:/sbin:/bin".into());
+    commands
+        .iter()
+        .all(|c| std::env::split_paths(&path).any(|d| d.join(c).is_file()))
 }
 
 /// Takes the `kinit` context out of the kubeconfig `kinit up` merged it into.

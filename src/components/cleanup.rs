@@ -24,11 +24,16 @@ struct Values {
     bridge: &'static str,
 }
 
-pub fn spec(mode: Mode) -> Result<ContainerSpec> {
-    let script = manifests::CLEANUP.render_text(&Values {
+/// The clean-up shell script for `mode`.
+pub fn script(mode: Mode) -> Result<String> {
+    manifests::CLEANUP.render_text(&Values {
         mode,
         bridge: BRIDGE,
-    })?;
+    })
+}
+
+pub fn spec(mode: Mode) -> Result<ContainerSpec> {
+    let script = script(mode)?;
     Ok(ContainerSpec {
         component: "cleanup".into(),
         image: versions::node_image(),

@@ -75,15 +75,16 @@ pub async fn run(ctx: &Context) -> Result<Outcome> {
     } else {
         ""
     };
-    let changes = if changed.is_empty() {
-        String::new()
-    } else {
-        format!("; set {}", changed.join(", "))
-    };
-    Ok(Outcome::Checked(format!(
-        "Docker {}, cgroup {host_cgroup} with the {} driver{swap}{changes}",
+    let found = format!(
+        "Docker {}, cgroup {host_cgroup} with the {} driver{swap}",
         engine.version, engine.cgroup_driver
-    )))
+    );
+    // A run that only changed the host is not "nothing to do".
+    Ok(if changed.is_empty() {
+        Outcome::Checked(found)
+    } else {
+        Outcome::Done(format!("{found}; set {}", changed.join(", ")))
+    })
 }
 
 /// Two kubelets on one Docker engine kill each other's pods (each takes the other's for
