@@ -11,6 +11,12 @@
 //!   tunnels open at once.
 //!
 //! Figures and ratios against direct and against kinit come from this one run.
+//!
+//! Besides the proxies passed in, it measures `splice-floor`: the least a user-space relay
+//! can do, in this process: a bare SOCKS5 CONNECT, then one thread per direction moving
+//! bytes with blocking splice(2) and nothing else (no policy, no logging, no event loop).
+//! What it loses against direct is what the relay's second TCP connection costs the kernel
+//! on this host, so it bounds what any proxy here can reach.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -78,6 +84,14 @@ async fn run() -> Result<(), String> {
     }
 
     let source = start_source().await?;
+    targets.insert(
+        1,
+        Target {
+            name: "splice-floor".into(),
+            proxy: Some(start_splice_floor().map_err(|e| format!("splice-floor: {e}"))?),
+            pids: Pids::None,
+        },
+    );
     let mut results = Vec::new();
     for t in &targets {
         eprintln!("measuring {} ...", t.name);
@@ -92,7 +106,7 @@ async fn run() -> Result<(), String> {
         bytes >> 20
     );
     println!(
-        "{:<12} {:>10} {:>9} {:>9} {:>9} {:>9} {:>11} {:>11} {:>9}",
+        "{:<13} {:>9} {:>9} {:>9} {:>9} {:>9} {:>11} {:>11} {:>9}",
         "proxy",
         "MiB/s",
         "%direct",
@@ -111,7 +125,7 @@ async fn run() -> Result<(), String> {
             _ => "-".into(),
         };
         println!(
-            "{:<12} {:>10.0} {:>8.1}% {:>9.3} {:>9.3} {:>9} {:>11} {:>11} {:>9}",
+            "{:<13} {:>9.0} {:>8.1}% {:>9.3} {:>9.3} {:>9} {:>11} {:>11} {:>9}",
             name,
             f.mib_per_s,
             100.0 * f.mib_per_s / direct,
@@ -124,6 +138,14 @@ async fn run() -> Result<(), String> {
                 f.busy_rss_kib.map(|v| v as f64),
                 kinit.and_then(|k| k.busy_rss_kib).map(|v| v as f64)
             ),
+        );
+    }
+    let floor = results.iter().find(|(n, _)| n == "splice-floor");
+    if let (Some(k), Some((_, f))) = (kinit, floor) {
+        println!(
+            "kinit's throughput: {:.1}% of direct, {:.1}% of splice-floor (the bare relay: what a proxy can reach on this host)",
+            100.0 * k.mib_per_s / direct,
+            100.0 * k.mib_per_s / f.mib_per_s
         );
     }
     Ok(())
@@ -191,6 +213,65 @@ async fn start_source() -> Result<SocketAddr, String> {
         }
     });
     Ok(addr)
+}
+
+/// The bare relay described at the top: a blocking SOCKS5 CONNECT (IPv4, no auth) and one
+/// thread per direction splicing through a pipe.
+fn start_splice_floor() -> std::io::Result<SocketAddr> {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let addr = listener.local_addr()?;
+    let serve = |mut client: std::net::TcpStream| -> std::io::Result<()> {
+        client.set_nodelay(true)?;
+        let mut greeting = [0u8; 3];
+        client.read_exact(&mut greeting)?;
+        client.write_all(&[5, 0])?;
+        let mut request = [0u8; 10];
+        client.read_exact(&mut request)?;
+        let ip = std::net::Ipv4Addr::new(request[4], request[5], request[6], request[7]);
+        let port = u16::from_be_bytes([request[8], request[9]]);
+        let target = std::net::TcpStream::connect((ip, port))?;
+        target.set_nodelay(true)?;
+        client.write_all(&[5, 0, 0, 1, 127, 0, 0, 1, 0, 0])?;
+        for (from, to) in [(client.try_clone()?, target.try_clone()?), (target, client)] {
+            std::thread::Builder::new()
+                .stack_size(64 * 1024)
+                .spawn(move || splice_until_eof(&from, &to))?;
+        }
+        Ok(())
+    };
+    std::thread::spawn(move || {
+        for client in listener.incoming().flatten() {
+            if let Err(e) = serve(client) {
+                eprintln!("splice-floor: {e}");
+            }
+        }
+    });
+    Ok(addr)
+}
+
+fn splice_until_eof(from: &std::net::TcpStream, to: &std::net::TcpStream) {
+    use nix::fcntl::{SpliceFFlags, splice};
+    use std::os::fd::AsFd;
+    const PIPE: usize = 1024 * 1024;
+    let Ok((pipe_out, pipe_in)) = nix::unistd::pipe() else {
+        return;
+    };
+    let _ = nix::fcntl::fcntl(&pipe_in, nix::fcntl::FcntlArg::F_SETPIPE_SZ(PIPE as i32));
+    let flags = SpliceFFlags::SPLICE_F_MOVE;
+    while let Ok(n) = splice(from.as_fd(), None, pipe_in.as_fd(), None, PIPE, flags) {
+        if n == 0 {
+            break;
+        }
+        let mut left = n;
+        while left > 0 {
+            match splice(pipe_out.as_fd(), None, to.as_fd(), None, left, flags) {
+                Ok(0) | Err(_) => return,
+                Ok(m) => left -= m,
+            }
+        }
+    }
+    let _ = to.shutdown(std::net::Shutdown::Write);
 }
 
 /// A TCP connection to `dest`, through the SOCKS5 proxy when there is one (no auth,
