@@ -151,7 +151,7 @@ if [ -d /usr/share/bash-completion/completions ]; then
   "$BIN" completions bash >/usr/share/bash-completion/completions/kinit
 fi
 mkdir -p "$KINIT_PREFIX/share/man/man1"
-"$BIN" man >"$KINIT_PREFIX/share/man/man1/kinit.1"
+"$BIN" man --dir "$KINIT_PREFIX/share/man/man1"
 
 say "$("$BIN" --version) is installed at $BIN"
 echo

@@ -73,8 +73,13 @@ pub enum Command {
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
-    /// Print kinit's man page (roff): `kinit man > /usr/local/share/man/man1/kinit.1`.
-    Man,
+    /// Print kinit's man page (roff), or write a page per subcommand with --dir.
+    Man {
+        /// Write kinit.1 and one page per subcommand (kinit-up.1, ...) into DIR, e.g.
+        /// /usr/local/share/man/man1, instead of printing kinit.1.
+        #[arg(long, value_name = "DIR")]
+        dir: Option<std::path::PathBuf>,
+    },
 }
 
 #[derive(Debug, Subcommand)]

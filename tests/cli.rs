@@ -96,6 +96,20 @@ fn completions_and_the_man_page_come_from_the_flag_definitions() {
         page.contains(".TH kinit 1") && page.contains("socks"),
         "{page}"
     );
+    // --dir: a page per subcommand, so their flags are documented too.
+    let dir = tempfile::tempdir().unwrap();
+    let out = kinit(&["man", "--dir", dir.path().to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out));
+    let up = std::fs::read_to_string(dir.path().join("kinit-up.1")).unwrap();
+    assert!(up.contains("mirror") && up.contains("pod\\-cidr"), "{up}");
+    assert!(dir.path().join("kinit-socks.1").is_file());
+    let bad = kinit(&["man", "--dir", "/proc/nonexistent/dir"]);
+    assert!(!bad.status.success());
+    assert!(
+        text(&bad).contains("cannot write the man pages"),
+        "{}",
+        text(&bad)
+    );
     if Command::new("man").arg("--version").output().is_ok() {
         // man renders it without complaint when it is installed.
         let dir = tempfile::tempdir().unwrap();

@@ -38,11 +38,11 @@ pub async fn run(cli: Cli) -> Result<()> {
             clap_complete::generate(shell, &mut command, "kinit", &mut std::io::stdout());
             Ok(())
         }
-        Command::Man => {
-            let page = clap_mangen::Man::new(Cli::command());
-            page.render(&mut std::io::stdout())
-                .context("cannot write the man page")
-        }
+        Command::Man { dir: None } => clap_mangen::Man::new(Cli::command())
+            .render(&mut std::io::stdout())
+            .context("cannot write the man page"),
+        Command::Man { dir: Some(dir) } => clap_mangen::generate_to(Cli::command(), &dir)
+            .with_context(|| format!("cannot write the man pages into {}", dir.display())),
     }
 }
 
