@@ -564,11 +564,14 @@ fn a_cluster_runs_tutorials_survives_restarts_and_purges_clean() {
                     }
                 },
             );
-            // And each pod IP the example printed.
-            for pod_url in out
+            // And each pod IP the example printed: nginx's 3 replicas, telescope's one pod.
+            let pod_urls: Vec<&str> = out
                 .split_whitespace()
                 .filter(|w| w.starts_with("http://10.244."))
-            {
+                .collect();
+            let replicas = if *name == "nginx" { 3 } else { 1 };
+            assert_eq!(pod_urls.len(), replicas, "{out}");
+            for pod_url in pod_urls {
                 let direct = curl(&["--socks5", &addr, pod_url]);
                 assert!(
                     text(&direct).contains("Hello from"),
