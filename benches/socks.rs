@@ -233,17 +233,26 @@ fn start_splice_floor() -> std::io::Result<SocketAddr> {
         let target = std::net::TcpStream::connect((ip, port))?;
         target.set_nodelay(true)?;
         client.write_all(&[5, 0, 0, 1, 127, 0, 0, 1, 0, 0])?;
+        let (client_end, target_end) = (client.try_clone()?, target.try_clone()?);
         for (from, to) in [(client.try_clone()?, target.try_clone()?), (target, client)] {
-            std::thread::Builder::new()
+            let spawned = std::thread::Builder::new()
                 .stack_size(64 * 1024)
-                .spawn(move || splice_until_eof(&from, &to))?;
+                .spawn(move || splice_until_eof(&from, &to));
+            if let Err(e) = spawned {
+                // Half a tunnel would hang the benchmark: end the whole of it.
+                let _ = client_end.shutdown(std::net::Shutdown::Both);
+                let _ = target_end.shutdown(std::net::Shutdown::Both);
+                return Err(e);
+            }
         }
         Ok(())
     };
     std::thread::spawn(move || {
-        for client in listener.incoming().flatten() {
-            if let Err(e) = serve(client) {
+        for client in listener.incoming() {
+            if let Err(e) = client.and_then(serve) {
                 eprintln!("splice-floor: {e}");
+                // Out of descriptors and the like: wait rather than spin.
+                std::thread::sleep(Duration::from_millis(100));
             }
         }
     });

@@ -14,6 +14,7 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$REPO"
 if [ -z "${KINIT_BUILT:-}" ]; then
+  ensure_cargo
   cargo build --locked --release -q
   cargo bench --locked --bench socks --no-run -q 2>/dev/null
   export KINIT_BUILT=1

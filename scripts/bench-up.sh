@@ -15,6 +15,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$REPO"
 ROUNDS=${1:-1}
 if [ -z "${KINIT_BUILT:-}" ]; then
+  ensure_cargo
   cargo build --locked --release -q
   export KINIT_BUILT=1
 fi

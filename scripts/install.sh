@@ -138,7 +138,7 @@ elif ! install_release; then
   say "no release binary for linux-$ARCH at $KINIT_RELEASE_URL; building from source"
   apt_install git
   # Kept, not a temporary directory: scripts/up.sh in it builds kinit's node image.
-  if [ ! -d "$CLONE/.git" ]; then
+  if ! git -C "$CLONE" pull -q --ff-only 2>/dev/null; then
     rm -rf "$CLONE"
     git clone -q --depth 1 "$KINIT_REPO_URL" "$CLONE" || die "cannot clone $KINIT_REPO_URL"
   fi
@@ -151,7 +151,9 @@ if [ -d /usr/share/bash-completion/completions ]; then
   "$BIN" completions bash >/usr/share/bash-completion/completions/kinit
 fi
 mkdir -p "$KINIT_PREFIX/share/man/man1"
-"$BIN" man --dir "$KINIT_PREFIX/share/man/man1"
+# (A kinit from before `man --dir` writes only kinit.1.)
+"$BIN" man --dir "$KINIT_PREFIX/share/man/man1" 2>/dev/null ||
+  "$BIN" man >"$KINIT_PREFIX/share/man/man1/kinit.1"
 
 say "$("$BIN" --version) is installed at $BIN"
 echo

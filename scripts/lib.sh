@@ -86,8 +86,9 @@ ensure_cargo() {
 }
 
 # ensure_go: a Go at least as new as versions.env's GO_VERSION on PATH. A host without one
-# gets that toolchain from the Go module proxy (the same zip `GOTOOLCHAIN` fetches), checked
-# against its pinned digest and kept in the build cache.
+# gets that toolchain from the Go module proxy ($GOPROXY's first URL, else proxy.golang.org:
+# the same zip `GOTOOLCHAIN` fetches), checked against its pinned digest and kept in the
+# build cache.
 ensure_go() {
   # shellcheck source=scripts/versions.env disable=SC1091
   source "$REPO/scripts/versions.env"
@@ -96,22 +97,36 @@ ensure_go() {
   if [ -n "$have" ] && [ "$(printf '%s\n' "go$GO_VERSION" "$have" | sort -V | head -n 1)" = "go$GO_VERSION" ]; then
     return 0
   fi
-  [ "$(uname -m)" = x86_64 ] || die "Go $GO_VERSION or newer is needed (https://go.dev/doc/install)"
-  local dir="$KINIT_BUILD_CACHE/go/$GO_VERSION"
-  local root="$dir/golang.org/toolchain@v0.0.1-go$GO_VERSION.linux-amd64"
-  if [ ! -x "$root/bin/go" ]; then
+  local arch sum
+  case $(uname -m) in
+    x86_64) arch=amd64 sum=$GO_TOOLCHAIN_SHA256_AMD64 ;;
+    aarch64) arch=arm64 sum=$GO_TOOLCHAIN_SHA256_ARM64 ;;
+    *) die "Go $GO_VERSION or newer is needed (https://go.dev/doc/install)" ;;
+  esac
+  local name="v0.0.1-go$GO_VERSION.linux-$arch"
+  local dir="$KINIT_BUILD_CACHE/go/$GO_VERSION-$arch"
+  local root="$dir/golang.org/toolchain@$name"
+  # The stamp is written last: a cut-off unpack is never taken for a toolchain.
+  if [ ! -f "$dir/.complete" ]; then
     apt_ensure curl:curl unzip:unzip
-    say "no Go $GO_VERSION here (found: ${have:-none}); fetching it from the Go module proxy"
+    local proxy=${GOPROXY:-https://proxy.golang.org}
+    proxy=${proxy%%[,|]*}
+    case $proxy in http://*|https://*) ;; *) proxy=https://proxy.golang.org ;; esac
+    say "no Go $GO_VERSION here (found: ${have:-none}); fetching it from $proxy"
     local zip="$dir.zip"
     mkdir -p "$(dirname "$dir")"
-    curl -fsSL -o "$zip" "https://proxy.golang.org/golang.org/toolchain/@v/v0.0.1-go$GO_VERSION.linux-amd64.zip" ||
-      die "cannot download Go $GO_VERSION from proxy.golang.org"
-    echo "$GO_TOOLCHAIN_SHA256_AMD64  $zip" | sha256sum -c --quiet - ||
+    curl -fsSL -o "$zip" "$proxy/golang.org/toolchain/@v/$name.zip" ||
+      die "cannot download Go $GO_VERSION from $proxy"
+    echo "$sum  $zip" | sha256sum -c --quiet - ||
       { rm -f "$zip"; die "the Go $GO_VERSION download does not match its pinned SHA-256"; }
-    rm -rf "$dir.tmp" && mkdir -p "$dir.tmp"
-    unzip -q "$zip" -d "$dir.tmp" && rm -f "$zip"
-    chmod +x "$dir.tmp/golang.org/toolchain@v0.0.1-go$GO_VERSION.linux-amd64"/{bin/*,pkg/tool/*/*}
-    rm -rf "$dir" && mv "$dir.tmp" "$dir"
+    rm -rf "$dir" "$dir.tmp"
+    mkdir -p "$dir.tmp"
+    unzip -q "$zip" -d "$dir.tmp" || die "cannot unpack $zip"
+    rm -f "$zip"
+    # Module zips keep no file modes.
+    chmod +x "$dir.tmp/golang.org/toolchain@$name"/bin/* "$dir.tmp/golang.org/toolchain@$name"/pkg/tool/*/*
+    mv "$dir.tmp" "$dir"
+    touch "$dir/.complete"
   fi
   export PATH="$root/bin:$PATH" GOTOOLCHAIN=local
   unset GOROOT

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The whole test suite, on a fresh Debian/Ubuntu machine with Rust and Go: installs and
+# The whole test suite, on a fresh Debian/Ubuntu machine with Rust (Go is fetched when missing): installs and
 # starts what the tests need (Docker engine, curl, openssl, dnsmasq, iptables, Vagrant),
 # builds the whole offline bundle (the cluster test runs it; the bundle tests check every
 # component of it; cached after the first run), then runs every test tier: cargo's (unit,

@@ -8,14 +8,18 @@ set -u
 mode={{ mode | sh }}
 bridge={{ bridge | sh }}
 
-# Deletes the rules of TABLE whose text matches the extended regex PATTERN, using the
-# rule text iptables-save prints (its quoting is the shell's).
+# Deletes the rules of TABLE whose text matches the extended regex PATTERN, by their
+# numbers, last first (so the numbers of the others hold). Never evaluates rule text:
+# a rule's comment is anyone's with NET_ADMIN, and this may run as root on the host.
 delete_rules() {
   cmd=$1 table=$2 pattern=$3
-  "$cmd-save" -t "$table" 2>/dev/null | grep -E -- "^-A .*($pattern)" | sed 's/^-A/-D/' |
-    while read -r rule; do
-      eval "$cmd -w -t $table $rule" || echo "could not delete: $cmd -t $table $rule" >&2
+  for chain in $("$cmd" -w -t "$table" -S 2>/dev/null | sed -n 's/^-[PN] \([^ ]*\).*/\1/p'); do
+    numbers=$("$cmd" -w -t "$table" -S "$chain" 2>/dev/null | grep -e '^-A ' |
+      grep -nE -- "$pattern" | cut -d: -f1 | sort -rn)
+    for n in $numbers; do
+      "$cmd" -w -t "$table" -D "$chain" "$n" || echo "could not delete rule $n of $table/$chain" >&2
     done
+  done
 }
 
 # Flushes, then deletes, every chain of TABLE whose name matches PATTERN.

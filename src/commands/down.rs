@@ -1,6 +1,5 @@
 //! `kinit down`: remove kinit's containers, keeping the data unless `--purge`.
 
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
@@ -188,15 +187,10 @@ fn remove_kubeconfig_context(layout: &Layout, say: &impl Fn(String)) -> Result<(
     };
     let remaining = pki::kubeconfig::remove(&existing, &admin)
         .with_context(|| format!("cannot take the kinit context out of {}", path.display()))?;
-    // Keep the file's owner: it is the user's, not root's.
-    let meta =
-        std::fs::metadata(&path).with_context(|| format!("cannot read {}", path.display()))?;
+    // write_owned keeps the owner the file has: it is the user's, not root's.
     let target = kubeconfig::Target {
         path: path.clone(),
-        owner: Some((
-            nix::unistd::Uid::from_raw(meta.uid()),
-            nix::unistd::Gid::from_raw(meta.gid()),
-        )),
+        owner: None,
     };
     kubeconfig::write_owned(&target, remaining.as_bytes())?;
     say(format!("Removed the kinit context from {}", path.display()));

@@ -54,11 +54,13 @@ pub fn read_admin(path: &Path) -> Result<Kubeconfig> {
 pub fn resolve_target(flag: Option<&Path>) -> Result<Target> {
     let sudo_user = sudo_user()?;
     if let Some(path) = flag {
-        return Ok(Target {
-            path: std::path::absolute(path)
-                .with_context(|| format!("cannot resolve {}", path.display()))?,
-            owner: sudo_user.map(|u| (u.uid, u.gid)),
-        });
+        let path = std::path::absolute(path)
+            .with_context(|| format!("cannot resolve {}", path.display()))?;
+        // A file in the sudo user's home is theirs; one elsewhere (/etc/...) stays root's.
+        let owner = sudo_user
+            .filter(|u| path.starts_with(&u.dir))
+            .map(|u| (u.uid, u.gid));
+        return Ok(Target { path, owner });
     }
     if let Some(user) = sudo_user {
         return Ok(Target {
@@ -103,16 +105,18 @@ fn sudo_user() -> Result<Option<User>> {
 }
 
 /// Writes the file (0600) and hands it, and a ~/.kube it had to create, to its owner: the
-/// owner an existing file already has (the atomic rewrite would make it root's), else the
-/// target's.
+/// target's, else the user who owns the existing file (the atomic rewrite would make it
+/// root's). A file root owns stays root's unless the target names a user, which mends
+/// files earlier versions of kinit left root-owned in a user's home.
 pub fn write_owned(target: &Target, bytes: &[u8]) -> Result<()> {
     let dir = target.path.parent().unwrap_or(Path::new("/"));
     let created_dir = !dir.exists();
     let existing_owner = std::fs::metadata(&target.path)
         .ok()
-        .map(|m| (Uid::from_raw(m.uid()), Gid::from_raw(m.gid())));
+        .map(|m| (Uid::from_raw(m.uid()), Gid::from_raw(m.gid())))
+        .filter(|(uid, _)| !uid.is_root());
     fs::write_file(&target.path, bytes, fs::Mode::Private)?;
-    if let Some((uid, gid)) = existing_owner.or(target.owner) {
+    if let Some((uid, gid)) = target.owner.or(existing_owner) {
         let chown = |p: &Path| {
             nix::unistd::chown(p, Some(uid), Some(gid))
                 .with_context(|| format!("cannot give {} to its user", p.display()))
@@ -159,6 +163,29 @@ mod tests {
         .unwrap();
         write_owned(&existing, b"new").unwrap();
         assert_eq!(owner(&existing.path), (4321, 4322, 0o600));
+
+        // Root-owned in the user's home (as earlier versions left it): given to the user.
+        nix::unistd::chown(
+            &existing.path,
+            Some(Uid::from_raw(0)),
+            Some(Gid::from_raw(0)),
+        )
+        .unwrap();
+        let users = Target {
+            owner: Some((Uid::from_raw(4321), Gid::from_raw(4322))),
+            ..existing.clone()
+        };
+        write_owned(&users, b"newer").unwrap();
+        assert_eq!(owner(&existing.path), (4321, 4322, 0o600));
+        // Root's file and no user named: stays root's.
+        nix::unistd::chown(
+            &existing.path,
+            Some(Uid::from_raw(0)),
+            Some(Gid::from_raw(0)),
+        )
+        .unwrap();
+        write_owned(&existing, b"newest").unwrap();
+        assert_eq!(owner(&existing.path), (0, 0, 0o600));
 
         let fresh = Target {
             path: dir.path().join("kube/config"),
