@@ -121,6 +121,18 @@ fn unescape_mount_path(raw: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// Every file called `name` in the directories of $PATH, in order.
+pub fn on_path(name: &str) -> Vec<PathBuf> {
+    std::env::var_os("PATH")
+        .map(|p| {
+            std::env::split_paths(&p)
+                .map(|dir| dir.join(name))
+                .filter(|f| f.is_file())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// Reads a file, or `None` when it does not exist.
 pub fn read_optional(path: &Path) -> Result<Option<Vec<u8>>> {
     match stdfs::read(path) {

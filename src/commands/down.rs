@@ -136,7 +136,10 @@ async fn clean_network(docker: &Docker, mode: cleanup::Mode, say: &impl Fn(Strin
     let spec = cleanup::spec(mode)?;
     let (code, output) = if docker.has_image(&spec.image).await? {
         docker.run_to_completion(&spec).await?
-    } else if host_has(&["iptables-save", "iptables", "ip"]) {
+    } else if ["iptables-save", "iptables", "ip"]
+        .iter()
+        .all(|c| !fs::on_path(c).is_empty())
+    {
         let out = std::process::Command::new("/bin/sh")
             .arg("-c")
             .arg(cleanup::script(mode)?)
@@ -165,14 +168,6 @@ async fn clean_network(docker: &Docker, mode: cleanup::Mode, say: &impl Fn(Strin
         say(line.trim().to_string());
     }
     Ok(())
-}
-
-/// Every command is on the host's PATH.
-fn host_has(commands: &[&str]) -> bool {
-    let path = std::env::var_os("PATH").unwrap_or_else(|| "/usr/sbin:/usr/bin:/sbin:/bin".into());
-    commands
-        .iter()
-        .all(|c| std::env::split_paths(&path).any(|d| d.join(c).is_file()))
 }
 
 /// Takes the `kinit` context out of the kubeconfig `kinit up` merged it into.

@@ -150,27 +150,20 @@ mod tests {
             let m = std::fs::metadata(p).unwrap();
             (m.uid(), m.gid(), m.mode() & 0o777)
         };
+        let give = |p: &Path, uid: u32, gid: u32| {
+            nix::unistd::chown(p, Some(Uid::from_raw(uid)), Some(Gid::from_raw(gid))).unwrap()
+        };
         let existing = Target {
             path: dir.path().join("config"),
             owner: None,
         };
         std::fs::write(&existing.path, b"old").unwrap();
-        nix::unistd::chown(
-            &existing.path,
-            Some(Uid::from_raw(4321)),
-            Some(Gid::from_raw(4322)),
-        )
-        .unwrap();
+        give(&existing.path, 4321, 4322);
         write_owned(&existing, b"new").unwrap();
         assert_eq!(owner(&existing.path), (4321, 4322, 0o600));
 
         // Root-owned in the user's home (as earlier versions left it): given to the user.
-        nix::unistd::chown(
-            &existing.path,
-            Some(Uid::from_raw(0)),
-            Some(Gid::from_raw(0)),
-        )
-        .unwrap();
+        give(&existing.path, 0, 0);
         let users = Target {
             owner: Some((Uid::from_raw(4321), Gid::from_raw(4322))),
             ..existing.clone()
@@ -178,12 +171,7 @@ mod tests {
         write_owned(&users, b"newer").unwrap();
         assert_eq!(owner(&existing.path), (4321, 4322, 0o600));
         // Root's file and no user named: stays root's.
-        nix::unistd::chown(
-            &existing.path,
-            Some(Uid::from_raw(0)),
-            Some(Gid::from_raw(0)),
-        )
-        .unwrap();
+        give(&existing.path, 0, 0);
         write_owned(&existing, b"newest").unwrap();
         assert_eq!(owner(&existing.path), (0, 0, 0o600));
 

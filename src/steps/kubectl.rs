@@ -2,7 +2,7 @@
 //! PATH or in the install directory already. Downloaded from the mirror (upstream by
 //! default), checked against its published SHA-256.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use anyhow::Result;
 use serde::Deserialize;
@@ -15,7 +15,7 @@ use crate::{fs, versions};
 pub async fn run(ctx: &Context) -> Result<Outcome> {
     let wanted = minor(versions::KUBERNETES_VERSION);
     let target = ctx.bin_dir.join("kubectl");
-    let mut candidates = on_path("kubectl");
+    let mut candidates = fs::on_path("kubectl");
     candidates.push(target.clone());
     for candidate in candidates {
         if let Some(version) = client_version(&candidate).await
@@ -59,17 +59,6 @@ fn arch() -> &'static str {
         "aarch64" => "arm64",
         other => other,
     }
-}
-
-fn on_path(name: &str) -> Vec<PathBuf> {
-    std::env::var_os("PATH")
-        .map(|p| {
-            std::env::split_paths(&p)
-                .map(|dir| dir.join(name))
-                .filter(|f| f.is_file())
-                .collect()
-        })
-        .unwrap_or_default()
 }
 
 /// The client version a kubectl binary reports, or `None` when it does not run.
