@@ -10,6 +10,7 @@ const KEYS: &[&str] = &[
     "COREDNS_VERSION",
     "PAUSE_VERSION",
     "CRI_DOCKERD_VERSION",
+    "CNI_PLUGINS_VERSION",
 ];
 
 fn main() {

@@ -157,16 +157,4 @@ mkdir -p "$KINIT_PREFIX/share/man/man1"
 
 say "$("$BIN" --version) is installed at $BIN"
 echo
-# kinit's node image (kubelet, cri-dockerd, CNI plugins) is not published yet: until Docker
-# has it, scripts/up.sh builds it from upstream sources (fetching Go if needed) and runs up.
-if "$BIN" images list 2>/dev/null | grep -q '^present kinit/node:'; then
-  echo "Next: sudo kinit up"
-else
-  [ -n "${KINIT_SOURCE:-}" ] || [ ! -d "$CLONE/.git" ] || KINIT_SOURCE=$CLONE
-  if [ -n "${KINIT_SOURCE:-}" ]; then
-    echo "Next: sudo $KINIT_SOURCE/scripts/up.sh    (builds kinit's node image, then runs kinit up;"
-  else
-    echo "Next: git clone $KINIT_REPO_URL && sudo kinit/scripts/up.sh    (builds kinit's node image, then runs kinit up;"
-  fi
-  echo "      from then on plain 'sudo kinit up' is enough)"
-fi
+echo "Next: sudo kinit up"

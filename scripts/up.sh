@@ -3,12 +3,10 @@
 # starts Docker when missing, builds kinit, makes the component images available and runs
 # `kinit up` on its defaults.
 #
-# Images and kubectl: kinit uses images Docker already has and pulls the rest from
-# registry.k8s.io, and downloads kubectl from dl.k8s.io. kinit's node image (kubelet,
-# cri-dockerd, CNI plugins) is published nowhere yet, so it is always built here from
-# upstream sources with Go (the host's, or one fetched from the Go module proxy); on a host
-# that cannot reach registry.k8s.io the whole offline bundle is built the same way and kinit
-# reads everything from there.
+# kinit itself pulls the images from registry.k8s.io and downloads the kubelet, kubectl,
+# cri-dockerd and the CNI plugins from their release locations. Only on a host that cannot
+# reach registry.k8s.io is the offline bundle built from upstream sources with Go (the
+# host's, or one fetched from the Go module proxy), and kinit reads everything from there.
 set -euo pipefail
 # shellcheck source=scripts/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -29,7 +27,5 @@ if ! curl -s -o /dev/null --max-time 5 https://registry.k8s.io/v2/; then
   say "registry.k8s.io is not reachable from here; building images and kubectl from source instead"
   ensure_bundle
   sources=(--bundle "$KINIT_BUNDLE_DIR")
-else
-  ensure_bundle node
 fi
 exec "${CARGO_TARGET_DIR:-$REPO/target}/release/kinit" up "${sources[@]}" "$@"

@@ -80,6 +80,15 @@ pub enum Command {
         #[arg(long, value_name = "DIR")]
         dir: Option<std::path::PathBuf>,
     },
+    /// Inside kinit's node container: serve the Docker API to cri-dockerd, clamping what a
+    /// restricted host refuses (negative oom_score_adj without CAP_SYS_RESOURCE).
+    #[command(hide = true)]
+    RuntimeProxy {
+        #[arg(long, value_name = "SOCKET")]
+        listen: PathBuf,
+        #[arg(long, value_name = "SOCKET")]
+        upstream: PathBuf,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -126,10 +135,18 @@ pub struct UpArgs {
     #[command(flatten)]
     pub cluster: ClusterArgs,
 
-    /// Where to download binaries (kubectl) from: a base URL laid out like dl.k8s.io,
-    /// file:// or http(s):// [default: from the config file, else https://dl.k8s.io].
+    /// Where to download the kubelet, kubectl, cri-dockerd and the CNI plugins from: a base
+    /// URL serving dl.k8s.io's paths and GitHub's release download paths, with a .sha256
+    /// beside every file; file:// or http(s):// [default: from the config file, else
+    /// dl.k8s.io and github.com].
     #[arg(long, value_name = "URL", value_parser = config::parse_mirror)]
     pub mirror: Option<String>,
+
+    /// Pull the upstream images (etcd, kube-apiserver, ..., coredns/coredns, pause) from
+    /// this repository, under registry.k8s.io's paths, as kubeadm's imageRepository
+    /// [default: from the config file, else registry.k8s.io].
+    #[arg(long, value_name = "REPO", value_parser = config::parse_image_repository)]
+    pub image_repository: Option<String>,
 
     /// An offline bundle directory (scripts/build-bundle.sh): its images are loaded when
     /// Docker lacks them, and its binaries are used unless --mirror says otherwise.

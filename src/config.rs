@@ -4,6 +4,7 @@
 //! ```yaml
 //! # /etc/kinit/config.yaml (root) or ~/.config/kinit/config.yaml
 //! mirror: file:///srv/kinit-bundle      # or http://mirror.example/k8s
+//! imageRepository: registry.example:5000/k8s   # instead of registry.k8s.io
 //! bundle: /srv/kinit-bundle             # image archives to load when missing
 //! ```
 
@@ -14,15 +15,15 @@ use serde::Deserialize;
 
 use crate::fs;
 
-/// Upstream's release server; a mirror has the same path layout.
-pub const UPSTREAM_BINARIES: &str = "https://dl.k8s.io";
-
 #[derive(Debug, Default, Clone, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Config {
-    /// Base URL for binaries, laid out like dl.k8s.io.
+    /// Base URL for binaries, laid out like dl.k8s.io and GitHub's release downloads.
     #[serde(default, deserialize_with = "mirror_url")]
     pub mirror: Option<String>,
+    /// Where the upstream images are pulled from instead of registry.k8s.io.
+    #[serde(default, deserialize_with = "image_repository")]
+    pub image_repository: Option<String>,
     /// An offline bundle directory whose image archives are loaded when missing.
     #[serde(default)]
     pub bundle: Option<PathBuf>,
@@ -63,6 +64,31 @@ pub fn parse_mirror(s: &str) -> Result<String, String> {
     Ok(s.trim_end_matches('/').to_string())
 }
 
+/// An image repository: a registry host (with an optional port) and path, no scheme.
+pub fn parse_image_repository(s: &str) -> Result<String, String> {
+    let trimmed = s.trim_end_matches('/');
+    let valid = !trimmed.is_empty()
+        && !trimmed.contains("://")
+        && !trimmed.starts_with('/')
+        && !trimmed.contains("//")
+        && trimmed
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-:/[]".contains(&b));
+    if !valid {
+        return Err(format!(
+            "'{s}' is not an image repository: use a registry host and path such as \
+             registry.example:5000/k8s (lower case, no scheme)"
+        ));
+    }
+    Ok(trimmed.to_string())
+}
+
+fn image_repository<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    let raw: Option<String> = Option::deserialize(d)?;
+    raw.map(|s| parse_image_repository(&s).map_err(serde::de::Error::custom))
+        .transpose()
+}
+
 fn mirror_url<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
     let raw: Option<String> = Option::deserialize(d)?;
     raw.map(|s| parse_mirror(&s).map_err(serde::de::Error::custom))
@@ -72,14 +98,22 @@ fn mirror_url<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, 
 /// Where `kinit up` gets binaries and images from, after flags and config are merged.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Sources {
-    pub mirror: String,
+    /// The mirror every release file comes from; `None` for the upstream locations.
+    pub mirror: Option<String>,
+    /// The repository images come from; `None` for registry.k8s.io.
+    pub image_repository: Option<String>,
     pub bundle: Option<PathBuf>,
 }
 
 impl Sources {
     /// Flags win over the config file. A bundle given without a mirror also serves the
     /// binaries, since it holds them in the mirror layout.
-    pub fn resolve(config: &Config, mirror: Option<&str>, bundle: Option<&Path>) -> Result<Self> {
+    pub fn resolve(
+        config: &Config,
+        mirror: Option<&str>,
+        image_repository: Option<&str>,
+        bundle: Option<&Path>,
+    ) -> Result<Self> {
         let bundle = bundle
             .map(Path::to_path_buf)
             .or_else(|| config.bundle.clone());
@@ -96,9 +130,15 @@ impl Sources {
         let mirror = mirror
             .map(str::to_string)
             .or_else(|| config.mirror.clone())
-            .or(bundle_mirror)
-            .unwrap_or_else(|| UPSTREAM_BINARIES.to_string());
-        Ok(Self { mirror, bundle })
+            .or(bundle_mirror);
+        let image_repository = image_repository
+            .map(str::to_string)
+            .or_else(|| config.image_repository.clone());
+        Ok(Self {
+            mirror,
+            image_repository,
+            bundle,
+        })
     }
 }
 
@@ -115,6 +155,28 @@ mod tests {
         );
         for bad in ["", "/srv/b", "file://relative", "ftp://x", "https://"] {
             assert!(parse_mirror(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn image_repositories_are_checked() {
+        assert_eq!(
+            parse_image_repository("127.0.0.1:5000/k8s/").unwrap(),
+            "127.0.0.1:5000/k8s"
+        );
+        assert_eq!(
+            parse_image_repository("registry.k8s.io").unwrap(),
+            "registry.k8s.io"
+        );
+        for bad in [
+            "",
+            "/",
+            "https://r.example",
+            "R.example",
+            "r.example//x",
+            "a b",
+        ] {
+            assert!(parse_image_repository(bad).is_err(), "{bad:?} accepted");
         }
     }
 
@@ -139,20 +201,26 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let config = Config {
             mirror: Some("http://config.example".into()),
+            image_repository: Some("mirror.example/k8s".into()),
             bundle: None,
         };
-        let s = Sources::resolve(&config, Some("http://flag.example"), None).unwrap();
-        assert_eq!(s.mirror, "http://flag.example");
-        let s = Sources::resolve(&config, None, None).unwrap();
-        assert_eq!(s.mirror, "http://config.example");
-        let s = Sources::resolve(&Config::default(), None, Some(dir.path())).unwrap();
-        assert_eq!(s.mirror, format!("file://{}", dir.path().display()));
+        let s = Sources::resolve(&config, Some("http://flag.example"), None, None).unwrap();
+        assert_eq!(s.mirror.as_deref(), Some("http://flag.example"));
+        let s = Sources::resolve(&config, None, None, None).unwrap();
+        assert_eq!(s.mirror.as_deref(), Some("http://config.example"));
+        assert_eq!(s.image_repository.as_deref(), Some("mirror.example/k8s"));
+        let s = Sources::resolve(&config, None, Some("127.0.0.1:5000"), None).unwrap();
+        assert_eq!(s.image_repository.as_deref(), Some("127.0.0.1:5000"));
+        let s = Sources::resolve(&Config::default(), None, None, Some(dir.path())).unwrap();
+        assert_eq!(s.mirror, Some(format!("file://{}", dir.path().display())));
         assert_eq!(
-            Sources::resolve(&Config::default(), None, None)
+            Sources::resolve(&Config::default(), None, None, None)
                 .unwrap()
                 .mirror,
-            UPSTREAM_BINARIES
+            None
         );
-        assert!(Sources::resolve(&Config::default(), None, Some(&dir.path().join("no"))).is_err());
+        assert!(
+            Sources::resolve(&Config::default(), None, None, Some(&dir.path().join("no"))).is_err()
+        );
     }
 }

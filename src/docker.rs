@@ -18,7 +18,8 @@ use bollard::models::{
 };
 use bollard::query_parameters::{
     CreateContainerOptions, CreateImageOptions, ImportImageOptions, ListContainersOptions,
-    LogsOptions, RemoveContainerOptions, StopContainerOptions,
+    ListImagesOptions, LogsOptions, RemoveContainerOptions, RemoveImageOptions,
+    StopContainerOptions,
 };
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
@@ -265,6 +266,35 @@ impl Docker {
                  into Docker first (`docker load -i <archive>`) under this exact name"
             )
         })
+    }
+
+    /// Removes every image carrying `label` (kinit's own node images); an image a
+    /// container still uses stays. Returns the tags removed.
+    pub async fn remove_images_labelled(&self, label: &str) -> Result<Vec<String>> {
+        let options = ListImagesOptions {
+            filters: Some(HashMap::from([(
+                "label".to_string(),
+                vec![label.to_string()],
+            )])),
+            ..Default::default()
+        };
+        let images = self
+            .api
+            .list_images(Some(options))
+            .await
+            .context("cannot list images")?;
+        let mut removed = Vec::new();
+        for image in images {
+            match self
+                .api
+                .remove_image(&image.id, None::<RemoveImageOptions>, None)
+                .await
+            {
+                Ok(_) => removed.extend(image.repo_tags),
+                Err(e) => debug!("kept the image {}: {e}", image.id),
+            }
+        }
+        Ok(removed)
     }
 
     /// Whether the engine has `image` under that name.
@@ -575,46 +605,6 @@ impl Docker {
             .filter_map(|s| s.names.and_then(|n| n.into_iter().next()))
             .map(|n| n.trim_start_matches('/').to_string())
             .collect())
-    }
-
-    /// Runs `spec` once to completion (no restart policy) and removes it; returns its exit
-    /// code and output. For host clean-up that needs the tools of kinit's node image.
-    pub async fn run_to_completion(&self, spec: &ContainerSpec) -> Result<(i64, String)> {
-        let name = spec.container_name();
-        self.remove(&name).await?;
-        let mut body = container_body(spec, &spec.hash(), Privilege::None, &[]);
-        if let Some(hc) = body.host_config.as_mut() {
-            hc.restart_policy = None;
-        }
-        let options = CreateContainerOptions {
-            name: Some(name.clone()),
-            ..Default::default()
-        };
-        self.api
-            .create_container(Some(options), body)
-            .await
-            .with_context(|| format!("cannot create the container {name}"))?;
-        let result = async {
-            self.api
-                .start_container(&name, None)
-                .await
-                .with_context(|| format!("cannot start {name}"))?;
-            let mut waits = self.api.wait_container(&name, None);
-            let mut code = 0;
-            while let Some(item) = waits.next().await {
-                match item {
-                    Ok(r) => code = r.status_code,
-                    // bollard reports a non-zero exit as an error carrying the code.
-                    Err(DockerError::DockerContainerWaitError { code: c, .. }) => code = c,
-                    Err(e) => return Err(e).with_context(|| format!("cannot wait for {name}")),
-                }
-            }
-            Ok(code)
-        }
-        .await;
-        let output = self.tail_logs(&name, 200).await;
-        self.remove(&name).await?;
-        Ok((result?, output))
     }
 }
 

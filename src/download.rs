@@ -1,22 +1,25 @@
-//! Binaries from a release server or a mirror with the same layout (`file://`, `http://`,
-//! `https://`), each checked against the SHA-256 published beside it (`<file>.sha256`) and
-//! cached under the cache directory by path, so a second run reads nothing remote.
+//! Release files from upstream or a mirror with the same layout (`file://`, `http://`,
+//! `https://`), each checked against its SHA-256 before it is used and cached under the
+//! cache directory by path. The digest a file was verified against is recorded beside it,
+//! so a later run reads nothing remote for a file it has.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail};
 use futures_util::StreamExt;
+use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
 
 use crate::fs;
 use crate::progress;
+use crate::release::{Artifact, GITHUB_API, UpstreamDigest};
 
-/// Fetches files from one base URL into one cache directory.
+/// Fetches release files from upstream, or from one mirror, into one cache directory.
 #[derive(Debug, Clone)]
 pub struct Downloader {
-    base: String,
+    mirror: Option<String>,
     cache: PathBuf,
 }
 
@@ -27,16 +30,46 @@ pub enum Fetched {
     Downloaded,
 }
 
+/// A verified local copy of an [`Artifact`].
+#[derive(Debug, Clone)]
+pub struct Download {
+    pub path: PathBuf,
+    pub sha256: String,
+    pub size: u64,
+    pub how: Fetched,
+    /// Where it was fetched from (its URL), or the cache.
+    pub from: String,
+}
+
+impl Download {
+    /// "kubelet 57.3 MiB from https://..." or "kubelet (cached)".
+    pub fn describe(&self, name: &str) -> String {
+        match self.how {
+            Fetched::Cached => format!("{name} (cached)"),
+            Fetched::Downloaded => format!("{name} {} from {}", mib(self.size), self.from),
+        }
+    }
+}
+
+pub fn mib(bytes: u64) -> String {
+    format!("{:.1} MiB", bytes as f64 / (1024.0 * 1024.0))
+}
+
 impl Downloader {
-    pub fn new(base: &str, cache: &Path) -> Self {
+    /// Files come from `mirror` when given, else from their upstream locations.
+    pub fn new(mirror: Option<&str>, cache: &Path) -> Self {
         Self {
-            base: base.trim_end_matches('/').to_string(),
+            mirror: mirror.map(|m| m.trim_end_matches('/').to_string()),
             cache: cache.to_path_buf(),
         }
     }
 
-    /// The cache directory for downloads: /var/cache/kinit for root, else the per-user one.
+    /// The cache directory for downloads: `$KINIT_CACHE_DIR` when set, else
+    /// /var/cache/kinit for root, else the per-user one.
     pub fn default_cache() -> Result<PathBuf> {
+        if let Some(dir) = std::env::var_os("KINIT_CACHE_DIR").filter(|d| !d.is_empty()) {
+            return Ok(PathBuf::from(dir));
+        }
         if nix::unistd::geteuid().is_root() {
             return Ok(PathBuf::from("/var/cache/kinit"));
         }
@@ -45,85 +78,79 @@ impl Downloader {
             .ok_or_else(|| anyhow!("cannot find a home directory for kinit's cache"))
     }
 
-    fn url(&self, rel: &str) -> String {
-        format!("{}/{rel}", self.base)
-    }
-
-    /// The verified local copy of `rel` (a path like `release/v1.36.3/bin/linux/amd64/kubectl`).
-    pub async fn fetch(&self, rel: &str) -> Result<(PathBuf, Fetched)> {
-        let expected = self.expected_sha256(rel).await?;
-        let dest = self.cache.join(rel);
-        if sha256_file(&dest).await.ok().as_deref() == Some(expected.as_str()) {
-            return Ok((dest, Fetched::Cached));
+    /// The verified local copy of `artifact`. Nothing unverified is ever left in the cache
+    /// under the file's name: a download goes to `<name>.part` and is renamed once checked.
+    pub async fn fetch(&self, artifact: &Artifact) -> Result<Download> {
+        let dest = self.cache.join(&artifact.path);
+        let record = with_suffix(&dest, ".sha256");
+        if let Some(recorded) = fs::read_optional(&record)? {
+            let recorded = String::from_utf8_lossy(&recorded).trim().to_string();
+            if let Ok(actual) = sha256_file(&dest).await
+                && actual == recorded
+            {
+                return Ok(Download {
+                    size: file_size(&dest)?,
+                    path: dest,
+                    sha256: actual,
+                    how: Fetched::Cached,
+                    from: "cache".into(),
+                });
+            }
         }
-        let part = dest.with_extension("part");
+        let url = artifact.url(self.mirror.as_deref());
+        let expected = self.expected_sha256(artifact, &url).await?;
+        let part = with_suffix(&dest, ".part");
         fs::ensure_dir(dest.parent().unwrap_or(&self.cache))?;
-        self.download(rel, &part).await?;
+        let result = self.download(&url, artifact.name, &part).await;
+        if let Err(e) = result {
+            let _ = std::fs::remove_file(&part);
+            return Err(e);
+        }
         let actual = sha256_file(&part).await?;
         if actual != expected {
             let _ = std::fs::remove_file(&part);
             bail!(
-                "{} does not match its published SHA-256 (expected {expected}, got {actual}); \
-                 the mirror may be corrupt or incomplete",
-                self.url(rel)
+                "{url} does not match its published SHA-256 (expected {expected}, got {actual}); \
+                 the mirror may be corrupt or incomplete"
             );
         }
         std::fs::rename(&part, &dest)
             .with_context(|| format!("cannot move {} into place", dest.display()))?;
-        Ok((dest, Fetched::Downloaded))
+        fs::write_file(&record, format!("{actual}\n").as_bytes(), fs::Mode::Public)?;
+        Ok(Download {
+            size: file_size(&dest)?,
+            path: dest,
+            sha256: actual,
+            how: Fetched::Downloaded,
+            from: url,
+        })
     }
 
-    async fn expected_sha256(&self, rel: &str) -> Result<String> {
-        let url = self.url(&format!("{rel}.sha256"));
-        let text = String::from_utf8(self.read_small(&url).await?)
-            .with_context(|| format!("{url} is not text"))?;
-        let digest = text
-            .split_whitespace()
-            .next()
-            .unwrap_or_default()
-            .to_ascii_lowercase();
-        if digest.len() != 64 || !digest.bytes().all(|b| b.is_ascii_hexdigit()) {
-            bail!("{url} does not hold a SHA-256 digest");
-        }
-        Ok(digest)
-    }
-
-    async fn read_small(&self, url: &str) -> Result<Vec<u8>> {
-        match url.strip_prefix("file://") {
-            Some(path) => tokio::fs::read(path)
-                .await
-                .with_context(|| format!("cannot read {url}")),
-            None => {
-                let response = http_client()?
-                    .get(url)
-                    .send()
-                    .await
-                    .and_then(reqwest::Response::error_for_status)
-                    .with_context(|| unreachable_hint(url))?;
-                Ok(response
-                    .bytes()
-                    .await
-                    .with_context(|| format!("cannot read {url}"))?
-                    .to_vec())
+    /// A mirror publishes `<file>.sha256` beside every file; upstream does for all but
+    /// cri-dockerd, whose digest GitHub's release API gives.
+    async fn expected_sha256(&self, artifact: &Artifact, url: &str) -> Result<String> {
+        match (&self.mirror, &artifact.upstream_digest) {
+            (None, UpstreamDigest::GithubAsset { repo, tag }) => {
+                github_asset_digest(GITHUB_API, repo, tag, artifact.file_name()).await
+            }
+            _ => {
+                let sums = format!("{url}.sha256");
+                let text = String::from_utf8(read_small(&sums).await?)
+                    .with_context(|| format!("{sums} is not text"))?;
+                parse_digest(text.split_whitespace().next().unwrap_or_default())
+                    .ok_or_else(|| anyhow!("{sums} does not hold a SHA-256 digest"))
             }
         }
     }
 
-    async fn download(&self, rel: &str, dest: &Path) -> Result<()> {
-        let url = self.url(rel);
-        let name = rel.rsplit('/').next().unwrap_or(rel);
+    async fn download(&self, url: &str, name: &str, dest: &Path) -> Result<()> {
         if let Some(path) = url.strip_prefix("file://") {
             tokio::fs::copy(path, dest)
                 .await
-                .with_context(|| format!("cannot copy {url}"))?;
+                .with_context(|| format!("cannot read {url}"))?;
             return Ok(());
         }
-        let response = http_client()?
-            .get(&url)
-            .send()
-            .await
-            .and_then(reqwest::Response::error_for_status)
-            .with_context(|| unreachable_hint(&url))?;
+        let response = get(url).await?;
         let bar = progress::bytes_bar(&format!("Downloading {name}"));
         bar.set_length(response.content_length().unwrap_or(0));
         let mut file = tokio::fs::File::create(dest)
@@ -143,9 +170,81 @@ impl Downloader {
     }
 }
 
+fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
+    let mut name = path.as_os_str().to_os_string();
+    name.push(suffix);
+    PathBuf::from(name)
+}
+
+fn file_size(path: &Path) -> Result<u64> {
+    Ok(std::fs::metadata(path)
+        .with_context(|| format!("cannot read {}", path.display()))?
+        .len())
+}
+
+fn parse_digest(s: &str) -> Option<String> {
+    let s = s.strip_prefix("sha256:").unwrap_or(s).to_ascii_lowercase();
+    (s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit())).then_some(s)
+}
+
+/// The SHA-256 GitHub publishes for a release asset (`"digest": "sha256:..."`).
+async fn github_asset_digest(api: &str, repo: &str, tag: &str, file: &str) -> Result<String> {
+    #[derive(Deserialize)]
+    struct Release {
+        assets: Vec<Asset>,
+    }
+    #[derive(Deserialize)]
+    struct Asset {
+        name: String,
+        digest: Option<String>,
+    }
+    let url = format!("{api}/repos/{repo}/releases/tags/{tag}");
+    let body = read_small(&url).await?;
+    let release: Release =
+        serde_json::from_slice(&body).with_context(|| format!("{url} is not a GitHub release"))?;
+    let asset = release
+        .assets
+        .iter()
+        .find(|a| a.name == file)
+        .ok_or_else(|| anyhow!("the {repo} release {tag} has no asset {file} ({url})"))?;
+    asset
+        .digest
+        .as_deref()
+        .and_then(parse_digest)
+        .ok_or_else(|| anyhow!("GitHub publishes no SHA-256 for {file} of {repo} {tag} ({url})"))
+}
+
+async fn read_small(url: &str) -> Result<Vec<u8>> {
+    match url.strip_prefix("file://") {
+        Some(path) => tokio::fs::read(path)
+            .await
+            .with_context(|| format!("cannot read {url}")),
+        None => Ok(get(url)
+            .await?
+            .bytes()
+            .await
+            .with_context(|| format!("cannot read {url}"))?
+            .to_vec()),
+    }
+}
+
+async fn get(url: &str) -> Result<reqwest::Response> {
+    let response = http_client()?
+        .get(url)
+        .send()
+        .await
+        .with_context(|| unreachable_hint(url))?;
+    let status = response.status();
+    if !status.is_success() {
+        bail!("cannot download {url}: the server answered {status}");
+    }
+    Ok(response)
+}
+
 fn http_client() -> Result<reqwest::Client> {
     crate::health::install_crypto_provider();
     reqwest::Client::builder()
+        .user_agent(concat!("kinit/", env!("CARGO_PKG_VERSION")))
         .connect_timeout(Duration::from_secs(15))
         .build()
         .context("cannot set up an HTTP client")
@@ -190,34 +289,107 @@ mod tests {
     async fn fetches_verifies_and_caches_from_a_file_mirror() {
         let mirror = tempfile::tempdir().unwrap();
         let cache = tempfile::tempdir().unwrap();
-        let rel = "release/v1.36.3/bin/linux/amd64/kubectl";
-        mirror_with(mirror.path(), rel, b"#!/bin/sh\necho kubectl\n", None);
+        let kubectl = Artifact::kubectl("v1.36.3");
+        mirror_with(
+            mirror.path(),
+            &kubectl.path,
+            b"#!/bin/sh\necho kubectl\n",
+            None,
+        );
         let d = Downloader::new(
-            &format!("file://{}/", mirror.path().display()),
+            Some(&format!("file://{}/", mirror.path().display())),
             cache.path(),
         );
-        let (path, how) = d.fetch(rel).await.unwrap();
-        assert_eq!(how, Fetched::Downloaded);
-        assert_eq!(std::fs::read(&path).unwrap(), b"#!/bin/sh\necho kubectl\n");
-        assert_eq!(d.fetch(rel).await.unwrap().1, Fetched::Cached);
+        let got = d.fetch(&kubectl).await.unwrap();
+        assert_eq!(got.how, Fetched::Downloaded);
+        assert_eq!(got.size, 23);
+        assert_eq!(
+            std::fs::read(&got.path).unwrap(),
+            b"#!/bin/sh\necho kubectl\n"
+        );
+        // The second run reads nothing remote: the mirror may be gone.
+        drop(mirror);
+        let again = d.fetch(&kubectl).await.unwrap();
+        assert_eq!(again.how, Fetched::Cached);
+        assert_eq!(again.sha256, got.sha256);
     }
 
     #[tokio::test]
     async fn a_wrong_digest_is_refused_and_nothing_is_cached() {
         let mirror = tempfile::tempdir().unwrap();
         let cache = tempfile::tempdir().unwrap();
-        let rel = "release/v1.36.3/bin/linux/amd64/kubectl";
-        mirror_with(mirror.path(), rel, b"tampered", Some(&"0".repeat(64)));
-        let d = Downloader::new(&format!("file://{}", mirror.path().display()), cache.path());
-        let err = format!("{:#}", d.fetch(rel).await.unwrap_err());
+        let kubectl = Artifact::kubectl("v1.36.3");
+        mirror_with(
+            mirror.path(),
+            &kubectl.path,
+            b"tampered",
+            Some(&"0".repeat(64)),
+        );
+        let d = Downloader::new(
+            Some(&format!("file://{}", mirror.path().display())),
+            cache.path(),
+        );
+        let err = format!("{:#}", d.fetch(&kubectl).await.unwrap_err());
         assert!(
             err.contains("does not match its published SHA-256"),
             "{err}"
         );
-        assert!(!cache.path().join(rel).exists());
-        assert!(!cache.path().join(rel).with_extension("part").exists());
+        let dest = cache.path().join(&kubectl.path);
+        assert!(!dest.exists());
+        assert!(!with_suffix(&dest, ".part").exists());
+        assert!(!with_suffix(&dest, ".sha256").exists());
 
-        let missing = format!("{:#}", d.fetch("release/none").await.unwrap_err());
+        let missing = format!(
+            "{:#}",
+            d.fetch(&Artifact::kubelet("v9.9.9")).await.unwrap_err()
+        );
         assert!(missing.contains("cannot read file://"), "{missing}");
+    }
+
+    /// One canned HTTP response on a loopback port, standing in for api.github.com.
+    async fn serve_once(body: &'static str) -> String {
+        use tokio::io::AsyncReadExt;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let (mut conn, _) = listener.accept().await.unwrap();
+            let mut buf = vec![0u8; 4096];
+            let _ = conn.read(&mut buf).await;
+            let reply = format!(
+                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            conn.write_all(reply.as_bytes()).await.unwrap();
+        });
+        format!("http://{addr}")
+    }
+
+    #[tokio::test]
+    async fn github_asset_digests_are_read_from_the_release_api() {
+        let digest = "a".repeat(64);
+        let body: &'static str = Box::leak(
+            format!(
+                r#"{{"tag_name":"v0.4.6","assets":[{{"name":"other.tgz","digest":null}},{{"name":"cri-dockerd-0.4.6.amd64.tgz","digest":"sha256:{digest}"}}]}}"#
+            )
+            .into_boxed_str(),
+        );
+        let api = serve_once(body).await;
+        let got = github_asset_digest(
+            &api,
+            "Mirantis/cri-dockerd",
+            "v0.4.6",
+            "cri-dockerd-0.4.6.amd64.tgz",
+        )
+        .await
+        .unwrap();
+        assert_eq!(got, digest);
+        let api = serve_once(body).await;
+        let err = github_asset_digest(&api, "Mirantis/cri-dockerd", "v0.4.6", "other.tgz")
+            .await
+            .unwrap_err();
+        assert!(
+            format!("{err:#}").contains("publishes no SHA-256"),
+            "{err:#}"
+        );
     }
 }

@@ -121,6 +121,17 @@ fn unescape_mount_path(raw: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// Where a Debian or Ubuntu host keeps the system tools kinit's node runs (mount,
+/// nsenter, iptables, ...), whatever PATH kinit itself was started with.
+pub const SYSTEM_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// The host's system tool `name`, searched in [`SYSTEM_PATH`].
+pub fn system_tool(name: &str) -> Option<PathBuf> {
+    std::env::split_paths(SYSTEM_PATH)
+        .map(|dir| dir.join(name))
+        .find(|f| f.is_file())
+}
+
 /// Every file called `name` in the directories of $PATH, in order.
 pub fn on_path(name: &str) -> Vec<PathBuf> {
     std::env::var_os("PATH")

@@ -736,7 +736,7 @@ fn a_cluster_runs_tutorials_survives_restarts_and_purges_clean() {
     assert!(!container_exists("kinit-master"));
     // As on an air-gapped host: an image gone from Docker comes back from the bundle.
     assert!(
-        docker_cli(&["rmi", "--force", &kinit::versions::etcd_image()])
+        docker_cli(&["rmi", "--force", &kinit::versions::Images::default().etcd()])
             .status
             .success()
     );

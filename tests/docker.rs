@@ -91,7 +91,7 @@ fn privileged_containers_fall_back_to_the_daemons_capabilities() {
 
 async fn privileged_fallback() {
     let docker = Docker::connect().await.unwrap();
-    let image = kinit::versions::etcd_image();
+    let image = kinit::versions::Images::default().etcd();
     docker.ensure_image(&image).await.unwrap();
     let name = "kinit-test-privileged";
     docker.remove(name).await.unwrap();

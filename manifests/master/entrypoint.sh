@@ -24,12 +24,31 @@ for dir in -i -o; do
 done
 iptables -w -C FORWARD -j KINIT-FORWARD 2>/dev/null || iptables -w -I FORWARD 1 -j KINIT-FORWARD
 
+# wait_for_socket PATH WHAT: a socket the process started just before creates.
+wait_for_socket() {
+  i=0
+  while [ ! -S "$1" ]; do
+    i=$((i + 1))
+    if [ "$i" -gt 100 ]; then
+      echo "$2 did not create its socket $1 in 20s" >&2
+      exit 1
+    fi
+    sleep 0.2
+  done
+}
+
+# cri-dockerd reaches Docker through kinit's interposer, which on hosts that refuse a
+# negative oom_score_adj (no CAP_SYS_RESOURCE) clamps it in the containers it creates.
+rm -f {{ docker_proxy_socket | sh }} {{ cri_socket | sh }}
+kinit runtime-proxy --listen {{ docker_proxy_socket | sh }} --upstream /var/run/docker.sock &
+wait_for_socket {{ docker_proxy_socket | sh }} "kinit runtime-proxy"
+
 mkdir -p {{ cri_dockerd_dir | sh }} {{ cni_cache_dir | sh }}
 # No cgroup-driver flag: cri-dockerd asks Docker. Streaming (exec, logs -f, port-forward)
 # stays on loopback; only the kubelet talks to it.
 cri-dockerd \
   --container-runtime-endpoint={{ ("unix://" ~ cri_socket) | sh }} \
-  --docker-endpoint=unix:///var/run/docker.sock \
+  --docker-endpoint={{ ("unix://" ~ docker_proxy_socket) | sh }} \
   --cri-dockerd-root-directory={{ cri_dockerd_dir | sh }} \
   --network-plugin=cni \
   --cni-bin-dir=/opt/cni/bin \
@@ -38,15 +57,7 @@ cri-dockerd \
   --pod-infra-container-image={{ pause_image | sh }} \
   --streaming-bind-addr=127.0.0.1:10010 &
 
-i=0
-while [ ! -S {{ cri_socket | sh }} ]; do
-  i=$((i + 1))
-  if [ "$i" -gt 100 ]; then
-    echo "cri-dockerd did not create its socket in 20s" >&2
-    exit 1
-  fi
-  sleep 0.2
-done
+wait_for_socket {{ cri_socket | sh }} cri-dockerd
 
 exec kubelet \
   --config={{ kubelet_config | sh }} \

@@ -79,7 +79,7 @@ pub async fn run(state_dir: Option<&Path>, args: &DownArgs) -> Result<()> {
     } else {
         cleanup::Mode::Down
     };
-    clean_network(&docker, mode, &say).await?;
+    clean_network(mode, &say).await?;
 
     if args.purge {
         remove_kubeconfig_context(&layout, &say)?;
@@ -89,6 +89,12 @@ pub async fn run(state_dir: Option<&Path>, args: &DownArgs) -> Result<()> {
             "Deleted {} (certificates, etcd data, settings)",
             layout.root().display()
         ));
+        let images = docker
+            .remove_images_labelled(crate::node_image::LABEL_RECIPE)
+            .await?;
+        if !images.is_empty() {
+            say(format!("Removed the node image {}", images.join(", ")));
+        }
         let cache = Downloader::default_cache()?;
         fs::remove_tree(&cache)?;
         say(format!("Deleted {} (downloaded binaries)", cache.display()));
@@ -130,37 +136,33 @@ fn release_pod_state(layout: &Layout, say: &impl Fn(String)) -> Result<()> {
     Ok(())
 }
 
-/// Runs the clean-up script in kinit's node image (it has iptables and ip); when that
-/// image is gone, on the host itself if it has those tools (a Docker host has iptables).
-async fn clean_network(docker: &Docker, mode: cleanup::Mode, say: &impl Fn(String)) -> Result<()> {
-    let spec = cleanup::spec(mode)?;
-    let (code, output) = if docker.has_image(&spec.image).await? {
-        docker.run_to_completion(&spec).await?
-    } else if ["iptables-save", "iptables", "ip"]
+/// Runs the clean-up script on the host, with the iptables and ip the node used.
+async fn clean_network(mode: cleanup::Mode, say: &impl Fn(String)) -> Result<()> {
+    if !["iptables-save", "iptables", "ip"]
         .iter()
-        .all(|c| !fs::on_path(c).is_empty())
+        .all(|c| fs::system_tool(c).is_some())
     {
-        let out = std::process::Command::new("/bin/sh")
-            .arg("-c")
-            .arg(cleanup::script(mode)?)
-            .output()
-            .context("cannot run the network clean-up script on the host")?;
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        (i64::from(out.status.code().unwrap_or(-1)), text)
-    } else {
         if mode == cleanup::Mode::Purge {
             progress::println(&format!(
-                " ! Left iptables rules and the {} bridge alone: the image {} is gone and this host has no iptables or ip command",
+                " ! Left iptables rules and the {} bridge alone: this host has no iptables or ip command",
                 master::BRIDGE,
-                spec.image
             ));
         }
         return Ok(());
-    };
+    }
+    let out = tokio::process::Command::new("/bin/sh")
+        .env("PATH", fs::SYSTEM_PATH)
+        .arg("-c")
+        .arg(cleanup::script(mode)?)
+        .output()
+        .await
+        .context("cannot run the network clean-up script on the host")?;
+    let output = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let code = out.status.code().unwrap_or(-1);
     if code != 0 {
         bail!("cleaning up the host's network failed (exit {code}):\n{output}");
     }

@@ -4,7 +4,7 @@ use anyhow::Result;
 
 use crate::bundle;
 use crate::cli::ImagesCommand;
-use crate::components;
+
 use crate::docker::Docker;
 
 pub async fn run(cmd: &ImagesCommand) -> Result<()> {
@@ -20,7 +20,7 @@ pub async fn run(cmd: &ImagesCommand) -> Result<()> {
             }
         }
         ImagesCommand::List => {
-            for image in components::images() {
+            for image in crate::versions::Images::default().all() {
                 let state = if docker.has_image(&image).await? {
                     "present"
                 } else {

@@ -41,6 +41,19 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Man { dir: None } => clap_mangen::Man::new(Cli::command())
             .render(&mut std::io::stdout())
             .context("cannot write the man page"),
+        Command::RuntimeProxy { listen, upstream } => {
+            let clamp = crate::runtime_proxy::host_refuses_negative_oom_adj();
+            tracing::info!(
+                "serving the Docker API on {} (negative oom_score_adj {})",
+                listen.display(),
+                if clamp {
+                    "clamped to 0"
+                } else {
+                    "passed through"
+                }
+            );
+            crate::runtime_proxy::serve(&listen, &upstream, clamp).await
+        }
         Command::Man { dir: Some(dir) } => clap_mangen::generate_to(Cli::command(), &dir)
             .with_context(|| format!("cannot write the man pages into {}", dir.display())),
     }
@@ -52,6 +65,7 @@ fn version() {
     println!("etcd {}", versions::ETCD_VERSION);
     println!("coredns {}", versions::COREDNS_VERSION);
     println!("cri-dockerd {}", versions::CRI_DOCKERD_VERSION);
+    println!("cni-plugins {}", versions::CNI_PLUGINS_VERSION);
 }
 
 /// Commands that change the host need root; say so before touching anything.

@@ -12,6 +12,7 @@ use crate::fs::Lock;
 use crate::layout::{LOCK_FILE, Layout};
 use crate::progress::{self, Steps};
 use crate::steps::{self, Context};
+use crate::versions::Images;
 
 pub async fn run(
     state_dir: Option<&Path>,
@@ -33,16 +34,23 @@ pub async fn run(
             .transpose()?
             .unwrap_or_default(),
     };
-    let sources = Sources::resolve(&config, args.mirror.as_deref(), args.bundle.as_deref())?;
+    let sources = Sources::resolve(
+        &config,
+        args.mirror.as_deref(),
+        args.image_repository.as_deref(),
+        args.bundle.as_deref(),
+    )?;
     let user_kubeconfig = Some(steps::kubeconfig::resolve_target(args.kubeconfig.as_deref())?.path);
     let docker = Docker::connect().await?;
     let ctx = Context {
         layout,
         settings,
         docker,
+        images: Images::new(sources.image_repository.as_deref()),
         sources,
         bin_dir: args.bin_dir.clone(),
         user_kubeconfig,
+        node_image: Default::default(),
     };
 
     let mut steps = Steps::new();
@@ -54,6 +62,9 @@ pub async fn run(
         .await?;
     steps
         .run("Making images available", steps::images::run(&ctx))
+        .await?;
+    steps
+        .run("Assembling the node image", steps::node::run(&ctx))
         .await?;
     steps.run("Starting etcd", steps::etcd::run(&ctx)).await?;
     steps

@@ -1,13 +1,11 @@
-//! The throwaway container `kinit down` runs to clean the host's network state, with
-//! the tools of kinit's node image (iptables, ip).
+//! The script `kinit down` runs on the host to clean its network state, with the host's
+//! own iptables and ip (the node runs on the same tools).
 
 use anyhow::Result;
 use serde::Serialize;
 
 use super::master::BRIDGE;
-use crate::docker::ContainerSpec;
 use crate::manifests;
-use crate::versions;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -29,16 +27,5 @@ pub fn script(mode: Mode) -> Result<String> {
     manifests::CLEANUP.render_text(&Values {
         mode,
         bridge: BRIDGE,
-    })
-}
-
-pub fn spec(mode: Mode) -> Result<ContainerSpec> {
-    let script = script(mode)?;
-    Ok(ContainerSpec {
-        component: "cleanup".into(),
-        image: versions::node_image(),
-        entrypoint: Some(vec!["/bin/sh".into(), "-c".into(), script]),
-        capabilities: vec!["CAP_NET_ADMIN".into(), "CAP_NET_RAW".into()],
-        ..Default::default()
     })
 }

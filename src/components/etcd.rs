@@ -8,7 +8,7 @@ use crate::docker::ContainerSpec;
 use crate::layout::Layout;
 use crate::manifests;
 use crate::net::url_host;
-use crate::versions;
+use crate::versions::Images;
 
 pub const CLIENT_PORT: u16 = 2379;
 pub const PEER_PORT: u16 = 2380;
@@ -25,9 +25,9 @@ struct Values {
 }
 
 /// The `kinit-etcd` container for this cluster.
-pub fn spec(settings: &Settings, layout: &Layout) -> Result<ContainerSpec> {
+pub fn spec(settings: &Settings, layout: &Layout, images: &Images) -> Result<ContainerSpec> {
     manifests::ETCD.render(&Values {
-        image: versions::etcd_image(),
+        image: images.etcd(),
         name: settings.hostname.clone(),
         node_host: url_host(settings.node_ip),
         data_dir: layout.etcd_data().to_string_lossy().into_owned(),
@@ -54,11 +54,11 @@ mod tests {
     #[test]
     fn renders_tls_only_etcd_with_data_and_pki_mounts() {
         let layout = Layout::new("/var/lib/kinit");
-        let spec = spec(&settings("10.0.2.15"), &layout).unwrap();
+        let spec = spec(&settings("10.0.2.15"), &layout, &Images::default()).unwrap();
         assert_eq!(spec.container_name(), "kinit-etcd");
         assert_eq!(
             spec.image,
-            format!("registry.k8s.io/etcd:{}", versions::ETCD_IMAGE_TAG)
+            format!("registry.k8s.io/etcd:{}", crate::versions::ETCD_IMAGE_TAG)
         );
         let args = spec.args.join(" ");
         for expected in [
@@ -79,7 +79,7 @@ mod tests {
     #[test]
     fn ipv6_node_addresses_are_bracketed_and_odd_paths_survive() {
         let layout = Layout::new("/srv/my state: \"x\"");
-        let spec = spec(&settings("fd00::15"), &layout).unwrap();
+        let spec = spec(&settings("fd00::15"), &layout, &Images::default()).unwrap();
         assert!(
             spec.args
                 .iter()

@@ -14,7 +14,7 @@ use crate::fs::Mode;
 use crate::layout::Layout;
 use crate::manifests::{self, Manifest};
 use crate::net::url_host;
-use crate::versions;
+use crate::versions::Images;
 
 /// The Linux bridge pods attach to, in the host's network namespace.
 pub const BRIDGE: &str = "cni0";
@@ -51,6 +51,7 @@ struct Values {
     docker_socket: String,
     docker_containers: String,
     resolv_conf: String,
+    host_system_paths: Vec<String>,
     optional_host_paths: Vec<String>,
     node_ip: String,
     /// The node IP as it appears in a URL (IPv6 in brackets).
@@ -80,6 +81,7 @@ struct Values {
     scheduler_kubeconfig: String,
     authentication_config: String,
     cri_socket: String,
+    docker_proxy_socket: &'static str,
     cri_dockerd_dir: String,
     cni_conf_dir: String,
     cni_cache_dir: String,
@@ -98,14 +100,23 @@ pub struct Host {
     pub engine: EngineInfo,
     /// The resolv.conf pods inherit through CoreDNS (never a loopback stub resolver).
     pub resolv_conf: PathBuf,
-    /// Host paths mounted read-only when they exist (/etc/machine-id, /lib/modules, and
-    /// systemd's sockets when Docker uses the systemd cgroup driver).
+    /// The host's system directories the node's tools come from, those that exist.
+    pub system_paths: Vec<String>,
+    /// Host paths mounted read-only when they exist (systemd's sockets when Docker uses
+    /// the systemd cgroup driver).
     pub optional_paths: Vec<String>,
 }
 
+/// The host directories holding the node's tools and their libraries and configuration
+/// (`/etc/alternatives` picks iptables' backend). On merged-/usr hosts /bin and friends
+/// are links into /usr, and mounting them gives the same directories twice: harmless.
+const SYSTEM_PATHS: [&str; 8] = [
+    "/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc",
+];
+
 impl Host {
     pub fn probe(engine: EngineInfo) -> Self {
-        let mut candidates = vec!["/etc/machine-id", "/lib/modules"];
+        let mut candidates = vec![];
         if engine.cgroup_driver == "systemd" {
             // The kubelet creates its cgroups as systemd slices over D-Bus.
             candidates.extend(["/run/systemd", "/run/dbus"]);
@@ -113,6 +124,11 @@ impl Host {
         Self {
             engine,
             resolv_conf: upstream_resolv_conf(),
+            system_paths: SYSTEM_PATHS
+                .into_iter()
+                .filter(|p| Path::new(p).exists())
+                .map(String::from)
+                .collect(),
             optional_paths: candidates
                 .into_iter()
                 .filter(|p| Path::new(p).exists())
@@ -126,16 +142,24 @@ fn path(p: PathBuf) -> String {
     p.to_string_lossy().into_owned()
 }
 
-pub fn render(settings: &Settings, layout: &Layout, host: &Host, verbosity: u8) -> Result<Master> {
+pub fn render(
+    settings: &Settings,
+    layout: &Layout,
+    host: &Host,
+    images: &Images,
+    node_image: &str,
+    verbosity: u8,
+) -> Result<Master> {
     let config = layout.config();
     let cni = layout.cni();
     let values = Values {
-        image: versions::node_image(),
+        image: node_image.to_string(),
         state_dir: path(layout.root().to_path_buf()),
         entrypoint: path(config.join("master-entrypoint.sh")),
         docker_socket: Docker::socket_path(),
         docker_containers: format!("{}/containers", host.engine.root_dir),
         resolv_conf: path(host.resolv_conf.clone()),
+        host_system_paths: host.system_paths.clone(),
         optional_host_paths: host.optional_paths.clone(),
         node_ip: settings.node_ip.to_string(),
         node_host: url_host(settings.node_ip),
@@ -150,10 +174,10 @@ pub fn render(settings: &Settings, layout: &Layout, host: &Host, verbosity: u8) 
         cgroup_driver: host.engine.cgroup_driver.clone(),
         cgroup_root: CGROUP_ROOT,
         bridge: BRIDGE,
-        pause_image: versions::pause_image(),
-        apiserver_image: versions::kube_image("kube-apiserver"),
-        controller_manager_image: versions::kube_image("kube-controller-manager"),
-        scheduler_image: versions::kube_image("kube-scheduler"),
+        pause_image: images.pause(),
+        apiserver_image: images.kube("kube-apiserver"),
+        controller_manager_image: images.kube("kube-controller-manager"),
+        scheduler_image: images.kube("kube-scheduler"),
         pki_dir: path(layout.pki()),
         static_pods_dir: path(layout.static_pods()),
         kubelet_dir: path(layout.kubelet()),
@@ -165,6 +189,7 @@ pub fn render(settings: &Settings, layout: &Layout, host: &Host, verbosity: u8) 
         authentication_config: path(config.join("authentication.yaml")),
         // Inside the container only; the kubelet is its one client.
         cri_socket: "/run/kinit-cri-dockerd.sock".into(),
+        docker_proxy_socket: "/run/kinit-docker.sock",
         cri_dockerd_dir: path(layout.cri_dockerd()),
         cni_conf_dir: path(cni.join("net.d")),
         cni_cache_dir: path(cni.join("cache")),
@@ -262,13 +287,22 @@ mod tests {
                 root_dir: "/var/lib/docker".into(),
             },
             resolv_conf: "/etc/resolv.conf".into(),
-            optional_paths: vec!["/lib/modules".into()],
+            system_paths: vec!["/usr".into(), "/etc".into()],
+            optional_paths: vec![],
         }
     }
 
     fn rendered() -> Master {
         let layout = Layout::new("/var/lib/kinit");
-        render(&cluster::test_settings(), &layout, &host(), 2).unwrap()
+        render(
+            &cluster::test_settings(),
+            &layout,
+            &host(),
+            &Images::default(),
+            "kinit/node:test",
+            2,
+        )
+        .unwrap()
     }
 
     fn contents(m: &Master, name: &str) -> String {
@@ -299,7 +333,10 @@ mod tests {
                 .iter()
                 .any(|b| b.host == "/var/lib/docker/containers" && !b.read_only)
         );
-        assert!(spec.binds.iter().any(|b| b.host == "/lib/modules"));
+        assert_eq!(spec.image, "kinit/node:test");
+        let usr = spec.binds.iter().find(|b| b.host == "/usr").unwrap();
+        assert!(usr.read_only && usr.container == "/usr");
+        assert!(spec.binds.iter().any(|b| b.host == "/etc" && b.read_only));
     }
 
     #[test]
@@ -342,7 +379,15 @@ mod tests {
     #[test]
     fn the_entrypoint_quotes_every_path() {
         let layout = Layout::new("/srv/it's mine");
-        let m = render(&cluster::test_settings(), &layout, &host(), 2).unwrap();
+        let m = render(
+            &cluster::test_settings(),
+            &layout,
+            &host(),
+            &Images::default(),
+            "kinit/node:test",
+            2,
+        )
+        .unwrap();
         let script = contents(&m, "master-entrypoint.sh");
         assert!(
             script.contains(r"--root-dir='/srv/it'\''s mine/kubelet'"),

@@ -11,7 +11,7 @@ use crate::docker::ContainerSpec;
 use crate::fs::Mode;
 use crate::layout::Layout;
 use crate::manifests;
-use crate::versions;
+use crate::versions::Images;
 
 /// kube-proxy's health endpoint: 200 once it has programmed the rules.
 pub const HEALTHZ: &str = "http://127.0.0.1:10256/healthz";
@@ -31,10 +31,10 @@ pub struct Proxy {
     pub config: File,
 }
 
-pub fn render(settings: &Settings, layout: &Layout) -> Result<Proxy> {
+pub fn render(settings: &Settings, layout: &Layout, images: &Images) -> Result<Proxy> {
     let config = layout.config().join("kube-proxy.yaml");
     let values = Values {
-        image: versions::kube_image("kube-proxy"),
+        image: images.kube("kube-proxy"),
         config: config.to_string_lossy().into_owned(),
         kubeconfig: layout
             .kubeconfig("kube-proxy.conf")
@@ -61,7 +61,12 @@ mod tests {
     #[test]
     fn kube_proxy_runs_iptables_mode_without_touching_host_sysctls() {
         let layout = Layout::new("/var/lib/kinit");
-        let p = render(&crate::cluster::test_settings(), &layout).unwrap();
+        let p = render(
+            &crate::cluster::test_settings(),
+            &layout,
+            &Images::default(),
+        )
+        .unwrap();
         assert_eq!(p.spec.container_name(), "kinit-proxy");
         assert!(!p.spec.privileged);
         assert_eq!(p.spec.capabilities, ["CAP_NET_ADMIN", "CAP_NET_RAW"]);

@@ -8,7 +8,6 @@ use super::Context;
 use crate::kubernetes::Kube;
 use crate::manifests;
 use crate::progress::Outcome;
-use crate::versions;
 
 #[derive(Serialize)]
 struct Values {
@@ -20,7 +19,7 @@ struct Values {
 pub async fn run(ctx: &Context) -> Result<Outcome> {
     let kube = Kube::connect(&ctx.layout.kubeconfig("admin.conf")).await?;
     let values = Values {
-        image: versions::coredns_image(),
+        image: ctx.images.coredns(),
         dns_ip: ctx.settings.dns_service_ip().to_string(),
         dns_domain: ctx.settings.dns_domain.clone(),
     };

@@ -14,7 +14,7 @@ use crate::{fs, health};
 const READY_TIMEOUT: Duration = Duration::from_secs(90);
 
 pub async fn run(ctx: &Context) -> Result<Outcome> {
-    let spec = etcd::spec(&ctx.settings, &ctx.layout)?;
+    let spec = etcd::spec(&ctx.settings, &ctx.layout, &ctx.images)?;
     // The images step before this one has made the image present.
     fs::ensure_private_dir(&ctx.layout.etcd_data())?;
     let applied = ctx.docker.apply(&spec).await?;

@@ -5,7 +5,6 @@ use anyhow::Result;
 
 use super::Context;
 use crate::bundle;
-use crate::components;
 use crate::docker::ImageSource;
 use crate::progress::Outcome;
 
@@ -17,7 +16,7 @@ pub async fn run(ctx: &Context) -> Result<Outcome> {
             .loaded
             .len();
     }
-    let images = components::images();
+    let images = ctx.images.all();
     let mut pulled = 0;
     for image in &images {
         if ctx.docker.ensure_image(image).await? == ImageSource::Pulled {

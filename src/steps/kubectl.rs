@@ -8,8 +8,9 @@ use anyhow::Result;
 use serde::Deserialize;
 
 use super::Context;
-use crate::download::{Downloader, Fetched};
+use crate::download::Downloader;
 use crate::progress::Outcome;
+use crate::release::Artifact;
 use crate::{fs, versions};
 
 pub async fn run(ctx: &Context) -> Result<Outcome> {
@@ -28,21 +29,13 @@ pub async fn run(ctx: &Context) -> Result<Outcome> {
         }
     }
 
-    let rel = format!(
-        "release/{}/bin/linux/{}/kubectl",
-        versions::KUBERNETES_VERSION,
-        arch()
-    );
-    let downloader = Downloader::new(&ctx.sources.mirror, &Downloader::default_cache()?);
-    let (cached, how) = downloader.fetch(&rel).await?;
-    fs::install_file(&cached, &target, fs::Mode::Executable)?;
-    let from = match how {
-        Fetched::Cached => "cache".to_string(),
-        Fetched::Downloaded => ctx.sources.mirror.clone(),
-    };
+    let artifact = Artifact::kubectl(versions::KUBERNETES_VERSION);
+    let downloader = Downloader::new(ctx.sources.mirror.as_deref(), &Downloader::default_cache()?);
+    let download = downloader.fetch(&artifact).await?;
+    fs::install_file(&download.path, &target, fs::Mode::Executable)?;
     Ok(Outcome::Done(format!(
-        "kubectl {} installed in {} (from {from})",
-        versions::KUBERNETES_VERSION,
+        "{} installed in {}",
+        download.describe(&format!("kubectl {}", versions::KUBERNETES_VERSION)),
         ctx.bin_dir.display()
     )))
 }
@@ -50,15 +43,6 @@ pub async fn run(ctx: &Context) -> Result<Outcome> {
 /// `v1.36.3` → `v1.36`.
 fn minor(version: &str) -> String {
     version.splitn(3, '.').take(2).collect::<Vec<_>>().join(".")
-}
-
-/// Kubernetes' name for this machine's architecture.
-fn arch() -> &'static str {
-    match std::env::consts::ARCH {
-        "x86_64" => "amd64",
-        "aarch64" => "arm64",
-        other => other,
-    }
 }
 
 /// The client version a kubectl binary reports, or `None` when it does not run.

@@ -19,7 +19,14 @@ const KUBELET_VERBOSITY: u8 = 2;
 
 pub async fn run(ctx: &Context) -> Result<Outcome> {
     let host = Host::probe(ctx.docker.engine_info().await?);
-    let mut rendered = master::render(&ctx.settings, &ctx.layout, &host, KUBELET_VERBOSITY)?;
+    let mut rendered = master::render(
+        &ctx.settings,
+        &ctx.layout,
+        &host,
+        &ctx.images,
+        ctx.node_image()?,
+        KUBELET_VERBOSITY,
+    )?;
     for dir in [
         ctx.layout.static_pods(),
         ctx.layout.kubelet(),

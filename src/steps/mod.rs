@@ -7,12 +7,14 @@ pub mod images;
 pub mod kubeconfig;
 pub mod kubectl;
 pub mod master;
+pub mod node;
 pub mod pki;
 pub mod preflight;
 pub mod proxy;
 pub mod ready;
 
 use std::path::PathBuf;
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use anyhow::{Result, anyhow};
@@ -21,6 +23,7 @@ use crate::cluster::Settings;
 use crate::config::Sources;
 use crate::docker::Docker;
 use crate::layout::Layout;
+use crate::versions::Images;
 
 /// What every step works with.
 pub struct Context {
@@ -28,10 +31,24 @@ pub struct Context {
     pub settings: Settings,
     pub docker: Docker,
     pub sources: Sources,
+    /// The upstream images, under the repository the sources name.
+    pub images: Images,
     /// Where kubectl is installed.
     pub bin_dir: PathBuf,
     /// The user kubeconfig the cluster is merged into.
     pub user_kubeconfig: Option<PathBuf>,
+    /// The node image the master runs, set by the [`node`] step.
+    pub node_image: OnceLock<String>,
+}
+
+impl Context {
+    /// The node image the [`node`] step made present.
+    pub fn node_image(&self) -> Result<&str> {
+        self.node_image
+            .get()
+            .map(String::as_str)
+            .ok_or_else(|| anyhow!("the node image step has not run"))
+    }
 }
 
 /// Polls `check` every half second until it returns `Ok(true)` or `timeout` passes; the

@@ -28,6 +28,28 @@ const PORTS: &[(u16, &str, &str)] = &[
     (10256, "kube-proxy's health check", "proxy"),
 ];
 
+/// The host tools the node runs (its container mounts the host's system directories),
+/// the Debian/Ubuntu package that provides each, and whether a cluster works without it.
+const HOST_TOOLS: &[(&str, &str, Need)] = &[
+    ("sh", "dash", Need::Required),
+    ("mkdir", "coreutils", Need::Required),
+    ("mount", "mount", Need::Required),
+    ("umount", "mount", Need::Required),
+    ("nsenter", "util-linux", Need::Required),
+    ("iptables", "iptables", Need::Required),
+    ("iptables-save", "iptables", Need::Required),
+    ("iptables-restore", "iptables", Need::Required),
+    ("ip", "iproute2", Need::Required),
+    ("socat", "socat", Need::PortForward),
+];
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Need {
+    Required,
+    /// Only `kubectl port-forward` uses it (cri-dockerd runs socat in the pod's network).
+    PortForward,
+}
+
 /// Kernel settings Kubernetes networking needs: routing between pods and the outside, and
 /// bridged pod traffic passing through iptables so Service rules apply to it.
 const SYSCTLS: &[(&str, &str)] = &[
@@ -45,6 +67,7 @@ pub async fn run(ctx: &Context) -> Result<Outcome> {
         .filter(|c| c.running || c.status == "restarting")
         .filter_map(|c| c.component)
         .collect();
+    let missing_optional = check_host_tools(HOST_TOOLS, |t| crate::fs::system_tool(t).is_some())?;
     check_node_ip(ctx.settings.node_ip)?;
     check_ports(PORTS, &running)?;
     check_foreign_pods(ctx).await?;
@@ -75,16 +98,60 @@ pub async fn run(ctx: &Context) -> Result<Outcome> {
     } else {
         ""
     };
-    let found = format!(
+    let mut found = format!(
         "Docker {}, cgroup {host_cgroup} with the {} driver{swap}",
         engine.version, engine.cgroup_driver
     );
+    if !missing_optional.is_empty() {
+        found.push_str(&format!(
+            "; `kubectl port-forward` needs {} (apt-get install {})",
+            missing_optional.join(", "),
+            missing_optional.join(" ")
+        ));
+    }
     // A run that only changed the host is not "nothing to do".
     Ok(if changed.is_empty() {
         Outcome::Checked(found)
     } else {
         Outcome::Done(format!("{found}; set {}", changed.join(", ")))
     })
+}
+
+/// Fails naming every missing required tool with its package, all at once; returns the
+/// packages of missing optional ones.
+fn check_host_tools(
+    tools: &[(&str, &str, Need)],
+    present: impl Fn(&str) -> bool,
+) -> Result<Vec<String>> {
+    let mut required = Vec::new();
+    let mut optional = Vec::new();
+    for (tool, package, need) in tools {
+        if present(tool) {
+            continue;
+        }
+        let list = match need {
+            Need::Required => &mut required,
+            Need::PortForward => &mut optional,
+        };
+        list.push((tool.to_string(), package.to_string()));
+    }
+    if !required.is_empty() {
+        let tools: Vec<String> = required
+            .iter()
+            .map(|(t, p)| format!("{t} (package {p})"))
+            .collect();
+        let mut packages: Vec<&str> = required.iter().map(|(_, p)| p.as_str()).collect();
+        packages.dedup();
+        bail!(
+            "the node runs on this host's own tools, and some are missing: {}; install them \
+             (sudo apt-get install {}) and run `kinit up` again",
+            tools.join(", "),
+            packages.join(" ")
+        );
+    }
+    let mut packages: Vec<String> = optional.into_iter().map(|(_, p)| p).collect();
+    packages.dedup();
+    Ok(packages)
 }
 
 /// Two kubelets on one Docker engine kill each other's pods (each takes the other's for
@@ -223,6 +290,26 @@ fn check_disk(state_dir: &Path) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn missing_host_tools_are_named_with_their_packages() {
+        let none_missing = check_host_tools(HOST_TOOLS, |_| true).unwrap();
+        assert!(none_missing.is_empty());
+        let err = check_host_tools(HOST_TOOLS, |t| !matches!(t, "nsenter" | "ip" | "socat"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("nsenter (package util-linux), ip (package iproute2)"),
+            "{err}"
+        );
+        assert!(
+            err.contains("apt-get install util-linux iproute2)"),
+            "{err}"
+        );
+        assert!(!err.contains("socat"), "{err}");
+        let optional = check_host_tools(HOST_TOOLS, |t| t != "socat").unwrap();
+        assert_eq!(optional, ["socat"]);
+    }
 
     #[test]
     fn a_taken_port_is_named_with_its_process_unless_kinit_holds_it() {

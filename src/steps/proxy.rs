@@ -14,7 +14,7 @@ use crate::{fs, health};
 const READY_TIMEOUT: Duration = Duration::from_secs(120);
 
 pub async fn run(ctx: &Context) -> Result<Outcome> {
-    let rendered = proxy::render(&ctx.settings, &ctx.layout)?;
+    let rendered = proxy::render(&ctx.settings, &ctx.layout, &ctx.images)?;
     fs::write_if_changed(
         &rendered.config.path,
         rendered.config.contents.as_bytes(),
