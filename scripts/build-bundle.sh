@@ -1,16 +1,20 @@
 #!/usr/bin/env bash
-# build-bundle.sh — build kinit's offline bundle (binaries + image archives) from upstream sources.
+# build-bundle.sh — build kinit's offline bundle (an upstream-layout mirror + image archives) from upstream sources.
 #
 #   scripts/build-bundle.sh [--only COMPONENT[,COMPONENT...]] [KUBE_VERSION] OUT_DIR
 #
-# Components: etcd kubernetes cri-dockerd coredns cni pause workloads node (default: all).
+# Components: etcd kubernetes cri-dockerd coredns cni pause workloads registry (default: all).
 #
 # Why this exists: the test machines reach no container registry and no upstream download
 # server, only the Go module proxy and Debian's packages. So we build the real upstream
 # programs from their Go modules at the versions pinned in scripts/versions.env, wrap them
 # in images with `docker import` under their exact upstream names (so kinit's normal
-# "image already present" path is what the tests exercise), and lay the files out in
-# OUT_DIR like the upstream release servers (so kinit can read them via --mirror file://OUT_DIR).
+# "image already present" path is what the tests exercise), and lay the release files out in
+# OUT_DIR exactly as the upstream servers publish them (dl.k8s.io's release/ tree, the GitHub
+# release assets of cri-dockerd and the CNI plugins, as .tgz with .sha256), so kinit reads
+# OUT_DIR via --mirror file://OUT_DIR as it would read the internet, and assembles its node
+# image from those files itself. tools/ holds a registry and crane (go-containerregistry),
+# not kinit artifacts: the test bed's stand-in for a container registry on the internet.
 # See scripts/bundle/README.md for the layout and the choices made.
 #
 # Every step's output is cached under ${KINIT_BUILD_CACHE:-/var/cache/kinit-build}/<step>/<version>/
@@ -26,7 +30,7 @@ BUNDLE_DIR="$SCRIPT_DIR/bundle"
 # shellcheck source=scripts/versions.env disable=SC1091
 source "$SCRIPT_DIR/versions.env"
 
-ALL_COMPONENTS=(etcd kubernetes cri-dockerd coredns cni pause workloads node)
+ALL_COMPONENTS=(etcd kubernetes cri-dockerd coredns cni pause workloads registry)
 
 usage() {
   cat <<EOF
@@ -43,8 +47,6 @@ K8S_MAJOR=$(cut -d. -f1 <<<"${KUBERNETES_VERSION#v}")
 K8S_MINOR=$(cut -d. -f2 <<<"$KUBERNETES_VERSION")
 # PATH inside the images: distroless' default, so binaries in /usr/local/bin are found.
 IMAGE_PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
-CNI_PLUGINS=(bridge host-local loopback portmap)
-NODE_IMAGE="kinit/node:${KUBERNETES_VERSION}"
 WEB_IMAGE="kinit-examples/web:${EXAMPLE_IMAGE_TAG}"
 DB_IMAGE="kinit-examples/db:${EXAMPLE_IMAGE_TAG}"
 
@@ -253,6 +255,14 @@ export_bins() {
   done
 }
 
+# export_archive FILE DEST_DIR: a release archive plus FILE.sha256 in sha256sum format
+# ("<hex>  <name>"), as the CNI plugins' GitHub releases publish it.
+export_archive() {
+  local name; name=$(basename "$1")
+  place "$1" "$2/$name"
+  (cd "$2" && sha256sum "$name" >"$name.sha256")
+}
+
 # export_image STEP: make sure the image is in the local engine (load the cached archive if
 # the engine lost it), and put the archive in OUT_DIR/images/<ref with / and : as _>.tar.
 export_image() {
@@ -263,7 +273,7 @@ export_image() {
     docker load -q -i "$dir/image.tar" >/dev/null
   fi
   place "$dir/image.tar" "$OUT_DIR/images/$(tr '/:' '__' <<<"$ref").tar"
-  BUNDLE_IMAGES+=("$ref")
+  [[ " ${BUNDLE_IMAGES[*]} " == *" $ref "* ]] || BUNDLE_IMAGES+=("$ref")
 }
 BUNDLE_IMAGES=()
 
@@ -330,26 +340,24 @@ build_kubernetes() {
   "$out/bin/kubectl" version --client
 }
 
-# cri-dockerd: its go.mod pins Kubernetes 1.29 libraries through replace lines, which the
-# wrapper copies. Version stamping as in its Makefile (version without "v", short commit).
-# The source gets one patch (scripts/bundle/cri-dockerd-oomclamp.patch): upstream gives every
-# pod sandbox oom_score_adj -998, which a host without CAP_SYS_RESOURCE in its bounding set
-# (these test machines, LXD, some nested VMs) refuses, so no pod could start; the patch
-# clamps negative values to 0 only on such hosts and changes nothing elsewhere.
+# cri-dockerd, unpatched: its go.mod pins Kubernetes 1.29 libraries through replace lines,
+# which the wrapper copies. Version stamping as in its Makefile (version without "v", short
+# commit). Packed like its GitHub release asset: cri-dockerd/cri-dockerd in a .tgz.
 build_cri_dockerd() {
-  local out=$1 mod="github.com/Mirantis/cri-dockerd@${CRI_DOCKERD_VERSION}" commit src
+  local out=$1 mod="github.com/Mirantis/cri-dockerd@${CRI_DOCKERD_VERSION}" commit
   go_wrapper cri-dockerd
   go_copy_replaces "$mod"
-  src=$(go mod download -json "$mod" | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')
-  cp -r "$src" "$STEP_WORK/cri-dockerd-src"
-  chmod -R u+w "$STEP_WORK/cri-dockerd-src"
-  patch -d "$STEP_WORK/cri-dockerd-src" -p1 <"$BUNDLE_DIR/cri-dockerd-oomclamp.patch"
   go get "$mod"
   commit=$(go_origin "$mod" Hash)
-  go mod edit -replace "github.com/Mirantis/cri-dockerd=$STEP_WORK/cri-dockerd-src"
   go_build "$out/bin" "-X github.com/Mirantis/cri-dockerd/cmd/version.Version=${CRI_DOCKERD_VERSION#v} \
     -X github.com/Mirantis/cri-dockerd/cmd/version.GitCommit=${commit:0:7}" github.com/Mirantis/cri-dockerd
   "$out/bin/cri-dockerd" --version
+  local pack="$STEP_WORK/pack"
+  install -d -m 0755 "$pack/cri-dockerd"
+  install -m 0755 "$out/bin/cri-dockerd" "$pack/cri-dockerd/"
+  tar --sort=name --mtime=@0 --owner=0 --group=0 --numeric-owner -C "$pack" -c cri-dockerd |
+    gzip -n -9 >"$out/cri-dockerd-${CRI_DOCKERD_VERSION#v}.$GOARCH.tgz"
+  tar -tvzf "$out/cri-dockerd-${CRI_DOCKERD_VERSION#v}.$GOARCH.tgz"
 }
 
 # CoreDNS with its default plugin set (core/plugin/zplugin.go is generated upstream and part
@@ -366,6 +374,7 @@ build_coredns() {
 
 # CNI plugins from their Go module rather than Debian's containernetworking-plugins: the same
 # route as every other component, a current release (Debian 12 ships 1.1.1) and static binaries.
+# Packed like its GitHub release asset (./ and the plugins, flat), with only the four kinit uses.
 build_cni() {
   local out=$1 mod="github.com/containernetworking/plugins@${CNI_PLUGINS_VERSION}"
   go_wrapper cni
@@ -376,6 +385,12 @@ build_cni() {
     "${pkgs[@]}"
   ls -l "$out/bin"
   echo '{"cniVersion":"1.0.0"}' | CNI_COMMAND=VERSION "$out/bin/bridge"
+  local pack="$STEP_WORK/pack"
+  install -d -m 0755 "$pack"
+  install -m 0755 "$out"/bin/* "$pack/"
+  tar --sort=name --mtime=@0 --owner=0 --group=0 --numeric-owner -C "$pack" -c . |
+    gzip -n -9 >"$out/cni-plugins-linux-$GOARCH-$CNI_PLUGINS_VERSION.tgz"
+  tar -tvzf "$out/cni-plugins-linux-$GOARCH-$CNI_PLUGINS_VERSION.tgz"
 }
 
 # pause: upstream's build/pause/linux/pause.c from the k8s.io/kubernetes module, built the
@@ -486,31 +501,39 @@ image_db() {
   docker rm -f "$id" >/dev/null
 }
 
-# kinit/node: kinit's own image for the kinit-master container: kubelet and cri-dockerd in
-# /usr/local/bin, the CNI plugins in /opt/cni/bin, and from Debian what kubelet, cri-dockerd
-# and the CNI plugins call on a node: mount/umount, nsenter (util-linux), iptables (+ wrapper),
-# conntrack, socat (port-forward), ip/tc, ethtool, sysctl, modprobe, and a shell.
-# No entrypoint: kinit gives the command.
-image_node() {
-  local out=$1 r="$STEP_WORK/rootfs-node" c
-  debs_rootfs "$r" bash dash coreutils grep sed findutils util-linux mount iptables conntrack \
-    socat iproute2 ethtool kmod procps
-  ln -sf dash "$r/bin/sh"
-  ln -sf mawk "$r/usr/bin/awk"
-  base_rootfs "$r"
-  install_iptables_wrapper "$r"
-  install -m 0755 "${STEP_DIR[kubernetes]}/bin/kubelet" "${STEP_DIR[cri-dockerd]}/bin/cri-dockerd" "$r/usr/local/bin/"
-  mkdir -p "$r/opt/cni/bin" "$r/etc/cni/net.d" "$r/var/lib/kubelet" "$r/etc/kubernetes/manifests"
-  install -m 0755 "${STEP_DIR[cni]}"/bin/* "$r/opt/cni/bin/"
-  image_from_rootfs "$out" "$r" "$NODE_IMAGE" "ENV PATH=$IMAGE_PATH"
-  smoke "$NODE_IMAGE" kubelet --version
-  smoke "$NODE_IMAGE" cri-dockerd --version
-  # Each tool must start (shared libraries complete); each prints one version line.
-  # shellcheck disable=SC2016 # $c is expanded by the image's sh
-  smoke "$NODE_IMAGE" sh -c 'set -e
-    for c in mount umount nsenter findmnt iptables-nft iptables-legacy conntrack ethtool sysctl modprobe; do
-      $c --version >/tmp/v 2>&1; head -n 1 /tmp/v; done
-    ip -V; tc -V; socat -V >/tmp/v; grep version /tmp/v; ls /opt/cni/bin'
+# tools/registry and tools/crane from github.com/google/go-containerregistry: not kinit
+# artifacts but the test bed's stand-in for a registry on the internet (an in-memory
+# registry, and crane to push the bundle's image archives into it). Stamped like its
+# .goreleaser.yaml. Smoke test: serve on a free loopback port, push the pause image archive,
+# list its tags.
+build_registry() {
+  local out=$1 v=$GO_CONTAINERREGISTRY_VERSION m="github.com/google/go-containerregistry"
+  go_wrapper registry
+  go_copy_replaces "$m@$v"
+  local pkgs=("$m/cmd/registry" "$m/cmd/crane")
+  go get "${pkgs[@]/%/@$v}"
+  go_build "$out/bin" "-X $m/cmd/crane/cmd.Version=${v#v} -X $m/pkg/v1/remote/transport.Version=${v#v}" "${pkgs[@]}"
+  "$out/bin/crane" version | grep -qx "${v#v}"
+  local log="$STEP_WORK/registry.log" pid port="" tag="smoke-$PAUSE_VERSION"
+  "$out/bin/registry" -port 0 2>"$log" &
+  pid=$!
+  # shellcheck disable=SC2064 # the pid is known now
+  trap "kill $pid 2>/dev/null || true" EXIT
+  for _ in $(seq 100); do
+    port=$(sed -n 's/.* serving on port \([0-9][0-9]*\)$/\1/p' "$log")
+    [[ -z $port ]] || break
+    kill -0 "$pid" || { cat "$log"; die "registry exited"; }
+    sleep 0.1
+  done
+  [[ -n $port ]] || { cat "$log"; die "registry did not report its port"; }
+  echo "registry (pid $pid) serving on 127.0.0.1:$port"
+  "$out/bin/crane" push "${STEP_DIR[image-pause]}/image.tar" "127.0.0.1:$port/pause:$tag"
+  "$out/bin/crane" ls "127.0.0.1:$port/pause" | tee "$STEP_WORK/tags"
+  grep -qx "$tag" "$STEP_WORK/tags"
+  "$out/bin/crane" digest "127.0.0.1:$port/pause:$tag"
+  kill "$pid"; wait "$pid" || true
+  trap - EXIT
+  cat "$log"
 }
 
 # ---------------------------------------------------------------------------------------
@@ -519,7 +542,6 @@ image_node() {
 comp_etcd() {
   run_step etcd "$ETCD_VERSION" build_etcd
   run_step image-etcd "$ETCD_IMAGE_TAG" image_etcd "$(stamp_of etcd)"
-  export_bins "${STEP_DIR[etcd]}/bin" "$OUT_DIR/etcd/v$ETCD_VERSION" etcd etcdctl etcdutl
   export_image image-etcd
 }
 
@@ -536,8 +558,9 @@ comp_kubernetes() {
 }
 
 comp_cri_dockerd() {
-  run_step cri-dockerd "$CRI_DOCKERD_VERSION" build_cri_dockerd "$BUNDLE_DIR/cri-dockerd-oomclamp.patch"
-  export_bins "${STEP_DIR[cri-dockerd]}/bin" "$OUT_DIR/cri-dockerd/$CRI_DOCKERD_VERSION" cri-dockerd
+  run_step cri-dockerd "$CRI_DOCKERD_VERSION" build_cri_dockerd
+  export_archive "${STEP_DIR[cri-dockerd]}/cri-dockerd-${CRI_DOCKERD_VERSION#v}.$GOARCH.tgz" \
+    "$OUT_DIR/Mirantis/cri-dockerd/releases/download/$CRI_DOCKERD_VERSION"
 }
 
 comp_coredns() {
@@ -548,7 +571,8 @@ comp_coredns() {
 
 comp_cni() {
   run_step cni "$CNI_PLUGINS_VERSION" build_cni
-  export_bins "${STEP_DIR[cni]}/bin" "$OUT_DIR/cni-plugins/$CNI_PLUGINS_VERSION" "${CNI_PLUGINS[@]}"
+  export_archive "${STEP_DIR[cni]}/cni-plugins-linux-$GOARCH-$CNI_PLUGINS_VERSION.tgz" \
+    "$OUT_DIR/containernetworking/plugins/releases/download/$CNI_PLUGINS_VERSION"
 }
 
 comp_pause() {
@@ -564,14 +588,15 @@ comp_workloads() {
   export_image image-db
 }
 
-# kinit/node needs kubelet, cri-dockerd and the CNI plugins: build (or reuse) them first.
-comp_node() {
-  comp_kubernetes
-  comp_cri_dockerd
-  comp_cni
-  run_step image-node "$KUBERNETES_VERSION" image_node \
-    "$(stamp_of kubernetes)" "$(stamp_of cri-dockerd)" "$(stamp_of cni)" "$BUNDLE_DIR/iptables-wrapper"
-  export_image image-node
+# The registry's smoke test pushes the pause image archive: build (or reuse) it first
+# (exported only when the pause component is wanted too).
+comp_registry() {
+  run_step pause "$PAUSE_VERSION" build_pause
+  run_step image-pause "$PAUSE_VERSION" image_pause "$(stamp_of pause)"
+  run_step registry "$GO_CONTAINERREGISTRY_VERSION" build_registry "$(stamp_of image-pause)"
+  mkdir -p "$OUT_DIR/tools"
+  place "${STEP_DIR[registry]}/bin/registry" "$OUT_DIR/tools/registry"
+  place "${STEP_DIR[registry]}/bin/crane" "$OUT_DIR/tools/crane"
 }
 
 # ---------------------------------------------------------------------------------------
@@ -634,6 +659,10 @@ main() {
   fi
   WORK=$(mktemp -d "$CACHE/work.XXXXXX")
   trap 'rm -rf "$WORK"' EXIT
+
+  # What earlier versions of this script wrote and this one no longer does (kinit/node is
+  # assembled by kinit now; binaries are laid out as the upstream release servers do).
+  rm -rf "$OUT_DIR"/{cri-dockerd,cni-plugins,etcd} "$OUT_DIR"/images/kinit_node_*.tar
 
   T_START=$SECONDS
   SUMMARY=()                 # "step|version|built/cached|seconds"

@@ -7,7 +7,7 @@ use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
 use ipnet::IpNet;
 
 use crate::socks::policy;
-use crate::{cluster, config};
+use crate::{cluster, config, versions};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -128,6 +128,11 @@ pub struct ClusterArgs {
     /// The range pod IPs come from; the node gets its first /24 [default: 10.244.0.0/16].
     #[arg(long, value_name = "CIDR", value_parser = cluster::parse_pod_cidr)]
     pub pod_cidr: Option<IpNet>,
+
+    /// The Kubernetes version of a new cluster: the pinned one or the previous minor's
+    /// (`kinit version` lists them) [default: from the config file, else the newest].
+    #[arg(long, value_name = "VERSION", value_parser = versions::parse_kubernetes_version)]
+    pub kubernetes_version: Option<String>,
 }
 
 #[derive(Debug, Args)]

@@ -9,6 +9,7 @@ use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
 use crate::cli::ClusterArgs;
+use crate::versions::Release;
 use crate::{fs, net};
 
 pub const DEFAULT_SERVICE_CIDR: &str = "10.96.0.0/12";
@@ -30,6 +31,14 @@ pub struct Settings {
     /// Clusters made before the pod range was a setting used the default.
     #[serde(default = "default_pod_cidr")]
     pub pod_cidr: IpNet,
+    /// The Kubernetes version the cluster runs; clusters made before it was a setting ran
+    /// v1.36.3.
+    #[serde(default = "first_kubernetes_version")]
+    pub kubernetes_version: String,
+}
+
+fn first_kubernetes_version() -> String {
+    "v1.36.3".to_string()
 }
 
 fn default_pod_cidr() -> IpNet {
@@ -63,6 +72,10 @@ impl Settings {
             service_cidr,
             dns_domain,
             pod_cidr: args.pod_cidr.unwrap_or_else(default_pod_cidr),
+            kubernetes_version: args
+                .kubernetes_version
+                .clone()
+                .unwrap_or_else(|| Release::default().kubernetes.to_string()),
         };
         settings.check_ranges()?;
         Ok(settings)
@@ -94,6 +107,16 @@ impl Settings {
         if args.pod_cidr.is_some_and(|c| c != saved.pod_cidr) {
             conflicts.push(format!("--pod-cidr (cluster has {})", saved.pod_cidr));
         }
+        if let Some(wanted) = &args.kubernetes_version
+            && *wanted != saved.kubernetes_version
+        {
+            bail!(
+                "the existing cluster runs Kubernetes {} and kinit does not change the version of \
+                 a cluster (upgrades are not supported); leave out --kubernetes-version {wanted} \
+                 (and kubernetesVersion in the config file), or run `kinit down --purge` to start a new cluster",
+                saved.kubernetes_version
+            );
+        }
         if !conflicts.is_empty() {
             bail!(
                 "the existing cluster was created with other settings: {}; \
@@ -102,6 +125,11 @@ impl Settings {
             );
         }
         Ok(saved)
+    }
+
+    /// The Kubernetes release the cluster runs (validated when the settings were made or read).
+    pub fn release(&self) -> Release {
+        Release::find(&self.kubernetes_version).unwrap_or_default()
     }
 
     /// The first address of the Service range, which the `kubernetes` Service takes.
@@ -184,6 +212,7 @@ impl Settings {
         parse_service_cidr(&self.service_cidr.to_string()).map_err(anyhow::Error::msg)?;
         parse_dns_domain(&self.dns_domain).map_err(anyhow::Error::msg)?;
         parse_pod_cidr(&self.pod_cidr.to_string()).map_err(anyhow::Error::msg)?;
+        Release::find(&self.kubernetes_version).map_err(anyhow::Error::msg)?;
         self.check_ranges()
     }
 }
@@ -299,6 +328,7 @@ pub fn test_settings() -> Settings {
         service_cidr: "10.96.0.0/12".parse().expect("valid CIDR"),
         dns_domain: "cluster.local".into(),
         pod_cidr: DEFAULT_POD_CIDR.parse().expect("valid CIDR"),
+        kubernetes_version: Release::default().kubernetes.to_string(),
     }
 }
 
@@ -410,6 +440,49 @@ mod tests {
             err.contains("--service-cidr (cluster has 10.96.0.0/12)"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn the_kubernetes_version_of_a_cluster_never_changes() {
+        let previous = crate::versions::SUPPORTED[1].kubernetes;
+        let new = Settings::from_args(&ClusterArgs {
+            node_ip: Some("10.0.2.15".parse().unwrap()),
+            hostname: Some("kinit-test".into()),
+            kubernetes_version: Some(previous.into()),
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(new.release(), crate::versions::SUPPORTED[1]);
+        let same = ClusterArgs {
+            kubernetes_version: Some(previous.into()),
+            ..Default::default()
+        };
+        assert_eq!(Settings::reconcile(new.clone(), &same).unwrap(), new);
+        let err = Settings::reconcile(
+            new,
+            &ClusterArgs {
+                kubernetes_version: Some(Release::default().kubernetes.into()),
+                ..Default::default()
+            },
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains(&format!("runs Kubernetes {previous}")),
+            "{err}"
+        );
+        assert!(err.contains("upgrades are not supported"), "{err}");
+
+        // A state file from before the version was a setting ran v1.36.3.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cluster.yaml");
+        std::fs::write(
+            &path,
+            "nodeIp: 10.0.2.15\nhostname: old\nserviceCidr: 10.96.0.0/12\ndnsDomain: cluster.local\n",
+        )
+        .unwrap();
+        let old = Settings::load(&path).unwrap().unwrap();
+        assert_eq!(old.kubernetes_version, "v1.36.3");
     }
 
     #[test]

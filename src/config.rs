@@ -5,6 +5,7 @@
 //! # /etc/kinit/config.yaml (root) or ~/.config/kinit/config.yaml
 //! mirror: file:///srv/kinit-bundle      # or http://mirror.example/k8s
 //! imageRepository: registry.example:5000/k8s   # instead of registry.k8s.io
+//! kubernetesVersion: v1.35.4            # for new clusters; `kinit version` lists them
 //! bundle: /srv/kinit-bundle             # image archives to load when missing
 //! ```
 
@@ -27,6 +28,9 @@ pub struct Config {
     /// An offline bundle directory whose image archives are loaded when missing.
     #[serde(default)]
     pub bundle: Option<PathBuf>,
+    /// The Kubernetes version of a new cluster (`--kubernetes-version`).
+    #[serde(default, deserialize_with = "kubernetes_version")]
+    pub kubernetes_version: Option<String>,
 }
 
 impl Config {
@@ -86,6 +90,12 @@ pub fn parse_image_repository(s: &str) -> Result<String, String> {
 fn image_repository<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
     let raw: Option<String> = Option::deserialize(d)?;
     raw.map(|s| parse_image_repository(&s).map_err(serde::de::Error::custom))
+        .transpose()
+}
+
+fn kubernetes_version<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    let raw: Option<String> = Option::deserialize(d)?;
+    raw.map(|s| crate::versions::parse_kubernetes_version(&s).map_err(serde::de::Error::custom))
         .transpose()
 }
 
@@ -203,6 +213,7 @@ mod tests {
             mirror: Some("http://config.example".into()),
             image_repository: Some("mirror.example/k8s".into()),
             bundle: None,
+            kubernetes_version: None,
         };
         let s = Sources::resolve(&config, Some("http://flag.example"), None, None).unwrap();
         assert_eq!(s.mirror.as_deref(), Some("http://flag.example"));

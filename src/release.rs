@@ -103,10 +103,10 @@ impl Artifact {
     }
 }
 
-/// The files a node of the pinned Kubernetes version is assembled from.
-pub fn node_artifacts() -> NodeArtifacts {
+/// The files a node of `kubernetes` is assembled from.
+pub fn node_artifacts(kubernetes: &str) -> NodeArtifacts {
     NodeArtifacts {
-        kubelet: Artifact::kubelet(versions::KUBERNETES_VERSION),
+        kubelet: Artifact::kubelet(kubernetes),
         cri_dockerd: Artifact::cri_dockerd(versions::CRI_DOCKERD_VERSION),
         cni_plugins: Artifact::cni_plugins(versions::CNI_PLUGINS_VERSION),
     }

@@ -342,6 +342,24 @@ fn bad_input_fails_with_one_clear_line_and_changes_nothing() {
             "has no image \"redis\"",
         ),
         (vec!["--state-dir", d, "kubeconfig"], "no cluster in"),
+        (
+            vec!["--state-dir", d, "up", "--kubernetes-version", "v1.20.0"],
+            "Kubernetes 'v1.20.0' is not supported by this kinit; supported: v1.",
+        ),
+        (
+            vec![
+                "--state-dir",
+                d,
+                "up",
+                "--image-repository",
+                "https://r.example",
+            ],
+            "is not an image repository",
+        ),
+        (
+            vec!["--state-dir", d, "up", "--mirror", "/srv/mirror"],
+            "is not a mirror URL",
+        ),
     ];
     for (args, expected) in cases {
         let out = kinit(&args);

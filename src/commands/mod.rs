@@ -61,9 +61,13 @@ pub async fn run(cli: Cli) -> Result<()> {
 
 fn version() {
     println!("kinit {}", env!("CARGO_PKG_VERSION"));
-    println!("kubernetes {}", versions::KUBERNETES_VERSION);
-    println!("etcd {}", versions::ETCD_VERSION);
-    println!("coredns {}", versions::COREDNS_VERSION);
+    for (i, release) in versions::SUPPORTED.iter().enumerate() {
+        let default = if i == 0 { " (default)" } else { "" };
+        println!(
+            "kubernetes {}{default}: etcd {}, coredns {}, pause {}",
+            release.kubernetes, release.etcd, release.coredns, release.pause
+        );
+    }
     println!("cri-dockerd {}", versions::CRI_DOCKERD_VERSION);
     println!("cni-plugins {}", versions::CNI_PLUGINS_VERSION);
 }

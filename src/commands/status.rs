@@ -15,7 +15,6 @@ use crate::health;
 use crate::kubernetes::Kube;
 use crate::layout::Layout;
 use crate::socks::detach;
-use crate::versions;
 
 const CHECK_TIMEOUT: Duration = Duration::from_secs(3);
 
@@ -165,6 +164,7 @@ pub async fn run(state_dir: Option<&Path>, args: &StatusArgs) -> Result<()> {
         Some(k) => k.server_version().await.ok(),
         None => None,
     };
+    let release = cluster.as_ref().map(Settings::release).unwrap_or_default();
     let status = Status {
         state_dir: layout.root().display().to_string(),
         api_endpoint: cluster.as_ref().map(Settings::api_server_url),
@@ -172,9 +172,9 @@ pub async fn run(state_dir: Option<&Path>, args: &StatusArgs) -> Result<()> {
         docker: docker.engine_info().await?,
         versions: Versions {
             kinit: env!("CARGO_PKG_VERSION").into(),
-            kubernetes: versions::KUBERNETES_VERSION.into(),
-            etcd: versions::ETCD_VERSION.into(),
-            coredns: versions::COREDNS_VERSION.into(),
+            kubernetes: release.kubernetes.into(),
+            etcd: release.etcd.into(),
+            coredns: release.coredns.into(),
             api_server,
         },
         node,

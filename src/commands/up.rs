@@ -23,16 +23,20 @@ pub async fn run(
     super::require_root("up")?;
     let layout = Layout::resolve(state_dir)?;
     let _lock = Lock::acquire(Path::new(LOCK_FILE))?;
-    let settings = match Settings::load(&layout.settings_file())? {
-        Some(saved) => Settings::reconcile(saved, &args.cluster)?,
-        None => Settings::from_args(&args.cluster)?,
-    };
     let config = match config_path {
         Some(path) => Config::load(path)?,
         None => Config::default_path()
             .map(|p| Config::load(&p))
             .transpose()?
             .unwrap_or_default(),
+    };
+    let mut cluster_args = args.cluster.clone();
+    if cluster_args.kubernetes_version.is_none() {
+        cluster_args.kubernetes_version = config.kubernetes_version.clone();
+    }
+    let settings = match Settings::load(&layout.settings_file())? {
+        Some(saved) => Settings::reconcile(saved, &cluster_args)?,
+        None => Settings::from_args(&cluster_args)?,
     };
     let sources = Sources::resolve(
         &config,
@@ -42,11 +46,12 @@ pub async fn run(
     )?;
     let user_kubeconfig = Some(steps::kubeconfig::resolve_target(args.kubeconfig.as_deref())?.path);
     let docker = Docker::connect().await?;
+    let images = Images::new(sources.image_repository.as_deref(), settings.release());
     let ctx = Context {
         layout,
         settings,
         docker,
-        images: Images::new(sources.image_repository.as_deref()),
+        images,
         sources,
         bin_dir: args.bin_dir.clone(),
         user_kubeconfig,
@@ -100,7 +105,7 @@ pub async fn run(
     say(&format!(
         "Cluster \"kinit\" is ready in {}: Kubernetes {} at {}.",
         steps.elapsed(),
-        crate::versions::KUBERNETES_VERSION,
+        ctx.settings.kubernetes_version,
         ctx.settings.api_server_url()
     ));
     say("Next:");

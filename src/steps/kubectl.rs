@@ -9,12 +9,14 @@ use serde::Deserialize;
 
 use super::Context;
 use crate::download::Downloader;
+use crate::fs;
 use crate::progress::Outcome;
 use crate::release::Artifact;
-use crate::{fs, versions};
+use crate::versions::minor;
 
 pub async fn run(ctx: &Context) -> Result<Outcome> {
-    let wanted = minor(versions::KUBERNETES_VERSION);
+    let release = ctx.settings.release();
+    let wanted = release.minor();
     let target = ctx.bin_dir.join("kubectl");
     let mut candidates = fs::on_path("kubectl");
     candidates.push(target.clone());
@@ -29,20 +31,15 @@ pub async fn run(ctx: &Context) -> Result<Outcome> {
         }
     }
 
-    let artifact = Artifact::kubectl(versions::KUBERNETES_VERSION);
+    let artifact = Artifact::kubectl(release.kubernetes);
     let downloader = Downloader::new(ctx.sources.mirror.as_deref(), &Downloader::default_cache()?);
     let download = downloader.fetch(&artifact).await?;
     fs::install_file(&download.path, &target, fs::Mode::Executable)?;
     Ok(Outcome::Done(format!(
         "{} installed in {}",
-        download.describe(&format!("kubectl {}", versions::KUBERNETES_VERSION)),
+        download.describe(&format!("kubectl {}", release.kubernetes)),
         ctx.bin_dir.display()
     )))
-}
-
-/// `v1.36.3` → `v1.36`.
-fn minor(version: &str) -> String {
-    version.splitn(3, '.').take(2).collect::<Vec<_>>().join(".")
 }
 
 /// The client version a kubectl binary reports, or `None` when it does not run.

@@ -11,12 +11,13 @@ use super::Context;
 use crate::download::{Downloader, Fetched, sha256_file};
 use crate::node_image::{self, Inputs};
 use crate::progress::Outcome;
-use crate::{release, versions};
+use crate::release;
 
 pub async fn run(ctx: &Context) -> Result<Outcome> {
     let cache = Downloader::default_cache()?;
     let downloader = Downloader::new(ctx.sources.mirror.as_deref(), &cache);
-    let artifacts = release::node_artifacts();
+    let version = &ctx.settings.kubernetes_version;
+    let artifacts = release::node_artifacts(version);
     let kubelet = downloader.fetch(&artifacts.kubelet).await?;
     let cri_dockerd = downloader.fetch(&artifacts.cri_dockerd).await?;
     let cni = downloader.fetch(&artifacts.cni_plugins).await?;
@@ -29,7 +30,7 @@ pub async fn run(ctx: &Context) -> Result<Outcome> {
         &cni.sha256,
         &kinit_sha256,
     ]);
-    let tag = node_image::tag(versions::KUBERNETES_VERSION, &recipe);
+    let tag = node_image::tag(version, &recipe);
     ctx.node_image
         .set(tag.clone())
         .map_err(|_| anyhow!("the node image was chosen twice in one run"))?;
