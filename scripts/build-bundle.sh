@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # build-bundle.sh — build kinit's offline bundle (an upstream-layout mirror + image archives) from upstream sources.
 #
-#   scripts/build-bundle.sh [--only COMPONENT[,COMPONENT...]] [KUBE_VERSION] OUT_DIR
+#   scripts/build-bundle.sh [--only COMPONENT[,COMPONENT...]] [--pinned-only] [KUBE_VERSION] OUT_DIR
 #
 # Components: etcd kubernetes cri-dockerd coredns cni pause workloads registry (default: all).
 #
@@ -19,7 +19,7 @@
 #
 # Every step's output is cached under ${KINIT_BUILD_CACHE:-/var/cache/kinit-build}/<step>/<version>/
 # together with a stamp of its recipe; a second run only copies files out and prints "cached".
-# Each step's build output goes to ${KINIT_BUILD_LOG_DIR:-$KINIT_BUILD_CACHE/logs}/<step>.log.
+# Each step's build output goes to ${KINIT_BUILD_LOG_DIR:-$KINIT_BUILD_CACHE/logs}/<step>-<version>.log.
 # Steps and components are called by name (run_step's FUNC, comp_<name>), which shellcheck
 # cannot follow, so it would call their bodies unreachable.
 # shellcheck disable=SC2317
@@ -34,17 +34,33 @@ ALL_COMPONENTS=(etcd kubernetes cri-dockerd coredns cni pause workloads registry
 
 usage() {
   cat <<EOF
-usage: $0 [--only COMPONENT[,COMPONENT...]] [KUBE_VERSION] OUT_DIR
+usage: $0 [--only COMPONENT[,COMPONENT...]] [--pinned-only] [KUBE_VERSION] OUT_DIR
 
 Components: ${ALL_COMPONENTS[*]} (default: all)
+etcd, kubernetes, coredns and pause are built for every supported Kubernetes release
+($PINNED_KUBERNETES_VERSION and $PREVIOUS_KUBERNETES_VERSION); --pinned-only builds the pinned one only.
 Environment: KINIT_BUILD_CACHE (default /var/cache/kinit-build), KINIT_BUILD_LOG_DIR
 EOF
 }
 
 # Derived versions and names (all from versions.env).
-K8S_STAGING_VERSION="v0.${KUBERNETES_VERSION#v1.}"          # v1.36.3 -> v0.36.3
-K8S_MAJOR=$(cut -d. -f1 <<<"${KUBERNETES_VERSION#v}")
-K8S_MINOR=$(cut -d. -f2 <<<"$KUBERNETES_VERSION")
+# Components built once per Kubernetes release kinit supports (versions.env: the pinned one
+# and the PREVIOUS_ one), each with the etcd, CoreDNS and pause kubeadm pairs with it.
+PER_RELEASE=(etcd kubernetes coredns pause)
+RELEASE_KEYS=(KUBERNETES_VERSION ETCD_VERSION ETCD_IMAGE_TAG COREDNS_VERSION PAUSE_VERSION)
+for k in "${RELEASE_KEYS[@]}"; do printf -v "PINNED_$k" '%s' "${!k}"; done
+# use_release PINNED_|PREVIOUS_: point the version variables at one release.
+use_release() {
+  local k src
+  for k in "${RELEASE_KEYS[@]}"; do
+    src="$1$k"
+    printf -v "$k" '%s' "${!src}"
+  done
+  K8S_STAGING_VERSION="v0.${KUBERNETES_VERSION#v1.}"          # v1.36.3 -> v0.36.3
+  K8S_MAJOR=$(cut -d. -f1 <<<"${KUBERNETES_VERSION#v}")
+  K8S_MINOR=$(cut -d. -f2 <<<"$KUBERNETES_VERSION")
+}
+use_release PINNED_
 # PATH inside the images: distroless' default, so binaries in /usr/local/bin are found.
 IMAGE_PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 WEB_IMAGE="kinit-examples/web:${EXAMPLE_IMAGE_TAG}"
@@ -68,7 +84,8 @@ STAMP_HELPERS=(go_wrapper go_copy_replaces go_origin go_build base_rootfs debs_r
 run_step() {
   local step=$1 version=$2 func=$3; shift 3
   local dir="$CACHE/$step/$version"
-  [[ -z ${STEP_DIR[$step]:-} ]] || return 0
+  # Once per invocation and version; STEP_DIR[step] is the current release's.
+  [[ ${STEP_DIR[$step]:-} != "$dir" ]] || return 0
   STEP_DIR[$step]=$dir
   local stamp f
   stamp=$({ declare -f "$func" "${STAMP_HELPERS[@]}"; echo "$version $DEB_SKIP $IMAGE_PATH"
@@ -78,7 +95,7 @@ run_step() {
     SUMMARY+=("$step|$version|cached|0")
     return 0
   fi
-  local logf="$LOG_DIR/$step.log" t0=$SECONDS rc
+  local logf="$LOG_DIR/$step-$version.log" t0=$SECONDS rc
   log "==> $step $version: building (log: $logf)"
   rm -rf "$dir.tmp"; mkdir -p "$dir.tmp"
   set +e
@@ -606,11 +623,13 @@ main() {
   # Arguments
   ONLY=""
   OUT_DIR=""
+  RELEASES=(PINNED_ PREVIOUS_)
   POSITIONAL=()
   while [[ $# -gt 0 ]]; do
     case $1 in
       --only) [[ $# -ge 2 ]] || { usage >&2; exit 2; }; ONLY=$2; shift 2 ;;
       --only=*) ONLY=${1#--only=}; shift ;;
+      --pinned-only) RELEASES=(PINNED_); shift ;;
       -h|--help) usage; exit 0 ;;
       -*) echo "error: unknown option $1" >&2; usage >&2; exit 2 ;;
       *) POSITIONAL+=("$1"); shift ;;
@@ -668,8 +687,16 @@ main() {
   SUMMARY=()                 # "step|version|built/cached|seconds"
   declare -gA STEP_DIR=()    # step -> cache dir, so a step runs once per invocation
 
+  local prefix
+  for prefix in "${RELEASES[@]}"; do
+    use_release "$prefix"
+    for c in "${PER_RELEASE[@]}"; do
+      if wants "$c"; then "comp_${c//-/_}"; fi
+    done
+  done
+  use_release PINNED_
   for c in "${ALL_COMPONENTS[@]}"; do
-    if wants "$c"; then "comp_${c//-/_}"; fi
+    if wants "$c" && [[ " ${PER_RELEASE[*]} " != *" $c "* ]]; then "comp_${c//-/_}"; fi
   done
 
   # A machine-readable index of what this bundle holds, for kinit and the tests.

@@ -133,9 +133,9 @@ ensure_go() {
   say "using $(go version)"
 }
 
-# ensure_bundle [COMPONENTS]: images and binaries built from upstream sources into the
-# offline bundle, all components unless a comma-separated list is given (cached: seconds
-# after the first build).
+# ensure_bundle [COMPONENTS [BUILD-BUNDLE OPTIONS...]]: images and binaries built from
+# upstream sources into the offline bundle, all components unless a comma-separated list
+# is given (cached: seconds after the first build).
 ensure_bundle() {
   ensure_go
   apt_ensure gcc:gcc
@@ -143,5 +143,5 @@ ensure_bundle() {
   # package lists; a fresh machine may have none.
   compgen -G '/var/lib/apt/lists/*Packages*' >/dev/null || apt-get update -qq
   say "offline bundle (${1:-all components}) in $KINIT_BUNDLE_DIR"
-  "$REPO/scripts/build-bundle.sh" ${1:+--only "$1"} "$KINIT_BUNDLE_DIR"
+  "$REPO/scripts/build-bundle.sh" ${1:+--only "$1"} "${@:2}" "$KINIT_BUNDLE_DIR"
 }

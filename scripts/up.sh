@@ -25,7 +25,7 @@ ensure_docker
 sources=()
 if ! curl -s -o /dev/null --max-time 5 https://registry.k8s.io/v2/; then
   say "registry.k8s.io is not reachable from here; building images and kubectl from source instead"
-  ensure_bundle
+  ensure_bundle "" --pinned-only
   sources=(--bundle "$KINIT_BUNDLE_DIR")
 fi
 exec "${CARGO_TARGET_DIR:-$REPO/target}/release/kinit" up "${sources[@]}" "$@"

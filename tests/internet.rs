@@ -14,7 +14,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use kinit::release::{Artifact, node_artifacts};
-use kinit::versions::{Images, KUBERNETES_VERSION};
+use kinit::versions::{Images, KUBERNETES_VERSION, Release, SUPPORTED};
 
 mod common;
 use common::{bundle, docker_cli, require_engine, text};
@@ -82,7 +82,10 @@ impl Internet {
 
     /// Every upstream image of the bundle, into the registry under its upstream path.
     fn push_images(&self, bundle: &Path, crane: &Path) {
-        let upstream = Images::default().all();
+        let upstream: Vec<String> = SUPPORTED
+            .iter()
+            .flat_map(|r| Images::new(None, *r).all())
+            .collect();
         for archive in kinit::bundle::archives(bundle).expect("the bundle's image archives") {
             let Some(tag) = archive.tags.iter().find(|t| upstream.contains(t)) else {
                 continue;
@@ -117,8 +120,11 @@ impl Drop for Internet {
 /// Removes every image kinit would use (upstream names, the registry's, its node
 /// images), so nothing is found present.
 fn empty_image_store(repository: &str) {
-    let mut names = Images::default().all();
-    names.extend(Images::new(Some(repository)).all());
+    let mut names = Vec::new();
+    for release in SUPPORTED {
+        names.extend(Images::new(None, release).all());
+        names.extend(Images::new(Some(repository), release).all());
+    }
     let out = docker_cli(&["image", "ls", "--format", "{{.Repository}}:{{.Tag}}"]);
     names.extend(
         String::from_utf8_lossy(&out.stdout)
@@ -133,7 +139,7 @@ fn empty_image_store(repository: &str) {
         &docker_cli(&["image", "ls", "--format", "{{.Repository}}:{{.Tag}}"]).stdout,
     )
     .into_owned();
-    for name in Images::default().all() {
+    for name in SUPPORTED.iter().flat_map(|r| Images::new(None, *r).all()) {
         assert!(!left.lines().any(|l| l == name), "{name} is still present");
     }
     assert!(
@@ -240,6 +246,7 @@ fn up_from_a_mirror_and_a_registry_with_nothing_local() {
         cache: tmp.path().join("cache"),
     };
     let registry_flag = ["--image-repository", internet.repository.as_str()];
+    let artifacts = node_artifacts(KUBERNETES_VERSION);
 
     empty_image_store(&internet.repository);
 
@@ -250,7 +257,6 @@ fn up_from_a_mirror_and_a_registry_with_nothing_local() {
     fails_with(&run.up("bad", &args), &closed);
     run.cache_is_clean();
 
-    let artifacts = node_artifacts();
     let bad_sum = tmp.path().join("bad-sum");
     let mirror = file_mirror(
         &bad_sum,
@@ -286,25 +292,72 @@ fn up_from_a_mirror_and_a_registry_with_nothing_local() {
     );
     let out = run.kinit("bad", &["down", "--purge"]);
     assert!(out.status.success(), "{}", text(&out));
+    let out = run.up(
+        "bad",
+        &[
+            "--mirror",
+            &internet.mirror,
+            "--kubernetes-version",
+            "v1.20.0",
+        ],
+    );
+    assert!(!out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("supported: v1."), "{}", text(&out));
+    assert!(
+        !run.dir.join("bad").exists(),
+        "an unsupported version changed the host"
+    );
 
-    // ---- the user's first run: empty image store, empty cache.
+    // ---- the user's first run, for each supported version: nothing local.
+    for release in SUPPORTED {
+        first_run(&run, &internet, release);
+    }
+
+    // Leave the engine as the other tests expect it: the bundle's images loaded.
+    let out = Command::new(env!("CARGO_BIN_EXE_kinit"))
+        .args(["images", "load"])
+        .arg(bundle())
+        .output()
+        .expect("kinit runs");
+    assert!(out.status.success(), "{}", text(&out));
+}
+
+/// `kinit up --kubernetes-version V` with an empty image store and download cache: every
+/// image from the registry, every binary from the mirror, then a second run that reads
+/// nothing remote, then a purge.
+fn first_run(run: &Run, internet: &Internet, release: Release) {
+    let version = release.kubernetes;
     empty_image_store(&internet.repository);
     std::fs::remove_dir_all(&run.cache).ok();
     let started = Instant::now();
-    let mut args = vec!["--mirror", internet.mirror.as_str()];
-    args.extend(registry_flag);
-    let out = run.up("state", &args);
+    let args = [
+        "--mirror",
+        internet.mirror.as_str(),
+        "--image-repository",
+        internet.repository.as_str(),
+        "--kubernetes-version",
+        version,
+    ];
+    let state = format!("state-{version}");
+    let out = run.up(&state, &args);
     let printed = text(&out);
-    assert!(out.status.success(), "kinit up failed:\n{printed}");
+    assert!(
+        out.status.success(),
+        "kinit up {version} failed:\n{printed}"
+    );
     eprintln!(
-        "---- kinit up from the stand-in internet ({:.1}s) ----\n{printed}",
+        "---- kinit up {version} from the stand-in internet ({:.1}s) ----\n{printed}",
         started.elapsed().as_secs_f64()
     );
-    assert!(printed.contains("Assembling the node image"), "{printed}");
     assert!(
-        printed.contains(&format!("assembled kinit/node:{KUBERNETES_VERSION}-")),
+        printed.contains(&format!("assembled kinit/node:{version}-")),
         "{printed}"
     );
+    assert!(
+        printed.contains(&format!("Kubernetes {version} at")),
+        "{printed}"
+    );
+    let artifacts = node_artifacts(version);
     for artifact in [
         &artifacts.kubelet,
         &artifacts.cri_dockerd,
@@ -320,7 +373,7 @@ fn up_from_a_mirror_and_a_registry_with_nothing_local() {
 
     // Every binary came from the mirror...
     let requests = internet.requests();
-    let kubectl = Artifact::kubectl(KUBERNETES_VERSION);
+    let kubectl = Artifact::kubectl(version);
     for artifact in [
         &artifacts.kubelet,
         &artifacts.cri_dockerd,
@@ -344,11 +397,9 @@ fn up_from_a_mirror_and_a_registry_with_nothing_local() {
         &docker_cli(&["image", "ls", "--format", "{{.Repository}}:{{.Tag}}"]).stdout,
     )
     .into_owned();
-    for (upstream, mirrored) in Images::default()
-        .all()
-        .iter()
-        .zip(Images::new(Some(&internet.repository)).all())
-    {
+    let upstream = Images::new(None, release).all();
+    let mirrored = Images::new(Some(&internet.repository), release).all();
+    for (upstream, mirrored) in upstream.iter().zip(&mirrored) {
         assert!(
             images.lines().any(|l| l == mirrored),
             "{mirrored} missing:\n{images}"
@@ -358,10 +409,14 @@ fn up_from_a_mirror_and_a_registry_with_nothing_local() {
             "{upstream} present:\n{images}"
         );
     }
+    let status = run.kinit(&state, &["status", "--output", "json"]);
+    let status: serde_json::Value = serde_json::from_slice(&status.stdout).expect("status JSON");
+    assert_eq!(status["node"]["state"], "Ready", "{status}");
+    assert_eq!(status["versions"]["kubernetes"], version, "{status}");
 
     // A second run reads nothing remote and changes nothing.
     let served = internet.requests().lines().count();
-    let again = run.up("state", &args);
+    let again = run.up(&state, &args);
     assert!(again.status.success(), "{}", text(&again));
     assert!(text(&again).contains("Nothing to do"), "{}", text(&again));
     assert_eq!(
@@ -371,19 +426,11 @@ fn up_from_a_mirror_and_a_registry_with_nothing_local() {
         internet.requests()
     );
 
-    let out = run.kinit("state", &["down", "--purge"]);
+    let out = run.kinit(&state, &["down", "--purge"]);
     assert!(out.status.success(), "{}", text(&out));
     assert!(
         text(&out).contains("Removed the node image"),
         "{}",
         text(&out)
     );
-
-    // Leave the engine as the other tests expect it: the bundle's images loaded.
-    let out = Command::new(env!("CARGO_BIN_EXE_kinit"))
-        .args(["images", "load"])
-        .arg(bundle())
-        .output()
-        .expect("kinit runs");
-    assert!(out.status.success(), "{}", text(&out));
 }

@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# release.sh — kinit's release binaries: static Linux executables for x86_64 and aarch64
+# (musl targets, no shared library needed at run time), each with a `.sha256` beside it in
+# sha256sum's format, named as scripts/install.sh fetches them:
+#
+#   scripts/release.sh [OUT_DIR]        # default: target/release-artifacts
+#
+#   OUT_DIR/kinit-linux-amd64  kinit-linux-amd64.sha256
+#   OUT_DIR/kinit-linux-arm64  kinit-linux-arm64.sha256
+#
+# Needs Rust with rustup (the two musl targets are added when missing) and, from Debian's
+# packages, clang for the C and assembly parts of the TLS library (ring) of the foreign
+# target; both binaries are linked by rustc's own lld with musl's self-contained objects,
+# so no cross toolchain is needed.
+set -euo pipefail
+# shellcheck source=scripts/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+cd "$REPO"
+
+OUT_DIR=${1:-$REPO/target/release-artifacts}
+ensure_cargo
+command -v rustup >/dev/null || die "rustup is needed to add the musl targets (https://rustup.rs)"
+command -v clang >/dev/null || {
+  [ "$(id -u)" -eq 0 ] || die "clang is needed: sudo apt-get install clang"
+  apt_ensure clang:clang
+}
+mkdir -p "$OUT_DIR"
+
+for pair in x86_64-unknown-linux-musl:amd64 aarch64-unknown-linux-musl:arm64; do
+  target=${pair%%:*} arch=${pair#*:}
+  rustup target list --installed | grep -qx "$target" || rustup target add "$target"
+  env_target=${target//-/_}
+  upper=$(tr '[:lower:]' '[:upper:]' <<<"$env_target")
+  say "building kinit for $target"
+  t0=$SECONDS
+  env "CC_$env_target=clang" "CFLAGS_$env_target=--target=${target/unknown-/}" \
+    "AR_$env_target=llvm-ar" \
+    "CARGO_TARGET_${upper}_LINKER=rust-lld" \
+    "CARGO_TARGET_${upper}_RUSTFLAGS=-C linker-flavor=ld.lld -C target-feature=+crt-static" \
+    cargo build --locked --release --target "$target"
+  bin="$OUT_DIR/kinit-linux-$arch"
+  install -m 0755 "${CARGO_TARGET_DIR:-$REPO/target}/$target/release/kinit" "$bin"
+  (cd "$OUT_DIR" && sha256sum "kinit-linux-$arch" >"kinit-linux-$arch.sha256")
+  # A static executable has no program interpreter.
+  if readelf -l "$bin" | grep -q 'Requesting program interpreter'; then
+    die "$bin is not static"
+  fi
+  say "$bin: $(du -h "$bin" | cut -f1), static, built in $((SECONDS - t0))s"
+done
+# The host's own architecture must run.
+case $(uname -m) in
+  x86_64) "$OUT_DIR/kinit-linux-amd64" --version ;;
+  aarch64) "$OUT_DIR/kinit-linux-arm64" --version ;;
+esac
+ls -l "$OUT_DIR"
