@@ -9,7 +9,7 @@
 #   OUT_DIR/kinit-linux-arm64  kinit-linux-arm64.sha256
 #
 # Needs Rust with rustup (the two musl targets are added when missing) and, from Debian's
-# packages, clang for the C and assembly parts of the TLS library (ring) of the foreign
+# packages, clang and llvm-ar for the C and assembly parts of the TLS library (ring) of the foreign
 # target; both binaries are linked by rustc's own lld with musl's self-contained objects,
 # so no cross toolchain is needed.
 set -euo pipefail
@@ -20,10 +20,10 @@ cd "$REPO"
 OUT_DIR=${1:-$REPO/target/release-artifacts}
 ensure_cargo
 command -v rustup >/dev/null || die "rustup is needed to add the musl targets (https://rustup.rs)"
-command -v clang >/dev/null || {
-  [ "$(id -u)" -eq 0 ] || die "clang is needed: sudo apt-get install clang"
-  apt_ensure clang:clang
-}
+if ! command -v clang >/dev/null || ! command -v llvm-ar >/dev/null; then
+  [ "$(id -u)" -eq 0 ] || die "clang and llvm-ar are needed: sudo apt-get install clang llvm"
+  apt_ensure clang:clang llvm-ar:llvm
+fi
 mkdir -p "$OUT_DIR"
 
 for pair in x86_64-unknown-linux-musl:amd64 aarch64-unknown-linux-musl:arm64; do

@@ -15,7 +15,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 become_root "$@"
 cd "$REPO"
 
-apt_ensure curl:curl openssl:openssl setpriv:util-linux dnsmasq:dnsmasq-base \
+apt_ensure curl:curl openssl:openssl setpriv:util-linux dnsmasq:dnsmasq-base python3:python3 \
   iptables-save:iptables vagrant:vagrant
 ensure_cargo
 ensure_docker

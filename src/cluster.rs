@@ -35,6 +35,11 @@ pub struct Settings {
     /// v1.36.3.
     #[serde(default = "first_kubernetes_version")]
     pub kubernetes_version: String,
+    /// Where its images come from when not registry.k8s.io: remembered, so that a later
+    /// `kinit up` without the flag keeps pulling from the same place (kubeadm keeps its
+    /// imageRepository too). Not part of its identity: a new flag value replaces it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_repository: Option<String>,
 }
 
 fn first_kubernetes_version() -> String {
@@ -76,6 +81,7 @@ impl Settings {
                 .kubernetes_version
                 .clone()
                 .unwrap_or_else(|| Release::default().kubernetes.to_string()),
+            image_repository: None,
         };
         settings.check_ranges()?;
         Ok(settings)
@@ -127,9 +133,16 @@ impl Settings {
         Ok(saved)
     }
 
-    /// The Kubernetes release the cluster runs (validated when the settings were made or read).
-    pub fn release(&self) -> Release {
-        Release::find(&self.kubernetes_version).unwrap_or_default()
+    /// The Kubernetes release the cluster runs, if this kinit runs it (a cluster made by
+    /// another kinit may run a version this one does not know).
+    pub fn release(&self) -> Result<Release> {
+        Release::find(&self.kubernetes_version).map_err(|supported| {
+            anyhow::anyhow!(
+                "this cluster runs Kubernetes {}, which this kinit does not run ({supported}); \
+                 use the kinit that created it, or `kinit down --purge` to start a new cluster",
+                self.kubernetes_version
+            )
+        })
     }
 
     /// The first address of the Service range, which the `kubernetes` Service takes.
@@ -212,7 +225,6 @@ impl Settings {
         parse_service_cidr(&self.service_cidr.to_string()).map_err(anyhow::Error::msg)?;
         parse_dns_domain(&self.dns_domain).map_err(anyhow::Error::msg)?;
         parse_pod_cidr(&self.pod_cidr.to_string()).map_err(anyhow::Error::msg)?;
-        Release::find(&self.kubernetes_version).map_err(anyhow::Error::msg)?;
         self.check_ranges()
     }
 }
@@ -329,6 +341,7 @@ pub fn test_settings() -> Settings {
         dns_domain: "cluster.local".into(),
         pod_cidr: DEFAULT_POD_CIDR.parse().expect("valid CIDR"),
         kubernetes_version: Release::default().kubernetes.to_string(),
+        image_repository: None,
     }
 }
 
@@ -452,7 +465,7 @@ mod tests {
             ..Default::default()
         })
         .unwrap();
-        assert_eq!(new.release(), crate::versions::SUPPORTED[1]);
+        assert_eq!(new.release().unwrap(), crate::versions::SUPPORTED[1]);
         let same = ClusterArgs {
             kubernetes_version: Some(previous.into()),
             ..Default::default()
@@ -483,6 +496,14 @@ mod tests {
         .unwrap();
         let old = Settings::load(&path).unwrap().unwrap();
         assert_eq!(old.kubernetes_version, "v1.36.3");
+        // One no kinit here runs still loads (status, down work); up says what to do.
+        std::fs::write(&path, "nodeIp: 10.0.2.15\nhostname: old\nserviceCidr: 10.96.0.0/12\ndnsDomain: cluster.local\nkubernetesVersion: v1.20.0\n").unwrap();
+        let unknown = Settings::load(&path).unwrap().unwrap();
+        let err = unknown.release().unwrap_err().to_string();
+        assert!(
+            err.contains("runs Kubernetes v1.20.0, which this kinit does not run"),
+            "{err}"
+        );
     }
 
     #[test]

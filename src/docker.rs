@@ -268,9 +268,16 @@ impl Docker {
         })
     }
 
-    /// Removes every image carrying `label` (kinit's own node images); an image a
-    /// container still uses stays. Returns the tags removed.
-    pub async fn remove_images_labelled(&self, label: &str) -> Result<Vec<String>> {
+    /// Removes kinit's node images: those carrying `label` whose every tag is in
+    /// `repository` (an image built `FROM` one inherits the label, not the name), but the
+    /// one tagged `keep`. An image a container still uses stays. Returns the tags removed.
+    pub async fn remove_labelled_images(
+        &self,
+        label: &str,
+        repository: &str,
+        keep: Option<&str>,
+    ) -> Result<Vec<String>> {
+        let prefix = format!("{repository}:");
         let options = ListImagesOptions {
             filters: Some(HashMap::from([(
                 "label".to_string(),
@@ -285,6 +292,11 @@ impl Docker {
             .context("cannot list images")?;
         let mut removed = Vec::new();
         for image in images {
+            let ours = !image.repo_tags.is_empty()
+                && image.repo_tags.iter().all(|t| t.starts_with(&prefix));
+            if !ours || keep.is_some_and(|k| image.repo_tags.iter().any(|t| t == k)) {
+                continue;
+            }
             match self
                 .api
                 .remove_image(&image.id, None::<RemoveImageOptions>, None)

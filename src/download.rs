@@ -68,7 +68,15 @@ impl Downloader {
     /// /var/cache/kinit for root, else the per-user one.
     pub fn default_cache() -> Result<PathBuf> {
         if let Some(dir) = std::env::var_os("KINIT_CACHE_DIR").filter(|d| !d.is_empty()) {
-            return Ok(PathBuf::from(dir));
+            let dir = PathBuf::from(dir);
+            // Root writes and deletes in there: never through someone's symbolic link.
+            if std::fs::symlink_metadata(&dir).is_ok_and(|m| m.file_type().is_symlink()) {
+                bail!(
+                    "KINIT_CACHE_DIR {} is a symbolic link; give kinit a directory",
+                    dir.display()
+                );
+            }
+            return Ok(dir);
         }
         if nix::unistd::geteuid().is_root() {
             return Ok(PathBuf::from("/var/cache/kinit"));
@@ -76,6 +84,33 @@ impl Downloader {
         directories::ProjectDirs::from("", "", "kinit")
             .map(|d| d.cache_dir().to_path_buf())
             .ok_or_else(|| anyhow!("cannot find a home directory for kinit's cache"))
+    }
+
+    /// Deletes what kinit put in `cache`: the release files under their upstream paths and
+    /// its own scratch files (`kinit-*`); the directory itself only when nothing else is
+    /// left in it, since `KINIT_CACHE_DIR` may name a directory others use too.
+    pub fn purge(cache: &Path) -> Result<()> {
+        let Ok(entries) = std::fs::read_dir(cache) else {
+            return Ok(());
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            let ours =
+                crate::release::PATH_ROOTS.contains(&name.as_ref()) || name.starts_with("kinit-");
+            if !ours {
+                continue;
+            }
+            let path = entry.path();
+            if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                fs::remove_tree(&path)?;
+            } else {
+                std::fs::remove_file(&path)
+                    .with_context(|| format!("cannot delete {}", path.display()))?;
+            }
+        }
+        let _ = std::fs::remove_dir(cache);
+        Ok(())
     }
 
     /// The verified local copy of `artifact`. Nothing unverified is ever left in the cache
@@ -106,7 +141,13 @@ impl Downloader {
             let _ = std::fs::remove_file(&part);
             return Err(e);
         }
-        let actual = sha256_file(&part).await?;
+        let actual = match sha256_file(&part).await {
+            Ok(digest) => digest,
+            Err(e) => {
+                let _ = std::fs::remove_file(&part);
+                return Err(e);
+            }
+        };
         if actual != expected {
             let _ = std::fs::remove_file(&part);
             bail!(
@@ -236,7 +277,13 @@ async fn get(url: &str) -> Result<reqwest::Response> {
         .with_context(|| unreachable_hint(url))?;
     let status = response.status();
     if !status.is_success() {
-        bail!("cannot download {url}: the server answered {status}");
+        let hint = if url.starts_with(GITHUB_API) && matches!(status.as_u16(), 403 | 429) {
+            " (GitHub allows 60 unauthenticated API requests an hour per address; try again \
+             later, or use --mirror)"
+        } else {
+            ""
+        };
+        bail!("cannot download {url}: the server answered {status}{hint}");
     }
     Ok(response)
 }
@@ -246,6 +293,8 @@ fn http_client() -> Result<reqwest::Client> {
     reqwest::Client::builder()
         .user_agent(concat!("kinit/", env!("CARGO_PKG_VERSION")))
         .connect_timeout(Duration::from_secs(15))
+        // A stalled server fails the run instead of hanging it.
+        .read_timeout(Duration::from_secs(60))
         .build()
         .context("cannot set up an HTTP client")
 }
@@ -344,6 +393,38 @@ mod tests {
             d.fetch(&Artifact::kubelet("v9.9.9")).await.unwrap_err()
         );
         assert!(missing.contains("cannot read file://"), "{missing}");
+    }
+
+    #[tokio::test]
+    async fn a_corrupted_cache_file_is_fetched_again_and_purge_keeps_foreign_files() {
+        let mirror = tempfile::tempdir().unwrap();
+        let cache = tempfile::tempdir().unwrap();
+        let kubectl = Artifact::kubectl("v1.36.3");
+        mirror_with(mirror.path(), &kubectl.path, b"kubectl", None);
+        let d = Downloader::new(
+            Some(&format!("file://{}", mirror.path().display())),
+            cache.path(),
+        );
+        let first = d.fetch(&kubectl).await.unwrap();
+        std::fs::write(&first.path, b"bit rot").unwrap();
+        let again = d.fetch(&kubectl).await.unwrap();
+        assert_eq!(again.how, Fetched::Downloaded);
+        assert_eq!(std::fs::read(&again.path).unwrap(), b"kubectl");
+
+        let sums = mirror.path().join(format!("{}.sha256", kubectl.path));
+        std::fs::write(&sums, "not-a-digest").unwrap();
+        std::fs::remove_file(&again.path).unwrap();
+        let err = format!("{:#}", d.fetch(&kubectl).await.unwrap_err());
+        assert!(err.contains("does not hold a SHA-256 digest"), "{err}");
+
+        std::fs::write(cache.path().join("kinit-node-x.tar"), b"").unwrap();
+        std::fs::write(cache.path().join("someone-elses"), b"").unwrap();
+        Downloader::purge(cache.path()).unwrap();
+        let left: Vec<String> = std::fs::read_dir(cache.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(left, ["someone-elses"]);
     }
 
     /// One canned HTTP response on a loopback port, standing in for api.github.com.

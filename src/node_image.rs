@@ -24,7 +24,6 @@ pub const LABEL_RECIPE: &str = "io.kinit.node-recipe";
 /// Where kinit's binaries sit in the image, first on PATH: the host's /usr is mounted
 /// over the image's, so nothing of the image may live there.
 pub const BIN_DIR: &str = "/kinit/bin";
-pub const CNI_BIN_DIR: &str = "/opt/cni/bin";
 /// Changes whenever the image's layout changes, so older images are not taken for it.
 const FORMAT: &str = "kinit-node-1";
 
@@ -286,11 +285,17 @@ mod tests {
     use super::*;
     use flate2::{Compression, write::GzEncoder};
 
+    /// A release archive; names ending in '/' are directory entries, as upstream's `./`.
     fn tgz(path: &Path, files: &[(&str, &[u8])]) {
         let gz = GzEncoder::new(File::create(path).unwrap(), Compression::fast());
         let mut b = tar::Builder::new(gz);
         for (name, data) in files {
-            let mut h = header(0o755, data.len() as u64, tar::EntryType::Regular);
+            let kind = if name.ends_with('/') {
+                tar::EntryType::Directory
+            } else {
+                tar::EntryType::Regular
+            };
+            let mut h = header(0o755, data.len() as u64, kind);
             b.append_data(&mut h, name, *data).unwrap();
         }
         b.into_inner().unwrap().finish().unwrap();
@@ -300,7 +305,13 @@ mod tests {
         let kubelet = dir.join("kubelet");
         std::fs::write(&kubelet, b"kubelet-binary").unwrap();
         let cri = dir.join("cri.tgz");
-        tgz(&cri, &[("cri-dockerd/cri-dockerd", b"cri-binary")]);
+        tgz(
+            &cri,
+            &[
+                ("cri-dockerd/", b""),
+                ("cri-dockerd/cri-dockerd", b"cri-binary"),
+            ],
+        );
         let cni_tgz = dir.join("cni.tgz");
         tgz(&cni_tgz, cni);
         Inputs {
@@ -337,8 +348,7 @@ mod tests {
             ("./portmap", b"p"),
             ("./vlan", b"v"),
         ];
-        let files: Vec<(&str, &[u8])> = all.into_iter().filter(|(n, _)| *n != "./").collect();
-        let inputs = inputs(dir.path(), &files);
+        let inputs = inputs(dir.path(), &all);
         let out = dir.path().join("node.tar");
         write_archive(&inputs, "kinit/node:v1.36.3-abc", "abc", &out).unwrap();
         assert!(!out.with_extension("layer").exists());

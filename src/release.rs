@@ -15,6 +15,9 @@ pub const GITHUB_API: &str = "https://api.github.com";
 /// The CNI plugins the node's pod network uses (`manifests/master/cni.conflist`).
 pub const CNI_PLUGINS: [&str; 4] = ["bridge", "host-local", "loopback", "portmap"];
 
+/// The first parts of every artifact's path: what a download cache or a mirror holds.
+pub const PATH_ROOTS: [&str; 3] = ["release", "Mirantis", "containernetworking"];
+
 /// Kubernetes' name for this machine's architecture.
 pub fn arch() -> &'static str {
     match std::env::consts::ARCH {
@@ -149,5 +152,9 @@ mod tests {
             )
         );
         assert_eq!(cni.file_name(), format!("cni-plugins-linux-{a}-v1.9.1.tgz"));
+        for artifact in [kubelet, Artifact::cri_dockerd("v0.4.6"), cni] {
+            let root = artifact.path.split('/').next().unwrap();
+            assert!(PATH_ROOTS.contains(&root), "{root}");
+        }
     }
 }

@@ -9,9 +9,10 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
+use kinit::release::{Artifact, arch};
 use kinit::versions::{
-    COREDNS_VERSION, CRI_DOCKERD_VERSION, ETCD_IMAGE_TAG, ETCD_VERSION, KUBERNETES_VERSION,
-    PAUSE_VERSION,
+    CNI_PLUGINS_VERSION, COREDNS_VERSION, CRI_DOCKERD_VERSION, ETCD_IMAGE_TAG, ETCD_VERSION,
+    KUBERNETES_VERSION, PAUSE_VERSION,
 };
 use sha2::{Digest, Sha256};
 
@@ -88,10 +89,7 @@ fn every_image_runs_its_pinned_binary() {
 #[test]
 fn release_binaries_match_their_digests_and_kubectl_is_pinned() {
     let dir = bundle();
-    let bin = dir.join(format!(
-        "release/{KUBERNETES_VERSION}/bin/linux/{}",
-        goarch()
-    ));
+    let bin = dir.join(format!("release/{KUBERNETES_VERSION}/bin/linux/{}", arch()));
     for name in [
         "kubectl",
         "kubelet",
@@ -159,10 +157,7 @@ fn every_mirror_file_matches_its_published_digest() {
         .map(|f| f.strip_prefix(&dir).unwrap().to_string_lossy().into_owned())
         .collect();
     for expected in [
-        format!(
-            "release/{KUBERNETES_VERSION}/bin/linux/{}/kubelet",
-            goarch()
-        ),
+        format!("release/{KUBERNETES_VERSION}/bin/linux/{}/kubelet", arch()),
         cri_dockerd_tgz(),
         cni_tgz(),
     ] {
@@ -292,28 +287,13 @@ fn tools_are_the_pinned_go_containerregistry() {
 }
 
 /// Go's name for this machine's architecture, as the release layouts use it.
-fn goarch() -> &'static str {
-    match std::env::consts::ARCH {
-        "x86_64" => "amd64",
-        "aarch64" => "arm64",
-        other => other,
-    }
-}
-
+/// The paths kinit reads (release.rs checks them against the upstream URLs).
 fn cri_dockerd_tgz() -> String {
-    format!(
-        "Mirantis/cri-dockerd/releases/download/{CRI_DOCKERD_VERSION}/cri-dockerd-{}.{}.tgz",
-        CRI_DOCKERD_VERSION.trim_start_matches('v'),
-        goarch()
-    )
+    Artifact::cri_dockerd(CRI_DOCKERD_VERSION).path
 }
 
 fn cni_tgz() -> String {
-    let v = read_versions_env("CNI_PLUGINS_VERSION");
-    format!(
-        "containernetworking/plugins/releases/download/{v}/cni-plugins-linux-{}-{v}.tgz",
-        goarch()
-    )
+    Artifact::cni_plugins(CNI_PLUGINS_VERSION).path
 }
 
 /// A key of the bundle's bundle.env (a copy of scripts/versions.env), for versions kinit

@@ -37,16 +37,25 @@ wait_for_socket() {
   done
 }
 
+# The interposer and cri-dockerd run beside the kubelet. When either ends, this shell (the
+# kubelet, once exec'd below) is stopped, so that Docker restarts the whole node instead of
+# leaving a kubelet without its runtime. A subshell's $$ is this shell's PID.
+supervised() {
+  "$@" || true
+  echo "kinit-master: $1 exited; stopping the kubelet so that Docker restarts the node" >&2
+  kill -TERM $$
+}
+
 # cri-dockerd reaches Docker through kinit's interposer, which on hosts that refuse a
 # negative oom_score_adj (no CAP_SYS_RESOURCE) clamps it in the containers it creates.
 rm -f {{ docker_proxy_socket | sh }} {{ cri_socket | sh }}
-kinit runtime-proxy --listen {{ docker_proxy_socket | sh }} --upstream /var/run/docker.sock &
+supervised kinit runtime-proxy --listen {{ docker_proxy_socket | sh }} --upstream /var/run/docker.sock &
 wait_for_socket {{ docker_proxy_socket | sh }} "kinit runtime-proxy"
 
 mkdir -p {{ cri_dockerd_dir | sh }} {{ cni_cache_dir | sh }}
 # No cgroup-driver flag: cri-dockerd asks Docker. Streaming (exec, logs -f, port-forward)
 # stays on loopback; only the kubelet talks to it.
-cri-dockerd \
+supervised cri-dockerd \
   --container-runtime-endpoint={{ ("unix://" ~ cri_socket) | sh }} \
   --docker-endpoint={{ ("unix://" ~ docker_proxy_socket) | sh }} \
   --cri-dockerd-root-directory={{ cri_dockerd_dir | sh }} \

@@ -90,13 +90,17 @@ pub async fn run(state_dir: Option<&Path>, args: &DownArgs) -> Result<()> {
             layout.root().display()
         ));
         let images = docker
-            .remove_images_labelled(crate::node_image::LABEL_RECIPE)
+            .remove_labelled_images(
+                crate::node_image::LABEL_RECIPE,
+                crate::node_image::REPOSITORY,
+                None,
+            )
             .await?;
         if !images.is_empty() {
             say(format!("Removed the node image {}", images.join(", ")));
         }
         let cache = Downloader::default_cache()?;
-        fs::remove_tree(&cache)?;
+        Downloader::purge(&cache)?;
         say(format!("Deleted {} (downloaded binaries)", cache.display()));
     } else if layout.settings_file().exists() {
         progress::println(&format!(

@@ -15,6 +15,7 @@ use crate::health;
 use crate::kubernetes::Kube;
 use crate::layout::Layout;
 use crate::socks::detach;
+use crate::versions::Release;
 
 const CHECK_TIMEOUT: Duration = Duration::from_secs(3);
 
@@ -164,7 +165,17 @@ pub async fn run(state_dir: Option<&Path>, args: &StatusArgs) -> Result<()> {
         Some(k) => k.server_version().await.ok(),
         None => None,
     };
-    let release = cluster.as_ref().map(Settings::release).unwrap_or_default();
+    // A cluster this kinit does not run still gets its status, versions as far as known.
+    let release = match &cluster {
+        Some(c) => c.release().ok(),
+        None => Some(Release::default()),
+    };
+    let unknown = || "unknown".to_string();
+    let kubernetes = match (&cluster, release) {
+        (Some(c), _) => c.kubernetes_version.clone(),
+        (None, Some(r)) => r.kubernetes.to_string(),
+        (None, None) => unknown(),
+    };
     let status = Status {
         state_dir: layout.root().display().to_string(),
         api_endpoint: cluster.as_ref().map(Settings::api_server_url),
@@ -172,9 +183,9 @@ pub async fn run(state_dir: Option<&Path>, args: &StatusArgs) -> Result<()> {
         docker: docker.engine_info().await?,
         versions: Versions {
             kinit: env!("CARGO_PKG_VERSION").into(),
-            kubernetes: release.kubernetes.into(),
-            etcd: release.etcd.into(),
-            coredns: release.coredns.into(),
+            kubernetes,
+            etcd: release.map_or_else(unknown, |r| r.etcd.to_string()),
+            coredns: release.map_or_else(unknown, |r| r.coredns.to_string()),
             api_server,
         },
         node,

@@ -8,6 +8,7 @@ use crate::cli::UpArgs;
 use crate::cluster::Settings;
 use crate::config::{Config, Sources};
 use crate::docker::Docker;
+use crate::download::Downloader;
 use crate::fs::Lock;
 use crate::layout::{LOCK_FILE, Layout};
 use crate::progress::{self, Steps};
@@ -34,7 +35,7 @@ pub async fn run(
     if cluster_args.kubernetes_version.is_none() {
         cluster_args.kubernetes_version = config.kubernetes_version.clone();
     }
-    let settings = match Settings::load(&layout.settings_file())? {
+    let mut settings = match Settings::load(&layout.settings_file())? {
         Some(saved) => Settings::reconcile(saved, &cluster_args)?,
         None => Settings::from_args(&cluster_args)?,
     };
@@ -45,13 +46,19 @@ pub async fn run(
         args.bundle.as_deref(),
     )?;
     let user_kubeconfig = Some(steps::kubeconfig::resolve_target(args.kubeconfig.as_deref())?.path);
+    if sources.image_repository.is_some() {
+        settings.image_repository = sources.image_repository.clone();
+    }
+    let release = settings.release()?;
     let docker = Docker::connect().await?;
-    let images = Images::new(sources.image_repository.as_deref(), settings.release());
+    let images = Images::new(settings.image_repository.as_deref(), release);
     let ctx = Context {
         layout,
         settings,
         docker,
         images,
+        release,
+        cache: Downloader::default_cache()?,
         sources,
         bin_dir: args.bin_dir.clone(),
         user_kubeconfig,
@@ -59,17 +66,22 @@ pub async fn run(
     };
 
     let mut steps = Steps::new();
+    // Everything that comes over the network first: a bad mirror, registry or file fails
+    // before the host has changed.
     steps
         .run("Checking the host", steps::preflight::run(&ctx))
         .await?;
     steps
-        .run("Writing certificates", steps::pki::run(&ctx))
+        .run("Downloading release files", steps::download::run(&ctx))
         .await?;
     steps
         .run("Making images available", steps::images::run(&ctx))
         .await?;
     steps
         .run("Assembling the node image", steps::node::run(&ctx))
+        .await?;
+    steps
+        .run("Writing certificates", steps::pki::run(&ctx))
         .await?;
     steps.run("Starting etcd", steps::etcd::run(&ctx)).await?;
     steps

@@ -15,7 +15,7 @@ use crate::release::Artifact;
 use crate::versions::minor;
 
 pub async fn run(ctx: &Context) -> Result<Outcome> {
-    let release = ctx.settings.release();
+    let release = ctx.release;
     let wanted = release.minor();
     let target = ctx.bin_dir.join("kubectl");
     let mut candidates = fs::on_path("kubectl");
@@ -32,7 +32,8 @@ pub async fn run(ctx: &Context) -> Result<Outcome> {
     }
 
     let artifact = Artifact::kubectl(release.kubernetes);
-    let downloader = Downloader::new(ctx.sources.mirror.as_deref(), &Downloader::default_cache()?);
+    // Verified and cached by the download step.
+    let downloader = Downloader::new(ctx.sources.mirror.as_deref(), &ctx.cache);
     let download = downloader.fetch(&artifact).await?;
     fs::install_file(&download.path, &target, fs::Mode::Executable)?;
     Ok(Outcome::Done(format!(

@@ -54,6 +54,7 @@ pub async fn run(ctx: &Context) -> Result<Outcome> {
     ));
 
     let applied = ctx.docker.apply(&rendered.spec).await?;
+    super::node::remove_older_images(ctx).await?;
     let kube = Kube::connect(&ctx.layout.kubeconfig("admin.conf")).await?;
     if let Err(e) = wait_until(
         "the API server did not become ready",

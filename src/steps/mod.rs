@@ -2,6 +2,7 @@
 //! Every step checks what is already in place and does only what is missing.
 
 pub mod addons;
+pub mod download;
 pub mod etcd;
 pub mod images;
 pub mod kubeconfig;
@@ -23,7 +24,7 @@ use crate::cluster::Settings;
 use crate::config::Sources;
 use crate::docker::Docker;
 use crate::layout::Layout;
-use crate::versions::Images;
+use crate::versions::{Images, Release};
 
 /// What every step works with.
 pub struct Context {
@@ -37,6 +38,10 @@ pub struct Context {
     pub bin_dir: PathBuf,
     /// The user kubeconfig the cluster is merged into.
     pub user_kubeconfig: Option<PathBuf>,
+    /// The Kubernetes release the cluster runs.
+    pub release: Release,
+    /// The download cache.
+    pub cache: PathBuf,
     /// The node image the master runs, set by the [`node`] step.
     pub node_image: OnceLock<String>,
 }

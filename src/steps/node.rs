@@ -1,29 +1,45 @@
-//! Makes kinit's node image present: downloads the kubelet, cri-dockerd and the CNI
-//! plugins from their release locations (or the mirror), each checked against its
-//! SHA-256, and assembles the image from them. Already done when Docker has the image of
-//! exactly these files.
+//! Makes kinit's node image present: assembles it from the kubelet, cri-dockerd and the
+//! CNI plugins the download step verified, and kinit's own binary. Already done when
+//! Docker has the image of exactly these files.
 
 use std::time::Instant;
 
 use anyhow::{Context as _, Result, anyhow};
 
 use super::Context;
-use crate::download::{Downloader, Fetched, sha256_file};
+use crate::download::{Downloader, sha256_file};
 use crate::node_image::{self, Inputs};
 use crate::progress::Outcome;
 use crate::release;
 
 pub async fn run(ctx: &Context) -> Result<Outcome> {
-    let cache = Downloader::default_cache()?;
-    let downloader = Downloader::new(ctx.sources.mirror.as_deref(), &cache);
-    let version = &ctx.settings.kubernetes_version;
+    let version = ctx.release.kubernetes;
     let artifacts = release::node_artifacts(version);
+    // Cached and verified by the download step: no network here.
+    let downloader = Downloader::new(ctx.sources.mirror.as_deref(), &ctx.cache);
     let kubelet = downloader.fetch(&artifacts.kubelet).await?;
     let cri_dockerd = downloader.fetch(&artifacts.cri_dockerd).await?;
     let cni = downloader.fetch(&artifacts.cni_plugins).await?;
-    let kinit = std::env::current_exe().context("cannot find kinit's own binary")?;
-    let kinit_sha256 = sha256_file(&kinit).await?;
+    // A copy of the running binary: hashed and packed as the same bytes, even if the
+    // file kinit was started from is replaced meanwhile (/proc/self/exe is the running one).
+    let kinit = ctx.cache.join(format!("kinit-{}.part", std::process::id()));
+    let result = assemble(ctx, version, &kubelet, &cri_dockerd, &cni, &kinit).await;
+    let _ = std::fs::remove_file(&kinit);
+    result
+}
 
+async fn assemble(
+    ctx: &Context,
+    version: &str,
+    kubelet: &crate::download::Download,
+    cri_dockerd: &crate::download::Download,
+    cni: &crate::download::Download,
+    kinit: &std::path::Path,
+) -> Result<Outcome> {
+    tokio::fs::copy("/proc/self/exe", kinit)
+        .await
+        .context("cannot copy kinit's own binary into the download cache")?;
+    let kinit_sha256 = sha256_file(kinit).await?;
     let recipe = node_image::recipe(&[
         &kubelet.sha256,
         &cri_dockerd.sha256,
@@ -34,25 +50,8 @@ pub async fn run(ctx: &Context) -> Result<Outcome> {
     ctx.node_image
         .set(tag.clone())
         .map_err(|_| anyhow!("the node image was chosen twice in one run"))?;
-
-    let downloads = [
-        kubelet.describe(artifacts.kubelet.name),
-        cri_dockerd.describe(artifacts.cri_dockerd.name),
-        cni.describe(artifacts.cni_plugins.name),
-    ];
-    let downloaded = [&kubelet, &cri_dockerd, &cni]
-        .iter()
-        .any(|d| d.how == Fetched::Downloaded);
-    for line in &downloads {
-        tracing::info!("{line}");
-    }
     if ctx.docker.has_image(&tag).await? {
-        let detail = format!("{tag} present");
-        return Ok(if downloaded {
-            Outcome::Done(format!("{detail}; downloaded {}", downloads.join(", ")))
-        } else {
-            Outcome::AlreadyDone(detail)
-        });
+        return Ok(Outcome::AlreadyDone(format!("{tag} present")));
     }
 
     let started = Instant::now();
@@ -60,9 +59,9 @@ pub async fn run(ctx: &Context) -> Result<Outcome> {
         kubelet: kubelet.path.clone(),
         cri_dockerd_tgz: cri_dockerd.path.clone(),
         cni_tgz: cni.path.clone(),
-        kinit,
+        kinit: kinit.to_path_buf(),
     };
-    let archive = cache.join(format!("kinit-node-{recipe}.tar"));
+    let archive = ctx.cache.join(format!("kinit-node-{recipe}.tar"));
     let (write_tag, write_recipe, write_to) = (tag.clone(), recipe.clone(), archive.clone());
     tokio::task::spawn_blocking(move || {
         node_image::write_archive(&inputs, &write_tag, &write_recipe, &write_to)
@@ -73,8 +72,23 @@ pub async fn run(ctx: &Context) -> Result<Outcome> {
     let _ = std::fs::remove_file(&archive);
     loaded.with_context(|| format!("cannot load the node image {tag} into Docker"))?;
     Ok(Outcome::Done(format!(
-        "assembled {tag} in {:.1}s from {}",
-        started.elapsed().as_secs_f64(),
-        downloads.join(", ")
+        "assembled {tag} in {:.1}s",
+        started.elapsed().as_secs_f64()
     )))
+}
+
+/// Node images of older kinits or kubelets, once the master no longer runs them.
+pub async fn remove_older_images(ctx: &Context) -> Result<()> {
+    let old = ctx
+        .docker
+        .remove_labelled_images(
+            node_image::LABEL_RECIPE,
+            node_image::REPOSITORY,
+            Some(ctx.node_image()?),
+        )
+        .await?;
+    if !old.is_empty() {
+        tracing::info!("removed older node images: {}", old.join(", "));
+    }
+    Ok(())
 }
