@@ -60,6 +60,15 @@ impl Release {
     pub fn minor(&self) -> String {
         minor(self.kubernetes)
     }
+
+    /// `v1.36.3` → 36, for settings that exist from some minor version on.
+    pub fn minor_number(&self) -> u32 {
+        self.kubernetes
+            .split('.')
+            .nth(1)
+            .and_then(|m| m.parse().ok())
+            .unwrap_or(0)
+    }
 }
 
 /// `v1.36.3` → `v1.36`.

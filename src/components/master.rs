@@ -77,6 +77,8 @@ struct Values {
     kubelet_config: String,
     kubelet_kubeconfig: String,
     kubelet_verbosity: u8,
+    /// The kubelet knows the ExtendWebSocketsToKubelet gate from 1.36 on.
+    extend_websockets_gate: bool,
     controller_manager_kubeconfig: String,
     scheduler_kubeconfig: String,
     authentication_config: String,
@@ -184,6 +186,7 @@ pub fn render(
         kubelet_config: path(config.join("kubelet.yaml")),
         kubelet_kubeconfig: path(layout.kubeconfig("kubelet.conf")),
         kubelet_verbosity: verbosity,
+        extend_websockets_gate: settings.release()?.minor_number() >= 36,
         controller_manager_kubeconfig: path(layout.kubeconfig("controller-manager.conf")),
         scheduler_kubeconfig: path(layout.kubeconfig("scheduler.conf")),
         authentication_config: path(config.join("authentication.yaml")),
@@ -374,6 +377,28 @@ mod tests {
         assert!(!apiserver.contains("--insecure-port"));
         let kcm = contents(&m, "kube-controller-manager.yaml");
         assert!(kcm.contains("--cluster-cidr=10.244.0.0/16"));
+    }
+
+    #[test]
+    fn the_kubelet_gets_only_feature_gates_its_version_knows() {
+        assert!(contents(&rendered(), "kubelet.yaml").contains("ExtendWebSocketsToKubelet: false"));
+        let previous = Settings {
+            kubernetes_version: crate::versions::SUPPORTED[1].kubernetes.into(),
+            ..cluster::test_settings()
+        };
+        let layout = Layout::new("/var/lib/kinit");
+        let m = render(
+            &previous,
+            &layout,
+            &host(),
+            &Images::default(),
+            "kinit/node:test",
+            2,
+        )
+        .unwrap();
+        let kubelet = contents(&m, "kubelet.yaml");
+        assert!(!kubelet.contains("ExtendWebSocketsToKubelet"), "{kubelet}");
+        let _: serde_yaml::Value = serde_yaml::from_str(&kubelet).unwrap();
     }
 
     #[test]
