@@ -334,7 +334,9 @@ fn a_cluster_runs_tutorials_survives_restarts_and_purges_clean() {
         "Starting kube-proxy (kinit-proxy): created",
         "Applying cluster DNS and RBAC: applied",
         "Waiting for the cluster to be ready: node",
-        "Installing kubectl: kubectl v1.36.3 installed in",
+        "Downloading release files: ",
+        "Assembling the node image: ",
+        "Installing kubectl: kubectl v1.36.3 (cached) installed in",
         "Writing the kubeconfig: context \"kinit\" in",
         "Cluster \"kinit\" is ready in",
     ] {
