@@ -41,15 +41,6 @@ cleanup() {
 }
 trap cleanup EXIT
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_port() {
-  local i
-  for i in $(seq 100); do
-    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-    sleep 0.1
-  done
-  die "nothing listens on 127.0.0.1:$1"
-}
 
 http_port=$(free_port)
 python3 -m http.server --bind 127.0.0.1 --directory "$KINIT_BUNDLE_DIR" "$http_port" >/dev/null 2>&1 &
@@ -77,14 +68,6 @@ done
 docker image ls --format '{{.Repository}}:{{.Tag}}' | grep '^kinit/node:' | xargs -r docker image rm --force >/dev/null
 
 UP=(up --mirror "$MIRROR" --image-repository "$REPOSITORY" --bin-dir "$WORK/bin" --kubeconfig "$WORK/kubeconfig")
-now() { date +%s.%N; }
-timed_up() {
-  local t0 t1
-  t0=$(now)
-  "${KINIT[@]}" "${UP[@]}" >"$WORK/up.log" 2>&1 || { cat "$WORK/up.log" >&2; die "kinit up failed"; }
-  t1=$(now)
-  echo "$t1 - $t0" | bc -l
-}
 # "... assembled kinit/node:v1.36.3-abc in 2.1s from ..." -> 2.1
 step_seconds() { sed -n "s/.*$1 in \([0-9.]*\)s.*/\1/p" "$WORK/up.log" | head -n 1; }
 

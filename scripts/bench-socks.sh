@@ -32,15 +32,6 @@ trap cleanup EXIT
 # Many open tunnels need many descriptors, in the proxies and in the benchmark.
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_port() {
-  local i
-  for i in $(seq 100); do
-    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-    sleep 0.1
-  done
-  die "nothing listens on 127.0.0.1:$1 ($2)"
-}
 targets=()
 
 # kinit socks, allowed everywhere (the target is a loopback server outside any cluster).

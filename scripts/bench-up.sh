@@ -22,7 +22,7 @@ fi
 become_root "$@"
 apt_ensure bc:bc
 ensure_docker
-ensure_bundle >/dev/null
+ensure_bundle "" --pinned-only >/dev/null
 if [ -n "$(docker ps -aq --filter label=io.kinit.managed=true)" ]; then
   die "a kinit cluster exists on this host; run the benchmark on a host without one"
 fi
@@ -33,14 +33,6 @@ UP=(up --bundle "$KINIT_BUNDLE_DIR" --bin-dir "$WORK/bin" --kubeconfig "$WORK/ku
 cleanup() { "${KINIT[@]}" down --purge >/dev/null 2>&1 || true; rm -rf "$WORK"; }
 trap cleanup EXIT
 
-now() { date +%s.%N; }
-timed_up() {
-  local t0 t1
-  t0=$(now)
-  "${KINIT[@]}" "${UP[@]}" >"$WORK/up.log" 2>&1 || { cat "$WORK/up.log" >&2; die "kinit up failed"; }
-  t1=$(now)
-  echo "$t1 - $t0" | bc -l
-}
 
 # The resident memory (KiB) of every process of a container.
 container_rss_kib() {

@@ -145,3 +145,30 @@ ensure_bundle() {
   say "offline bundle (${1:-all components}) in $KINIT_BUNDLE_DIR"
   "$REPO/scripts/build-bundle.sh" ${1:+--only "$1"} "${@:2}" "$KINIT_BUNDLE_DIR"
 }
+
+# ---- benchmark helpers ------------------------------------------------------------------
+
+# free_port: a TCP port nothing listens on at the moment, on loopback.
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+# wait_port PORT [WHAT]: until something accepts connections on 127.0.0.1:PORT (10 s).
+wait_port() {
+  local i
+  for i in $(seq 100); do
+    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
+    sleep 0.1
+  done
+  die "nothing listens on 127.0.0.1:$1${2:+ ($2)}"
+}
+
+now() { date +%s.%N; }
+
+# timed_up: runs "${KINIT[@]}" "${UP[@]}" with its output in $WORK/up.log and prints how
+# many seconds it took; the caller sets KINIT, UP and WORK.
+timed_up() {
+  local t0 t1
+  t0=$(now)
+  "${KINIT[@]}" "${UP[@]}" >"$WORK/up.log" 2>&1 || { cat "$WORK/up.log" >&2; die "kinit up failed"; }
+  t1=$(now)
+  echo "$t1 - $t0" | bc -l
+}
