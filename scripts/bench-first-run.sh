@@ -61,15 +61,18 @@ for tar in "$KINIT_BUNDLE_DIR"/images/registry.k8s.io_*.tar; do
     die "cannot push $ref to the registry"
 done
 
-# Nothing kinit would find present: no upstream or mirrored image, no node image.
+# Nothing kinit would find present: no upstream or mirrored image, no node image. By ID,
+# so that no other tag (an earlier run's registry port) keeps the layers.
 for ref in "${upstream[@]}"; do
-  docker image rm --force "$ref" "$REPOSITORY/${ref#registry.k8s.io/}" >/dev/null 2>&1 || true
+  id=$(docker image inspect -f '{{.Id}}' "$ref" 2>/dev/null || true)
+  [ -z "$id" ] || docker image rm --force "$id" >/dev/null
 done
-docker image ls --format '{{.Repository}}:{{.Tag}}' | grep '^kinit/node:' | xargs -r docker image rm --force >/dev/null
+docker image ls --format '{{.Repository}}:{{.Tag}}' | { grep '^kinit/node:' || true; } |
+  xargs -r docker image rm --force >/dev/null
 
 UP=(up --mirror "$MIRROR" --image-repository "$REPOSITORY" --bin-dir "$WORK/bin" --kubeconfig "$WORK/kubeconfig")
 # "... assembled kinit/node:v1.36.3-abc in 2.1s from ..." -> 2.1
-step_seconds() { sed -n "s/.*$1 in \([0-9.]*\)s.*/\1/p" "$WORK/up.log" | head -n 1; }
+step_seconds() { sed -n "s|.*$1 in \([0-9.]*\)s.*|\1|p" "$WORK/up.log" | head -n 1; }
 
 cold=$(timed_up)
 cp "$WORK/up.log" "$WORK/cold.log"
