@@ -36,6 +36,8 @@ KINIT=("${CARGO_TARGET_DIR:-$REPO/target}/release/kinit" --state-dir "$WORK/stat
 pids=()
 cleanup() {
   "${KINIT[@]}" down --purge >/dev/null 2>&1 || true
+  # Leave the engine as the tests expect it: the bundle's images present.
+  "${KINIT[@]}" images load "$KINIT_BUNDLE_DIR" >/dev/null 2>&1 || true
   [ ${#pids[@]} -eq 0 ] || kill "${pids[@]}" 2>/dev/null || true
   rm -rf "$WORK"
 }

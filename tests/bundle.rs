@@ -5,9 +5,8 @@
 //! bundle (scripts/test.sh builds both).
 
 use std::collections::BTreeSet;
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use kinit::release::{Artifact, arch};
 use kinit::versions::{
@@ -17,7 +16,7 @@ use kinit::versions::{
 use sha2::{Digest, Sha256};
 
 mod common;
-use common::{bundle, docker_cli, require_engine, text};
+use common::{bundle, docker_cli, require_engine, text, with_stdin};
 
 fn run_in(image: &str, args: &[&str]) -> String {
     let mut full = vec!["run", "--rm", "--network", "none", image];
@@ -246,20 +245,10 @@ fn cni_archive_holds_the_four_plugins() {
     let tmp = tempfile::tempdir().unwrap();
     unpack(&tgz, tmp.path());
     for plugin in plugins {
-        let mut child = Command::new(tmp.path().join(plugin))
-            .env("CNI_COMMAND", "VERSION")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(br#"{"cniVersion":"1.0.0"}"#)
-            .unwrap();
-        let out = child.wait_with_output().unwrap();
+        let out = with_stdin(
+            Command::new(tmp.path().join(plugin)).env("CNI_COMMAND", "VERSION"),
+            br#"{"cniVersion":"1.0.0"}"#,
+        );
         assert!(
             out.status.success() && text(&out).contains("supportedVersions"),
             "{plugin} VERSION: {}",

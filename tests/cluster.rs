@@ -8,11 +8,11 @@
 //! Needs root, a running Docker engine and the bundle (scripts/test.sh provides them).
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 mod common;
-use common::{bundle, docker_cli, require_engine, text};
+use common::{bundle, docker_cli, require_engine, text, with_stdin};
 
 const WORKLOADS: &str = r#"
 apiVersion: v1
@@ -144,23 +144,13 @@ impl Cluster {
     }
 
     fn apply(&self, yaml: &str) {
-        let mut child = Command::new(self.bin.join("kubectl"))
-            .arg("--kubeconfig")
-            .arg(&self.kubeconfig)
-            .args(["apply", "-f", "-"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        use std::io::Write;
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(yaml.as_bytes())
-            .unwrap();
-        let out = child.wait_with_output().unwrap();
+        let out = with_stdin(
+            Command::new(self.bin.join("kubectl"))
+                .arg("--kubeconfig")
+                .arg(&self.kubeconfig)
+                .args(["apply", "-f", "-"]),
+            yaml.as_bytes(),
+        );
         assert!(out.status.success(), "kubectl apply:\n{}", text(&out));
     }
 

@@ -1,8 +1,9 @@
 //! Helpers shared by the test binaries that need Docker and the offline bundle.
 #![allow(dead_code)] // each test binary uses its own subset
 
+use std::io::Write;
 use std::path::PathBuf;
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
 
 pub fn text(out: &Output) -> String {
     format!(
@@ -40,4 +41,21 @@ pub fn bundle() -> PathBuf {
         dir.display()
     );
     dir
+}
+
+/// Runs `cmd` with `input` on its standard input and collects its output.
+pub fn with_stdin(cmd: &mut Command, input: &[u8]) -> Output {
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the command starts");
+    child
+        .stdin
+        .take()
+        .expect("a piped stdin")
+        .write_all(input)
+        .expect("the command reads its input");
+    child.wait_with_output().expect("the command ends")
 }
