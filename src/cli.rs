@@ -89,6 +89,10 @@ pub enum Command {
         #[arg(long, value_name = "SOCKET")]
         upstream: PathBuf,
     },
+    /// Inside the kinit-boot container, on each start of the Docker daemon: set the host up
+    /// again and start the kinit containers Docker could not start before that.
+    #[command(hide = true)]
+    Boot,
 }
 
 #[derive(Debug, Subcommand)]
@@ -266,6 +270,8 @@ pub enum LogComponent {
     /// kube-proxy.
     Proxy,
     Coredns,
+    /// What kinit-boot did when the Docker daemon last started.
+    Boot,
 }
 
 #[derive(Debug, Args)]

@@ -91,9 +91,6 @@ impl Settings {
     /// because changing them under a running cluster would break its certificates and data.
     pub fn reconcile(saved: Settings, args: &ClusterArgs) -> Result<Self> {
         let mut conflicts = Vec::new();
-        if args.node_ip.is_some_and(|ip| ip != saved.node_ip) {
-            conflicts.push(format!("--node-ip (cluster has {})", saved.node_ip));
-        }
         if args.hostname.as_ref().is_some_and(|h| *h != saved.hostname) {
             conflicts.push(format!("--hostname (cluster has {})", saved.hostname));
         }
@@ -131,6 +128,29 @@ impl Settings {
             );
         }
         Ok(saved)
+    }
+
+    /// Where the node lives now. Its address is not part of a cluster's identity (DHCP
+    /// moves it): `--node-ip` moves the cluster to the address it names; without it, a saved
+    /// address this host no longer has gives way to the host's primary address. Returns
+    /// the address the cluster moved from.
+    pub fn follow_node_ip(
+        &mut self,
+        flag: Option<IpAddr>,
+        is_local: impl Fn(IpAddr) -> bool,
+        primary: impl FnOnce() -> Result<IpAddr>,
+    ) -> Result<Option<IpAddr>> {
+        let new = match flag {
+            Some(ip) => ip,
+            None if is_local(self.node_ip) => return Ok(None),
+            None => primary()?,
+        };
+        if new == self.node_ip {
+            return Ok(None);
+        }
+        let old = std::mem::replace(&mut self.node_ip, new);
+        self.check_ranges()?;
+        Ok(Some(old))
     }
 
     /// The Kubernetes release the cluster runs, if this kinit runs it (a cluster made by
@@ -433,6 +453,45 @@ mod tests {
         let old = "nodeIp: 10.0.2.15\nhostname: kinit-test\nserviceCidr: 10.96.0.0/12\ndnsDomain: cluster.local\n";
         let read: Settings = serde_yaml::from_str(old).unwrap();
         assert_eq!(read, settings());
+    }
+
+    #[test]
+    fn the_node_follows_its_address() {
+        let primary = || Ok("192.168.1.20".parse().unwrap());
+        let gone = |_| false;
+        let here = |_| true;
+        // A flag moves it, whether the old address is still there or not.
+        let mut s = settings();
+        let flag = Some("10.0.2.16".parse().unwrap());
+        assert_eq!(
+            s.follow_node_ip(flag, here, primary).unwrap(),
+            Some("10.0.2.15".parse().unwrap())
+        );
+        assert_eq!(s.node_ip.to_string(), "10.0.2.16");
+        // Without one, only a lost address moves it, to the primary one.
+        let mut s = settings();
+        assert_eq!(s.follow_node_ip(None, here, primary).unwrap(), None);
+        assert_eq!(s, settings());
+        assert!(s.follow_node_ip(None, gone, primary).unwrap().is_some());
+        assert_eq!(s.node_ip.to_string(), "192.168.1.20");
+        // The same address is no move; an address inside the pod range is refused.
+        let mut s = settings();
+        assert_eq!(
+            s.follow_node_ip(Some(s.node_ip), gone, primary).unwrap(),
+            None
+        );
+        let err = s
+            .follow_node_ip(Some("10.244.3.3".parse().unwrap()), here, primary)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("10.244.0.0/16"), "{err}");
+        // Flags that name the cluster's identity are still refused by reconcile; the node
+        // IP is not one of them.
+        let moved = ClusterArgs {
+            node_ip: Some("10.9.9.9".parse().unwrap()),
+            ..Default::default()
+        };
+        assert_eq!(Settings::reconcile(settings(), &moved).unwrap(), settings());
     }
 
     #[test]

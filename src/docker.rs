@@ -12,9 +12,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use anyhow::{Context, Result, anyhow};
 use bollard::errors::Error as DockerError;
 use bollard::models::{
-    ContainerCreateBody, DeviceMapping, HostConfig, HostConfigCgroupnsModeEnum, Mount,
-    MountBindOptions, MountBindOptionsPropagationEnum, MountType, RestartPolicy,
-    RestartPolicyNameEnum,
+    ContainerCreateBody, DeviceMapping, HostConfig, HostConfigCgroupnsModeEnum,
+    HostConfigLogConfig, Mount, MountBindOptions, MountBindOptionsPropagationEnum, MountType,
+    RestartPolicy, RestartPolicyNameEnum,
 };
 use bollard::query_parameters::{
     CreateContainerOptions, CreateImageOptions, ImportImageOptions, ListContainersOptions,
@@ -96,10 +96,29 @@ impl ContainerSpec {
         container_name(&self.component)
     }
 
-    /// A stable digest of the spec, stored as a label to detect changes.
+    /// A stable digest of the spec, stored as a label to detect changes. The log policy
+    /// is part of it: a container made under another policy is made again.
     pub fn hash(&self) -> String {
-        short_digest(&serde_json::to_vec(self).unwrap_or_default())
+        let mut bytes = serde_json::to_vec(self).unwrap_or_default();
+        bytes.extend(format!("log:{LOG_DRIVER},{LOG_MAX_SIZE},{LOG_MAX_FILES}").bytes());
+        short_digest(&bytes)
     }
+}
+
+/// Docker's default json-file driver keeps a container's log forever. Every container
+/// kinit makes, and every pod container its kubelet makes (src/runtime_proxy.rs), rotates
+/// instead: at most [`LOG_MAX_FILES`] files of [`LOG_MAX_SIZE`]. json-file is the driver
+/// cri-dockerd reads `kubectl logs` from.
+pub const LOG_DRIVER: &str = "json-file";
+pub const LOG_MAX_SIZE: &str = "10m";
+pub const LOG_MAX_FILES: &str = "3";
+
+/// The options of [`LOG_DRIVER`] that bound a container's log.
+pub fn log_options() -> HashMap<String, String> {
+    HashMap::from([
+        ("max-size".to_string(), LOG_MAX_SIZE.to_string()),
+        ("max-file".to_string(), LOG_MAX_FILES.to_string()),
+    ])
 }
 
 /// The first 12 bytes of a SHA-256, in hex: enough to tell versions of a file apart.
@@ -145,6 +164,10 @@ pub struct ContainerState {
     pub pid: Option<i64>,
     pub restart_count: Option<i64>,
     pub started_at: Option<String>,
+    /// Why Docker last failed to start it (a missing bind source, a mount that does not
+    /// propagate), until it starts.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 /// The engine's version and cgroup setup, for preflight and `kinit status`.
@@ -358,6 +381,7 @@ impl Docker {
             pid: state.pid.filter(|pid| *pid > 0),
             restart_count: c.restart_count,
             started_at: state.started_at,
+            error: state.error.filter(|e| !e.is_empty()),
         }))
     }
 
@@ -478,6 +502,15 @@ impl Docker {
         }
         out.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(out)
+    }
+
+    /// Starts an existing container; one already running is left alone.
+    pub async fn start(&self, name: &str) -> Result<()> {
+        match self.api.start_container(name, None).await {
+            Ok(()) => Ok(()),
+            Err(e) if is_not_modified(&e) => Ok(()),
+            Err(e) => Err(e).with_context(|| format!("cannot start {name}")),
+        }
     }
 
     /// Stops a container, giving it `grace_seconds` to exit cleanly.
@@ -688,6 +721,10 @@ fn container_body(
         }),
         privileged: Some(privilege == Privilege::Full),
         cap_add: Some(cap_add),
+        log_config: Some(HostConfigLogConfig {
+            typ: Some(LOG_DRIVER.into()),
+            config: Some(log_options()),
+        }),
         security_opt: fallback.then(|| {
             ["seccomp=unconfined", "apparmor=unconfined"]
                 .map(String::from)

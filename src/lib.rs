@@ -16,6 +16,7 @@ pub mod download;
 pub mod examples;
 pub mod fs;
 pub mod health;
+pub mod host;
 pub mod kubernetes;
 pub mod layout;
 pub mod logging;

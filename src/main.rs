@@ -7,6 +7,12 @@ use clap::Parser;
 fn main() -> ExitCode {
     let cli = kinit::cli::Cli::parse();
     kinit::logging::init(cli.verbose);
+    // Joining another mount namespace needs a single-threaded process: before the runtime.
+    if matches!(cli.command, kinit::cli::Command::Boot)
+        && let Err(err) = kinit::host::enter_host_mount_namespace()
+    {
+        return kinit::report(&err);
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -30,6 +30,15 @@ pub fn primary_ip() -> Result<IpAddr> {
     bail!("cannot find this host's primary address (it has no default route); pass --node-ip")
 }
 
+/// Whether `ip` is one of this host's addresses: binding to it fails only with "address
+/// not available" when it is not (any other failure says nothing about the address).
+pub fn is_local_address(ip: IpAddr) -> bool {
+    match std::net::TcpListener::bind(std::net::SocketAddr::new(ip, 0)) {
+        Ok(_) => true,
+        Err(e) => e.kind() != std::io::ErrorKind::AddrNotAvailable,
+    }
+}
+
 /// Every address of this host's interfaces with its prefix length.
 pub fn interface_addresses() -> Result<Vec<(IpAddr, u8)>> {
     let ifaces =

@@ -1,6 +1,9 @@
-//! A Docker API interposer between cri-dockerd and the Docker engine that clamps negative
-//! `HostConfig.OomScoreAdj` to 0, because hosts whose capability bounding set lacks
-//! CAP_SYS_RESOURCE refuse a negative oom_score_adj and runc then fails every pod sandbox.
+//! A Docker API interposer between cri-dockerd and the Docker engine that edits the
+//! containers cri-dockerd creates:
+//! - a negative `HostConfig.OomScoreAdj` is clamped to 0 on hosts whose capability
+//!   bounding set lacks CAP_SYS_RESOURCE, which refuse it (runc then fails every sandbox);
+//! - the log is bounded (`HostConfig.LogConfig`, [`crate::docker::LOG_MAX_SIZE`]): cri-dockerd
+//!   sets none and cannot rotate logs itself, so a chatty pod would fill the disk.
 //!
 //! Everything else passes through untouched: one upstream connection per client connection
 //! keeps the client's keep-alive behaviour, bodies stream, and hijacked streams (exec,
@@ -144,8 +147,8 @@ async fn forward(
     clamp: bool,
 ) -> Result<Response<Body>> {
     let client_upgrade = hyper::upgrade::on(&mut req);
-    let req = if clamp && is_container_create(&req) {
-        clamp_create(req).await?
+    let req = if is_container_create(&req) {
+        rewrite_create(req, clamp).await?
     } else {
         req.map(BodyExt::boxed)
     };
@@ -197,24 +200,25 @@ fn is_container_create<B>(req: &Request<B>) -> bool {
     unversioned == "/containers/create"
 }
 
-async fn clamp_create(req: Request<Incoming>) -> Result<Request<Body>> {
+async fn rewrite_create(req: Request<Incoming>, clamp: bool) -> Result<Request<Body>> {
     let (mut parts, body) = req.into_parts();
     let body = body
         .collect()
         .await
         .context("cannot read the request body")?
         .to_bytes();
-    let body = match clamp_oom_score_adj(&body) {
-        Some((clamped, adj)) => {
+    let body = match rewrite_create_body(&body, clamp) {
+        Some((rewritten, changes)) => {
             let name = parts
                 .uri
                 .query()
                 .and_then(|query| query.split('&').find_map(|pair| pair.strip_prefix("name=")));
             debug!(
-                "clamped OomScoreAdj {adj} to 0 for container {}",
-                name.unwrap_or("<unnamed>")
+                "container {}: {}",
+                name.unwrap_or("<unnamed>"),
+                changes.join(", ")
             );
-            Bytes::from(clamped)
+            Bytes::from(rewritten)
         }
         None => body,
     };
@@ -226,14 +230,58 @@ async fn clamp_create(req: Request<Incoming>) -> Result<Request<Body>> {
     Ok(Request::from_parts(parts, full(body)))
 }
 
-/// The rewritten body and the value it replaced, or None to forward the body as it came
-/// (not JSON, or nothing to clamp).
-fn clamp_oom_score_adj(body: &[u8]) -> Option<(Vec<u8>, i64)> {
+/// The rewritten body and what changed, or None to forward the body as it came (not JSON,
+/// or nothing to change).
+fn rewrite_create_body(body: &[u8], clamp: bool) -> Option<(Vec<u8>, Vec<String>)> {
     let mut create: serde_json::Value = serde_json::from_slice(body).ok()?;
-    let adj = create.get_mut("HostConfig")?.get_mut("OomScoreAdj")?;
-    let old = adj.as_i64().filter(|&v| v < 0)?;
-    *adj = 0.into();
-    Some((serde_json::to_vec(&create).ok()?, old))
+    let host = create.get_mut("HostConfig")?.as_object_mut()?;
+    let mut changes = Vec::new();
+    if clamp
+        && let Some(adj) = host.get_mut("OomScoreAdj")
+        && let Some(old) = adj.as_i64().filter(|&v| v < 0)
+    {
+        *adj = 0.into();
+        changes.push(format!("OomScoreAdj {old} clamped to 0"));
+    }
+    if bound_log(host) {
+        changes.push(format!(
+            "log rotated at {} x {}",
+            crate::docker::LOG_MAX_FILES,
+            crate::docker::LOG_MAX_SIZE
+        ));
+    }
+    if changes.is_empty() {
+        return None;
+    }
+    Some((serde_json::to_vec(&create).ok()?, changes))
+}
+
+/// Gives a json-file (or default-driver) log without a size limit kinit's rotation. A
+/// driver someone chose on purpose, or a limit already set, is left alone; the default
+/// driver becomes json-file, the one cri-dockerd serves `kubectl logs` from.
+fn bound_log(host: &mut serde_json::Map<String, serde_json::Value>) -> bool {
+    let log = host
+        .entry("LogConfig")
+        .or_insert_with(|| serde_json::json!({}));
+    let Some(log) = log.as_object_mut() else {
+        return false;
+    };
+    let driver = log.get("Type").and_then(|t| t.as_str()).unwrap_or("");
+    if !driver.is_empty() && driver != crate::docker::LOG_DRIVER {
+        return false;
+    }
+    let options = log.entry("Config").or_insert_with(|| serde_json::json!({}));
+    let Some(options) = options.as_object_mut() else {
+        return false;
+    };
+    if options.contains_key("max-size") {
+        return false;
+    }
+    for (key, value) in crate::docker::log_options() {
+        options.entry(key).or_insert(value.into());
+    }
+    log.insert("Type".into(), crate::docker::LOG_DRIVER.into());
+    true
 }
 
 /// Docker's error shape, so the client reports the message; the upstream connection may be
@@ -357,6 +405,10 @@ mod tests {
             let create: serde_json::Value = serde_json::from_str(&body).expect("json");
             assert_eq!(create["HostConfig"]["OomScoreAdj"], want, "clamp={clamp}");
             assert_eq!(create["Image"], "p");
+            let log = &create["HostConfig"]["LogConfig"];
+            assert_eq!(log["Type"], "json-file");
+            assert_eq!(log["Config"]["max-size"], crate::docker::LOG_MAX_SIZE);
+            assert_eq!(log["Config"]["max-file"], crate::docker::LOG_MAX_FILES);
         }
     }
 
@@ -367,7 +419,11 @@ mod tests {
         let cases = [
             (
                 "/containers/create",
-                r#"{ "HostConfig": {"OomScoreAdj": 500} }"#,
+                r#"{ "HostConfig": {"OomScoreAdj": 500, "LogConfig": {"Type": "json-file", "Config": {"max-size": "1m"}}} }"#,
+            ),
+            (
+                "/containers/create",
+                r#"{ "HostConfig": {"LogConfig": {"Type": "journald"}} }"#,
             ),
             ("/v1.41/containers/create?name=y", "not json"),
             ("/v1.41/containers/abc/update", CREATE),
@@ -421,6 +477,38 @@ mod tests {
         let err = serve(&listen, &dir.path().join("docker.sock"), true).await;
         assert!(format!("{:#}", err.expect_err("serve")).contains("symbolic link"));
         assert!(!dir.path().join("elsewhere").exists());
+    }
+
+    #[test]
+    fn pod_logs_get_bounded_unless_someone_chose_otherwise() {
+        let rewrite = |body: &str| {
+            rewrite_create_body(body.as_bytes(), false)
+                .map(|(b, _)| serde_json::from_slice::<serde_json::Value>(&b).expect("json"))
+        };
+        for body in [
+            r#"{"HostConfig":{}}"#,
+            r#"{"HostConfig":{"LogConfig":{"Type":"","Config":{}}}}"#,
+            r#"{"HostConfig":{"LogConfig":{"Type":"json-file","Config":{"max-file":"9"}}}}"#,
+        ] {
+            let create = rewrite(body).expect("rewritten");
+            let log = &create["HostConfig"]["LogConfig"];
+            assert_eq!(log["Type"], "json-file", "{body}");
+            assert_eq!(log["Config"]["max-size"], "10m", "{body}");
+        }
+        // An explicit max-file stays.
+        let kept = rewrite(
+            r#"{"HostConfig":{"LogConfig":{"Type":"json-file","Config":{"max-file":"9"}}}}"#,
+        )
+        .expect("rewritten");
+        assert_eq!(kept["HostConfig"]["LogConfig"]["Config"]["max-file"], "9");
+        assert!(rewrite(r#"{"HostConfig":{"LogConfig":{"Type":"none"}}}"#).is_none());
+        assert!(
+            rewrite(
+                r#"{"HostConfig":{"LogConfig":{"Type":"json-file","Config":{"max-size":"1g"}}}}"#
+            )
+            .is_none()
+        );
+        assert!(rewrite(r#"{"Image":"p"}"#).is_none());
     }
 
     #[test]

@@ -16,13 +16,31 @@ else
 fi
 
 # Docker sets the FORWARD policy to DROP, and with bridge-nf-call-iptables on, traffic
-# between pods on the bridge goes through FORWARD: let the pod bridge through.
+# between pods on the bridge goes through FORWARD: let the pod bridge through. Appended,
+# not inserted first, so that DOCKER-USER and whatever an administrator put ahead of it
+# still decide first; a jump an earlier kinit inserted at the top is moved to the end.
 iptables -w -N KINIT-FORWARD 2>/dev/null || true
 for dir in -i -o; do
   iptables -w -C KINIT-FORWARD "$dir" {{ bridge | sh }} -j ACCEPT 2>/dev/null ||
     iptables -w -A KINIT-FORWARD "$dir" {{ bridge | sh }} -j ACCEPT
 done
-iptables -w -C FORWARD -j KINIT-FORWARD 2>/dev/null || iptables -w -I FORWARD 1 -j KINIT-FORWARD
+while iptables -w -D FORWARD -j KINIT-FORWARD 2>/dev/null; do :; done
+iptables -w -A FORWARD -j KINIT-FORWARD
+
+# Nothing but the pods themselves may send to a pod or Service address from outside the
+# host: a neighbour that routes those ranges through this host would otherwise reach
+# every pod. Dropped before NAT, so NodePorts, hostPorts and replies to the pods' own
+# connections (addressed to the host until de-NATed) are unaffected; the host's own
+# traffic never passes PREROUTING.
+guard_range() {
+  "$1" -w -t mangle -N KINIT-PREROUTING 2>/dev/null || true
+  "$1" -w -t mangle -C KINIT-PREROUTING ! -i {{ bridge | sh }} -d "$2" -j DROP 2>/dev/null ||
+    "$1" -w -t mangle -A KINIT-PREROUTING ! -i {{ bridge | sh }} -d "$2" -j DROP
+  "$1" -w -t mangle -C PREROUTING -j KINIT-PREROUTING 2>/dev/null ||
+    "$1" -w -t mangle -I PREROUTING 1 -j KINIT-PREROUTING
+}
+guard_range iptables {{ pod_cidr | sh }}
+guard_range {{ service_iptables | sh }} {{ service_cidr | sh }}
 
 # wait_for_socket PATH WHAT: a socket the process started just before creates.
 wait_for_socket() {

@@ -16,6 +16,7 @@ pub async fn run(args: &LogsArgs) -> Result<()> {
         LogComponent::Etcd => (Some(docker::container_name("etcd")), "etcd"),
         LogComponent::Kubelet => (Some(docker::container_name("master")), "the kubelet"),
         LogComponent::Proxy => (Some(docker::container_name("proxy")), "kube-proxy"),
+        LogComponent::Boot => (Some(docker::container_name("boot")), "kinit-boot"),
         LogComponent::Apiserver => (
             docker
                 .pod_container("kube-system", "kube-apiserver")

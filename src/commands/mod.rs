@@ -1,6 +1,7 @@
 //! One function per subcommand; each parses nothing and decides little, calling the
 //! library modules in order.
 
+mod boot;
 mod certs;
 mod down;
 mod example;
@@ -41,6 +42,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Man { dir: None } => clap_mangen::Man::new(Cli::command())
             .render(&mut std::io::stdout())
             .context("cannot write the man page"),
+        Command::Boot => boot::run().await,
         Command::RuntimeProxy { listen, upstream } => {
             let clamp = crate::runtime_proxy::host_refuses_negative_oom_adj();
             tracing::info!(

@@ -70,9 +70,11 @@ enum Check {
     /// Running pod container; its readiness comes from the API.
     Pod(&'static str),
     Proxy,
+    /// Idle once it has done its work; running is all there is to check.
+    Boot,
 }
 
-const COMPONENTS: [(&str, Check); 7] = [
+const COMPONENTS: [(&str, Check); 8] = [
     ("etcd", Check::Etcd),
     ("kubelet", Check::Kubelet),
     ("apiserver", Check::ApiServer),
@@ -80,6 +82,7 @@ const COMPONENTS: [(&str, Check); 7] = [
     ("scheduler", Check::Pod("kube-scheduler")),
     ("proxy", Check::Proxy),
     ("coredns", Check::Pod("coredns")),
+    ("boot", Check::Boot),
 ];
 
 pub async fn run(state_dir: Option<&Path>, args: &StatusArgs) -> Result<()> {
@@ -105,6 +108,7 @@ pub async fn run(state_dir: Option<&Path>, args: &StatusArgs) -> Result<()> {
             Check::Etcd => docker.inspect(&docker::container_name("etcd")).await?,
             Check::Kubelet => docker.inspect(&docker::container_name("master")).await?,
             Check::Proxy => docker.inspect(&docker::container_name("proxy")).await?,
+            Check::Boot => docker.inspect(&docker::container_name("boot")).await?,
             Check::ApiServer => pod_container(&docker, "kube-apiserver").await?,
             Check::Pod(c) => pod_container(&docker, c).await?,
         };
@@ -118,6 +122,7 @@ pub async fn run(state_dir: Option<&Path>, args: &StatusArgs) -> Result<()> {
                     verdict(health::http_ok(master::KUBELET_HEALTHZ, CHECK_TIMEOUT).await)
                 }
                 Check::Proxy => verdict(health::http_ok(proxy::HEALTHZ, CHECK_TIMEOUT).await),
+                Check::Boot => "healthy".into(),
                 Check::ApiServer => match &kube {
                     Some(k) => verdict(k.readyz().await),
                     None if root => "unhealthy: no admin kubeconfig".into(),

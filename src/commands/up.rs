@@ -11,6 +11,7 @@ use crate::docker::Docker;
 use crate::download::Downloader;
 use crate::fs::Lock;
 use crate::layout::{LOCK_FILE, Layout};
+use crate::net;
 use crate::progress::{self, Steps};
 use crate::steps::{self, Context};
 use crate::versions::Images;
@@ -39,6 +40,15 @@ pub async fn run(
         Some(saved) => Settings::reconcile(saved, &cluster_args)?,
         None => Settings::from_args(&cluster_args)?,
     };
+    // Certificates, etcd and the node follow; the pki step records the new address.
+    if let Some(old) =
+        settings.follow_node_ip(cluster_args.node_ip, net::is_local_address, net::primary_ip)?
+    {
+        progress::println(&format!(
+            " ! The node's address moved from {old} to {}: its certificates and etcd follow it",
+            settings.node_ip
+        ));
+    }
     let sources = Sources::resolve(
         &config,
         args.mirror.as_deref(),
@@ -79,6 +89,9 @@ pub async fn run(
         .await?;
     steps
         .run("Assembling the node image", steps::node::run(&ctx))
+        .await?;
+    steps
+        .run("Surviving reboots (kinit-boot)", steps::boot::run(&ctx))
         .await?;
     steps
         .run("Writing certificates", steps::pki::run(&ctx))

@@ -40,6 +40,11 @@ pub fn local_endpoint() -> String {
     format!("https://127.0.0.1:{CLIENT_PORT}")
 }
 
+/// The peer URL the member advertises for this node address.
+pub fn peer_url(settings: &Settings) -> String {
+    format!("https://{}:{PEER_PORT}", url_host(settings.node_ip))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -59,6 +59,8 @@ struct Values {
     hostname: String,
     api_port: u16,
     service_cidr: String,
+    /// iptables or ip6tables, for the Service range's family.
+    service_iptables: &'static str,
     pod_cidr: String,
     node_pod_cidr: String,
     node_cidr_prefix: u8,
@@ -168,6 +170,10 @@ pub fn render(
         hostname: settings.hostname.clone(),
         api_port: API_SERVER_PORT,
         service_cidr: settings.service_cidr.to_string(),
+        service_iptables: match settings.service_cidr {
+            ipnet::IpNet::V4(_) => "iptables",
+            ipnet::IpNet::V6(_) => "ip6tables",
+        },
         pod_cidr: settings.pod_cidr.to_string(),
         node_pod_cidr: settings.node_pod_cidr().to_string(),
         node_cidr_prefix: cluster::NODE_CIDR_PREFIX,

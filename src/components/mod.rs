@@ -2,10 +2,11 @@
 //!
 //! [`ContainerSpec`]: crate::docker::ContainerSpec
 
+pub mod boot;
 pub mod cleanup;
 pub mod etcd;
 pub mod master;
 pub mod proxy;
 
 /// The component containers, in bring-up order.
-pub const ALL: [&str; 3] = ["etcd", "master", "proxy"];
+pub const ALL: [&str; 4] = ["boot", "etcd", "master", "proxy"];

@@ -2,6 +2,7 @@
 //! Every step checks what is already in place and does only what is missing.
 
 pub mod addons;
+pub mod boot;
 pub mod download;
 pub mod etcd;
 pub mod images;

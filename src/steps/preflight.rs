@@ -2,8 +2,7 @@
 //! and the cgroup layout. Every failure names what to do about it.
 
 use std::collections::HashSet;
-use std::io::ErrorKind;
-use std::net::{IpAddr, SocketAddr, TcpListener};
+use std::net::IpAddr;
 use std::path::Path;
 
 use anyhow::{Context as _, Result, bail};
@@ -50,13 +49,6 @@ enum Need {
     PortForward,
 }
 
-/// Kernel settings Kubernetes networking needs: routing between pods and the outside, and
-/// bridged pod traffic passing through iptables so Service rules apply to it.
-const SYSCTLS: &[(&str, &str)] = &[
-    ("net/ipv4/ip_forward", "1"),
-    ("net/bridge/bridge-nf-call-iptables", "1"),
-];
-
 pub async fn run(ctx: &Context) -> Result<Outcome> {
     let engine = ctx.docker.engine_info().await?;
     let running: HashSet<String> = ctx
@@ -84,15 +76,7 @@ pub async fn run(ctx: &Context) -> Result<Outcome> {
         );
     }
     // What kinit changed on the host, so the user knows.
-    let mut changed = Vec::new();
-    for (key, value) in SYSCTLS {
-        if set_sysctl(key, value)? {
-            changed.push(format!("{}={value}", key.replace('/', ".")));
-        }
-    }
-    if make_root_shared()? {
-        changed.push("mount --make-rshared /".into());
-    }
+    let changed = crate::host::prepare()?;
     let swap = if swap_on() {
         ", swap on (the kubelet tolerates it; pods get none)"
     } else {
@@ -173,64 +157,6 @@ async fn check_foreign_pods(ctx: &Context) -> Result<()> {
     Ok(())
 }
 
-/// Sets a kernel parameter unless it has the value already; whether it changed it.
-/// bridge-nf-call-iptables exists only once br_netfilter is loaded.
-fn set_sysctl(key: &str, value: &str) -> Result<bool> {
-    let path = Path::new("/proc/sys").join(key);
-    if !path.exists() && key.starts_with("net/bridge/") {
-        let status = std::process::Command::new("modprobe")
-            .arg("br_netfilter")
-            .status();
-        if !matches!(status, Ok(s) if s.success()) || !path.exists() {
-            bail!(
-                "the kernel module br_netfilter is not loaded and `modprobe br_netfilter` failed; \
-                 load it (sudo modprobe br_netfilter) and run `kinit up` again"
-            );
-        }
-    }
-    let current = std::fs::read_to_string(&path)
-        .with_context(|| format!("cannot read {}", path.display()))?;
-    if current.trim() == value {
-        return Ok(false);
-    }
-    std::fs::write(&path, value).with_context(|| {
-        format!(
-            "cannot set {} to {value}; set it yourself (sysctl -w) and run `kinit up` again",
-            path.display()
-        )
-    })?;
-    Ok(true)
-}
-
-/// Pod volumes the kubelet mounts inside its container must show on the host, which needs
-/// the host's mounts to propagate (as systemd sets up, but not every init does).
-fn make_root_shared() -> Result<bool> {
-    let table = std::fs::read_to_string("/proc/self/mountinfo")
-        .context("cannot read /proc/self/mountinfo")?;
-    let root_shared = table.lines().any(|l| {
-        let fields: Vec<&str> = l.split(' ').collect();
-        fields.get(4) == Some(&"/")
-            && fields
-                .iter()
-                .skip(6)
-                .take_while(|f| **f != "-")
-                .any(|f| f.starts_with("shared:"))
-    });
-    if root_shared {
-        return Ok(false);
-    }
-    use nix::mount::{MsFlags, mount};
-    mount(
-        None::<&str>,
-        "/",
-        None::<&str>,
-        MsFlags::MS_REC | MsFlags::MS_SHARED,
-        None::<&str>,
-    )
-    .context("cannot make / a shared mount (mount --make-rshared /)")?;
-    Ok(true)
-}
-
 fn swap_on() -> bool {
     std::fs::read_to_string("/proc/swaps").is_ok_and(|s| s.lines().count() > 1)
 }
@@ -257,14 +183,12 @@ fn check_ports(ports: &[(u16, &str, &str)], running: &HashSet<String>) -> Result
 
 /// etcd and the API server listen on the node IP, so it must be one of this host's.
 fn check_node_ip(ip: IpAddr) -> Result<()> {
-    match TcpListener::bind(SocketAddr::new(ip, 0)) {
-        Ok(_) => Ok(()),
-        Err(e) if e.kind() == ErrorKind::AddrNotAvailable => bail!(
-            "the node IP {ip} is not an address of this host; pass one of its addresses with --node-ip \
-             (or, for an existing cluster whose host changed address, `kinit down --purge` and start again)"
-        ),
-        Err(e) => Err(e).with_context(|| format!("cannot check the node IP {ip}")),
+    if !net::is_local_address(ip) {
+        bail!(
+            "the node IP {ip} is not an address of this host; pass one of its addresses with --node-ip"
+        );
     }
+    Ok(())
 }
 
 fn check_disk(state_dir: &Path) -> Result<()> {

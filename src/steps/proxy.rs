@@ -20,14 +20,6 @@ pub async fn run(ctx: &Context) -> Result<Outcome> {
         rendered.config.contents.as_bytes(),
         rendered.config.mode,
     )?;
-    // Docker would create a missing bind source as a directory; iptables wants a file.
-    if !std::path::Path::new("/run/xtables.lock").exists() {
-        fs::write_file(
-            std::path::Path::new("/run/xtables.lock"),
-            b"",
-            fs::Mode::Private,
-        )?;
-    }
     // kube-proxy reads its configuration once: a new one must give a new container.
     let mut spec = rendered.spec;
     spec.env.push(format!(

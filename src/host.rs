@@ -1,0 +1,293 @@
+//! What kinit changes on the host outside its state directory, and how those changes hold
+//! across a reboot.
+//!
+//! The node needs IP forwarding, bridged traffic through iptables (br_netfilter), mounts
+//! that propagate from `/` (the kubelet's pod volumes) and `/run/xtables.lock` (shared by
+//! every iptables user, bind-mounted into kube-proxy). A reboot resets all four. `kinit up`
+//! sets them ([`prepare`]) and writes the sysctl and module files a systemd boot applies
+//! ([`persist`]); the `kinit-boot` container sets them again on every start of the Docker
+//! daemon, so hosts without systemd come back too (src/commands/boot.rs).
+
+use std::fs::OpenOptions;
+use std::io::ErrorKind;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+
+use anyhow::{Context, Result, bail};
+use serde::Serialize;
+
+use crate::fs::{self, Mode};
+use crate::manifests;
+
+/// Kernel settings Kubernetes networking needs: routing between pods and the outside, and
+/// bridged pod traffic passing through iptables so Service rules apply to it.
+pub const SYSCTLS: &[(&str, &str)] = &[
+    ("net/ipv4/ip_forward", "1"),
+    ("net/bridge/bridge-nf-call-iptables", "1"),
+];
+
+/// The module that provides `net/bridge/*`.
+pub const MODULES: &[&str] = &["br_netfilter"];
+
+/// Read at boot by systemd-sysctl and systemd-modules-load (and by procps' and kmod's
+/// scripts on other inits).
+pub const SYSCTL_FILE: &str = "/etc/sysctl.d/99-kinit.conf";
+pub const MODULES_FILE: &str = "/etc/modules-load.d/kinit.conf";
+
+/// The first line of every file [`persist`] writes: only a file that starts with it is
+/// kinit's to replace or delete.
+const MARKER: &str = "# Written by kinit";
+
+pub const XTABLES_LOCK: &str = "/run/xtables.lock";
+
+/// Makes the host ready for the node; returns what it changed, for the user.
+pub fn prepare() -> Result<Vec<String>> {
+    let mut changed = Vec::new();
+    for (key, value) in SYSCTLS {
+        if set_sysctl(key, value)? {
+            changed.push(format!("{}={value}", key.replace('/', ".")));
+        }
+    }
+    if make_root_shared()? {
+        changed.push("mount --make-rshared /".into());
+    }
+    if ensure_xtables_lock()? {
+        changed.push(format!("created {XTABLES_LOCK}"));
+    }
+    Ok(changed)
+}
+
+#[derive(Serialize)]
+struct PersistValues {
+    marker: &'static str,
+    sysctls: Vec<(String, &'static str)>,
+    modules: &'static [&'static str],
+}
+
+/// The files a boot applies, rendered.
+fn persisted_files() -> Result<[(&'static str, String); 2]> {
+    let values = PersistValues {
+        marker: MARKER,
+        sysctls: SYSCTLS
+            .iter()
+            .map(|(k, v)| (k.replace('/', "."), *v))
+            .collect(),
+        modules: MODULES,
+    };
+    // The templates drop their final newline; the files end with one.
+    let line_ended = |text: String| text + "\n";
+    Ok([
+        (
+            SYSCTL_FILE,
+            line_ended(manifests::HOST_SYSCTL.render_text(&values)?),
+        ),
+        (
+            MODULES_FILE,
+            line_ended(manifests::HOST_MODULES.render_text(&values)?),
+        ),
+    ])
+}
+
+/// Writes the sysctl and module files, on hosts that have the directories for them;
+/// returns the files it wrote. A file of that name that kinit did not write is left alone.
+pub fn persist(etc: &Path) -> Result<Vec<String>> {
+    let mut written = Vec::new();
+    for (path, contents) in persisted_files()? {
+        let path = etc.join(path.trim_start_matches("/etc/"));
+        if !path.parent().is_some_and(Path::is_dir) {
+            continue;
+        }
+        if !is_ours_or_missing(&path)? {
+            tracing::warn!(
+                "{} exists and was not written by kinit; leaving it alone",
+                path.display()
+            );
+            continue;
+        }
+        if fs::write_if_changed(&path, contents.as_bytes(), Mode::Public)? {
+            written.push(path.display().to_string());
+        }
+    }
+    Ok(written)
+}
+
+/// Deletes what [`persist`] wrote; returns the files it deleted.
+pub fn unpersist(etc: &Path) -> Result<Vec<String>> {
+    let mut removed = Vec::new();
+    for (path, _) in persisted_files()? {
+        let path = etc.join(path.trim_start_matches("/etc/"));
+        if is_ours_or_missing(&path)? {
+            match std::fs::remove_file(&path) {
+                Ok(()) => removed.push(path.display().to_string()),
+                Err(e) if e.kind() == ErrorKind::NotFound => {}
+                Err(e) => {
+                    return Err(e).with_context(|| format!("cannot delete {}", path.display()));
+                }
+            }
+        }
+    }
+    Ok(removed)
+}
+
+/// A regular file starting with [`MARKER`] (never through a symlink), or nothing there.
+fn is_ours_or_missing(path: &Path) -> Result<bool> {
+    match std::fs::symlink_metadata(path) {
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(true),
+        Err(e) => return Err(e).with_context(|| format!("cannot inspect {}", path.display())),
+        Ok(meta) if !meta.file_type().is_file() => return Ok(false),
+        Ok(_) => {}
+    }
+    let bytes = fs::read_optional(path)?.unwrap_or_default();
+    Ok(bytes.starts_with(MARKER.as_bytes()))
+}
+
+/// Sets a kernel parameter unless it has the value already; whether it changed it.
+/// bridge-nf-call-iptables exists only once br_netfilter is loaded.
+fn set_sysctl(key: &str, value: &str) -> Result<bool> {
+    let path = Path::new("/proc/sys").join(key);
+    if !path.exists() && key.starts_with("net/bridge/") {
+        let status = std::process::Command::new(
+            fs::system_tool("modprobe").unwrap_or_else(|| "modprobe".into()),
+        )
+        .env("PATH", fs::SYSTEM_PATH)
+        .args(MODULES)
+        .status();
+        if !matches!(status, Ok(s) if s.success()) || !path.exists() {
+            bail!(
+                "the kernel module br_netfilter is not loaded and `modprobe br_netfilter` failed; \
+                 load it (sudo modprobe br_netfilter) and run `kinit up` again"
+            );
+        }
+    }
+    let current = std::fs::read_to_string(&path)
+        .with_context(|| format!("cannot read {}", path.display()))?;
+    if current.trim() == value {
+        return Ok(false);
+    }
+    std::fs::write(&path, value).with_context(|| {
+        format!(
+            "cannot set {} to {value}; set it yourself (sysctl -w) and run `kinit up` again",
+            path.display()
+        )
+    })?;
+    Ok(true)
+}
+
+/// Whether `/` propagates mounts, from a mountinfo table.
+fn root_is_shared(mountinfo: &str) -> bool {
+    mountinfo.lines().any(|l| {
+        let fields: Vec<&str> = l.split(' ').collect();
+        fields.get(4) == Some(&"/")
+            && fields
+                .iter()
+                .skip(6)
+                .take_while(|f| **f != "-")
+                .any(|f| f.starts_with("shared:"))
+    })
+}
+
+/// Pod volumes the kubelet mounts inside its container must show on the host, which needs
+/// the host's mounts to propagate (as systemd sets up at boot, but not every init does).
+fn make_root_shared() -> Result<bool> {
+    let table = std::fs::read_to_string("/proc/self/mountinfo")
+        .context("cannot read /proc/self/mountinfo")?;
+    if root_is_shared(&table) {
+        return Ok(false);
+    }
+    use nix::mount::{MsFlags, mount};
+    mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        MsFlags::MS_REC | MsFlags::MS_SHARED,
+        None::<&str>,
+    )
+    .context("cannot make / a shared mount (mount --make-rshared /)")?;
+    Ok(true)
+}
+
+/// iptables creates its lock file on first use, but kube-proxy's container binds it and
+/// Docker refuses to start a container whose bind source is missing. Created without
+/// following a link and never truncated: another process may hold the lock.
+fn ensure_xtables_lock() -> Result<bool> {
+    match OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .custom_flags(nix::libc::O_NOFOLLOW)
+        .open(XTABLES_LOCK)
+    {
+        Ok(_) => Ok(true),
+        Err(e) if e.kind() == ErrorKind::AlreadyExists => Ok(false),
+        Err(e) => Err(e).with_context(|| format!("cannot create {XTABLES_LOCK}")),
+    }
+}
+
+/// Moves this process into the mount namespace of the host's PID 1, so that `/`, `/run`
+/// and `/proc/sys` are the host's. Needs a single-threaded process (call it before the
+/// async runtime starts), the host's PID namespace and CAP_SYS_ADMIN.
+pub fn enter_host_mount_namespace() -> Result<()> {
+    let ns = std::fs::File::open("/proc/1/ns/mnt").context(
+        "cannot open the host's mount namespace (/proc/1/ns/mnt); is the PID namespace the host's?",
+    )?;
+    nix::sched::setns(ns, nix::sched::CloneFlags::CLONE_NEWNS)
+        .context("cannot enter the host's mount namespace")?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn persisted_files_name_every_setting_and_only_ours_are_replaced_or_deleted() {
+        let etc = tempfile::tempdir().unwrap();
+        // Hosts without the directories get nothing.
+        assert!(persist(etc.path()).unwrap().is_empty());
+        for dir in ["sysctl.d", "modules-load.d"] {
+            std::fs::create_dir(etc.path().join(dir)).unwrap();
+        }
+        assert_eq!(persist(etc.path()).unwrap().len(), 2);
+        assert!(
+            persist(etc.path()).unwrap().is_empty(),
+            "rewritten unchanged"
+        );
+        let sysctl = std::fs::read_to_string(etc.path().join("sysctl.d/99-kinit.conf")).unwrap();
+        assert!(sysctl.starts_with(MARKER), "{sysctl}");
+        assert!(sysctl.contains("\nnet.ipv4.ip_forward = 1\n"), "{sysctl}");
+        assert!(
+            sysctl.contains("\nnet.bridge.bridge-nf-call-iptables = 1\n"),
+            "{sysctl}"
+        );
+        let modules =
+            std::fs::read_to_string(etc.path().join("modules-load.d/kinit.conf")).unwrap();
+        assert!(modules.lines().any(|l| l == "br_netfilter"), "{modules}");
+
+        assert_eq!(unpersist(etc.path()).unwrap().len(), 2);
+        assert!(unpersist(etc.path()).unwrap().is_empty());
+
+        // Someone else's file of the same name, or a link, stays as it is.
+        let theirs = etc.path().join("sysctl.d/99-kinit.conf");
+        std::fs::write(&theirs, "vm.swappiness = 1\n").unwrap();
+        let elsewhere = etc.path().join("elsewhere.conf");
+        std::fs::write(&elsewhere, "mine\n").unwrap();
+        std::os::unix::fs::symlink(&elsewhere, etc.path().join("modules-load.d/kinit.conf"))
+            .unwrap();
+        assert!(persist(etc.path()).unwrap().is_empty());
+        assert!(unpersist(etc.path()).unwrap().is_empty());
+        assert_eq!(
+            std::fs::read_to_string(&theirs).unwrap(),
+            "vm.swappiness = 1\n"
+        );
+        assert_eq!(std::fs::read_to_string(&elsewhere).unwrap(), "mine\n");
+    }
+
+    #[test]
+    fn root_propagation_is_read_from_mountinfo() {
+        let shared = "22 1 8:1 / / rw,relatime shared:1 - ext4 /dev/sda1 rw\n";
+        let private = "22 1 8:1 / / rw,relatime - ext4 /dev/sda1 rw\n\
+                       30 22 0:5 / /dev rw shared:2 - devtmpfs udev rw\n";
+        assert!(root_is_shared(shared));
+        assert!(!root_is_shared(private));
+    }
+}

@@ -1,0 +1,32 @@
+//! Makes the cluster come back after a reboot without anyone running kinit: the sysctl
+//! and module files a boot applies, and the kinit-boot container (src/commands/boot.rs).
+
+use std::path::Path;
+
+use anyhow::Result;
+
+use super::Context;
+use crate::components::boot;
+use crate::docker::Applied;
+use crate::host;
+use crate::progress::Outcome;
+
+pub async fn run(ctx: &Context) -> Result<Outcome> {
+    let written = host::persist(Path::new("/etc"))?;
+    let applied = ctx.docker.apply(&boot::spec(ctx.node_image()?)?).await?;
+    let mut done = Vec::new();
+    if !written.is_empty() {
+        done.push(format!("wrote {}", written.join(", ")));
+    }
+    match applied {
+        Applied::Unchanged => {}
+        Applied::Started => done.push("started kinit-boot".into()),
+        Applied::Created => done.push("created kinit-boot".into()),
+        Applied::Replaced => done.push("replaced kinit-boot".into()),
+    }
+    Ok(if done.is_empty() {
+        Outcome::AlreadyDone("kinit-boot running, boot settings in place".into())
+    } else {
+        Outcome::Done(done.join("; "))
+    })
+}
