@@ -34,46 +34,84 @@ apt_ensure() {
 # systemd where it runs, else by hand with its log in /var/log/kinit-dockerd.log.
 ensure_docker() {
   apt_ensure dockerd:docker.io
-  if ! docker info >/dev/null 2>&1; then
-    if [ -d /run/systemd/system ]; then
-      say "starting Docker (systemctl)"
-      systemctl start docker
-    else
-      say "starting dockerd (no systemd; log in /var/log/kinit-dockerd.log)"
-      nohup dockerd >>/var/log/kinit-dockerd.log 2>&1 &
-    fi
-    local i
-    for i in $(seq 60); do
-      docker info >/dev/null 2>&1 && break
-      [ "$i" -eq 60 ] && die "dockerd did not start; see /var/log/kinit-dockerd.log"
-      sleep 1
-    done
-  fi
+  start_docker
   say "Docker $(docker version --format '{{.Server.Version}}') is running"
   # The kubelet's volume mounts need / to propagate mounts (rshared binds).
   mount --make-rshared /
 }
 
-# restart_docker: stops the Docker daemon and starts it again, as a host reboot or a
-# package upgrade would (used by the end-to-end test).
-restart_docker() {
+# start_docker: starts the installed Docker daemon unless it runs, and waits for it.
+start_docker() {
+  docker info >/dev/null 2>&1 && return 0
   if [ -d /run/systemd/system ]; then
-    systemctl restart docker
+    say "starting Docker (systemctl)"
+    systemctl start docker
   else
-    local pid
-    pid=$(cat /var/run/docker.pid 2>/dev/null || true)
-    [ -n "$pid" ] || die "no /var/run/docker.pid: is dockerd running?"
-    kill "$pid"
-    local i
-    for i in $(seq 60); do
-      kill -0 "$pid" 2>/dev/null || break
-      [ "$i" -eq 60 ] && die "dockerd (pid $pid) did not stop within 60s"
-      sleep 1
-    done
-    ensure_docker
+    say "starting dockerd (no systemd; log in /var/log/kinit-dockerd.log)"
+    nohup dockerd >>/var/log/kinit-dockerd.log 2>&1 &
   fi
+  local i
+  for i in $(seq 60); do
+    docker info >/dev/null 2>&1 && return 0
+    sleep 1
+  done
+  die "dockerd did not start; see /var/log/kinit-dockerd.log"
 }
 
+# stop_docker: stops the Docker daemon as a shutdown does (its containers are stopped by
+# the daemon, not by hand, so their restart policies bring them back when it starts).
+stop_docker() {
+  if [ -d /run/systemd/system ]; then
+    systemctl stop docker docker.socket
+    return 0
+  fi
+  local pid
+  pid=$(cat /var/run/docker.pid 2>/dev/null || true)
+  [ -n "$pid" ] || die "no /var/run/docker.pid: is dockerd running?"
+  kill "$pid"
+  local i
+  for i in $(seq 60); do
+    kill -0 "$pid" 2>/dev/null || return 0
+    sleep 1
+  done
+  die "dockerd (pid $pid) did not stop within 60s"
+}
+
+# restart_docker: stops the Docker daemon and starts it again, as a package upgrade would
+# (used by the end-to-end test).
+restart_docker() {
+  stop_docker
+  ensure_docker
+}
+
+# simulate_reboot STATE_DIR: what a host reboot does to kinit's world, without rebooting:
+# the daemon stops as at shutdown; what lives in memory goes (sysctls, the propagation of
+# /, /run/xtables.lock, the pod bridge, every iptables rule, the pod volumes mounted
+# under STATE_DIR); then the daemon starts, as at boot, and nothing else is run.
+simulate_reboot() {
+  local state=$1
+  stop_docker
+  echo 0 >/proc/sys/net/ipv4/ip_forward
+  if [ -e /proc/sys/net/bridge/bridge-nf-call-iptables ]; then
+    echo 0 >/proc/sys/net/bridge/bridge-nf-call-iptables
+  fi
+  local m
+  grep -o " ${state}/[^ ]*" /proc/self/mountinfo | sort -r | while read -r m; do
+    umount -l "$m" 2>/dev/null || true
+  done
+  mount --make-rprivate /
+  rm -f /run/xtables.lock
+  ip link delete cni0 2>/dev/null || true
+  local cmd table
+  for cmd in iptables ip6tables; do
+    for table in filter nat mangle raw; do
+      "$cmd" -w -t "$table" -F
+      "$cmd" -w -t "$table" -X
+    done
+    "$cmd" -w -P FORWARD ACCEPT
+  done
+  start_docker
+}
 # ensure_cargo: cargo on PATH, also when rustup put it in ~/.cargo/bin and sudo's PATH
 # does not have that (scripts/install.sh installs rustup for root).
 ensure_cargo() {

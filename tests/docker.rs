@@ -190,3 +190,48 @@ fn an_image_neither_present_nor_pullable_is_a_clear_error() {
     );
     assert!(msg.contains("docker load"), "{msg}");
 }
+
+/// While one kinit holds the host's lock, every command that changes the cluster refuses
+/// at once, naming the lock, and changes nothing: two `kinit up` never interleave.
+#[test]
+fn a_second_kinit_refuses_while_one_holds_the_lock() {
+    let _turn = DOCKER.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    // A cluster state directory that `certs` could be pointed at.
+    std::fs::create_dir(&state).unwrap();
+    let held = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(kinit::layout::LOCK_FILE)
+        .unwrap();
+    held.try_lock()
+        .expect("no other kinit runs during this test");
+    let state_arg = state.to_str().unwrap();
+    for args in [
+        vec!["up"],
+        vec!["down"],
+        vec!["down", "--purge"],
+        vec!["example", "nginx"],
+        vec!["certs", "--out", state_arg],
+    ] {
+        let out = kinit(&state, &args);
+        assert!(!out.status.success(), "kinit {args:?} ran: {}", text(&out));
+        assert!(
+            text(&out).contains("another kinit is changing this cluster right now"),
+            "kinit {args:?}: {}",
+            text(&out)
+        );
+    }
+    assert_eq!(
+        std::fs::read_dir(&state).unwrap().count(),
+        0,
+        "a refused command wrote into the state directory"
+    );
+    assert!(!bin_dir(&state).exists());
+    drop(held);
+    // Released: certs into the state directory goes ahead.
+    let out = kinit(&state, &["certs", "--out", state_arg]);
+    assert!(out.status.success(), "{}", text(&out));
+}

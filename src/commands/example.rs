@@ -9,8 +9,9 @@ use anyhow::{Result, anyhow, bail};
 use crate::cli::ExampleArgs;
 use crate::cluster::Settings;
 use crate::examples::{self, Example, Shape};
+use crate::fs::Lock;
 use crate::kubernetes::{JobState, Kube};
-use crate::layout::Layout;
+use crate::layout::{LOCK_FILE, Layout};
 use crate::progress::{self, Outcome, Steps};
 use crate::steps::{self, wait_until};
 
@@ -35,6 +36,13 @@ pub async fn run(state_dir: Option<&Path>, args: &ExampleArgs) -> Result<()> {
     // Bad overrides are refused before anything else is looked at.
     example.render(&args.image_override, crate::cluster::DEFAULT_DNS_DOMAIN)?;
     let layout = Layout::resolve(state_dir)?;
+    // Root's run changes the cluster as `kinit up` does: never both at once. (Other users
+    // cannot take the host's lock, nor run `up` or `down`.)
+    let _lock = if nix::unistd::geteuid().is_root() {
+        Some(Lock::acquire(Path::new(LOCK_FILE))?)
+    } else {
+        None
+    };
     let Some(settings) = Settings::load(&layout.settings_file())? else {
         bail!(
             "no cluster in {} (run `sudo kinit up` first)",

@@ -25,7 +25,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Down(args) => down::run(state_dir, &args).await,
         Command::Status(args) => status::run(state_dir, &args).await,
         Command::Logs(args) => logs::run(&args).await,
-        Command::Certs(args) => certs::run(&args),
+        Command::Certs(args) => certs::run(state_dir, &args),
         Command::Images(cmd) => images::run(&cmd).await,
         Command::Version => {
             version();

@@ -1,6 +1,8 @@
 //! Helpers shared by the test binaries that need Docker and the offline bundle.
 #![allow(dead_code)] // each test binary uses its own subset
 
+pub mod cluster;
+
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
