@@ -68,10 +68,20 @@ impl Dir {
     /// Opens `path` as a directory, creating what is missing (0755). Directories created
     /// inside `user`'s home are given to them.
     pub fn open(path: &Path, user: Option<&HomeUser>) -> Result<Self> {
+        Self::walk_to(path, user, true)?
+            .with_context(|| format!("{} vanished while kinit created it", path.display()))
+    }
+
+    /// Opens `path` as a directory, or `None` when some part of it does not exist.
+    pub fn open_existing(path: &Path, user: Option<&HomeUser>) -> Result<Option<Self>> {
+        Self::walk_to(path, user, false)
+    }
+
+    fn walk_to(path: &Path, user: Option<&HomeUser>, create: bool) -> Result<Option<Self>> {
         let home = user.and_then(|u| {
             // A home that cannot be opened holds nothing kinit writes; the walk below
             // then treats every directory as outside it.
-            let (fd, _) = walk(&u.home, None, false).ok()?;
+            let (fd, _) = walk(&u.home, None, false).ok()??;
             let stat = fstat(&fd).ok()?;
             Some(Home {
                 dev: stat.st_dev,
@@ -80,12 +90,14 @@ impl Dir {
                 gid: u.gid,
             })
         });
-        let (fd, inside) = walk(path, home.as_ref(), true)?;
-        Ok(Self {
+        let Some((fd, inside)) = walk(path, home.as_ref(), create)? else {
+            return Ok(None);
+        };
+        Ok(Some(Self {
             fd,
             path: path.to_path_buf(),
             user: home.filter(|_| inside).map(|h| (h.uid, h.gid)),
-        })
+        }))
     }
 
     /// Reads the regular file `name`, or `None` when there is none. A symbolic link is
@@ -238,9 +250,10 @@ struct Step {
 
 /// Walks `path` from `/` one component at a time (openat with O_NOFOLLOW), following
 /// only links that root would have made (see [`Dir`]). Returns the directory and whether
-/// it is inside `home`. `..` goes back to the directory walked through, not to whatever
+/// it is inside `home`, or `None` when a component is missing and `create` is not set.
+/// `..` goes back to the directory walked through, not to whatever
 /// `..` the kernel would find from a link's target.
-fn walk(path: &Path, home: Option<&Home>, create: bool) -> Result<(OwnedFd, bool)> {
+fn walk(path: &Path, home: Option<&Home>, create: bool) -> Result<Option<(OwnedFd, bool)>> {
     let path =
         std::path::absolute(path).with_context(|| format!("cannot resolve {}", path.display()))?;
     let root = open(Path::new("/"), DIR_FLAGS, Perm::empty()).context("cannot open /")?;
@@ -322,7 +335,7 @@ fn walk(path: &Path, home: Option<&Home>, create: bool) -> Result<(OwnedFd, bool
                     pending.push_front(part);
                 }
             }
-            Err(Errno::ENOENT) => bail!("{} does not exist", at().display()),
+            Err(Errno::ENOENT) => return Ok(None),
             Err(e) => {
                 return Err(e).with_context(|| format!("cannot open {}", at().display()));
             }
@@ -330,7 +343,7 @@ fn walk(path: &Path, home: Option<&Home>, create: bool) -> Result<(OwnedFd, bool
     }
     let inside = home.is_some_and(|h| stack.iter().any(|s| h.is(&s.stat)));
     let last = stack.pop().context("the walk lost its root")?;
-    Ok((last.fd, inside))
+    Ok(Some((last.fd, inside)))
 }
 
 impl Step {

@@ -123,26 +123,62 @@ pub fn write_owned(target: &Target, bytes: &[u8]) -> Result<()> {
     Ok(())
 }
 
+/// Takes context `kinit` (as in `admin`) out of the target file; returns whether there
+/// was a file to change. Nothing is created when the file or its directory is gone.
+///
+/// For `kinit down --purge`: reading the file by path and handing the result to
+/// [`write_owned`] would let a link swapped in between have root copy whatever it points
+/// at into the user's file; here the file is read and replaced through one handle.
+pub fn remove_from(target: &Target, admin: &Kubeconfig) -> Result<bool> {
+    let Some(dir) = fs::Dir::open_existing(parent(&target.path), target.owner.as_ref())
+        .with_context(|| format!("cannot open {}", target.path.display()))?
+    else {
+        return Ok(false);
+    };
+    rewrite(&dir, target, |existing| {
+        existing
+            .map(|bytes| {
+                kubeconfig::remove(bytes, admin)
+                    .map(String::into_bytes)
+                    .with_context(|| {
+                        format!(
+                            "cannot take the kinit context out of {}",
+                            target.path.display()
+                        )
+                    })
+            })
+            .transpose()
+    })
+}
+
 /// Rewrites the target file (0600) with what `edit` makes of its content (`None`: no
-/// file; an edit of `None`: leave it as it is); returns whether it wrote.
+/// file; an edit of `None`: leave it as it is); returns whether it wrote. A missing
+/// directory (~/.kube) is created, as the user's when in their home.
 ///
 /// The file is read and replaced through one directory handle, so what is written is
 /// derived from the very file it replaces; a link at the file or on the way there is
-/// refused (the error names it) before anything is written. A missing ~/.kube is created
-/// as the user's. The new file is the user's when it lies in their home; elsewhere it
-/// keeps the owner the old file had, unless that was root: the atomic rewrite would
-/// otherwise make a user's file root's, while a root-owned file stays root's.
+/// refused (the error names it) before anything is written. The new file is the user's
+/// when it lies in their home; elsewhere it keeps the owner the old file had, unless that
+/// was root: the atomic rewrite would otherwise make a user's file root's, while a
+/// root-owned file stays root's.
 pub fn update(
     target: &Target,
     edit: impl FnOnce(Option<&[u8]>) -> Result<Option<Vec<u8>>>,
 ) -> Result<bool> {
-    let path = &target.path;
-    let name = path
+    let dir = fs::Dir::open(parent(&target.path), target.owner.as_ref())
+        .with_context(|| format!("cannot write {}", target.path.display()))?;
+    rewrite(&dir, target, edit)
+}
+
+fn rewrite(
+    dir: &fs::Dir,
+    target: &Target,
+    edit: impl FnOnce(Option<&[u8]>) -> Result<Option<Vec<u8>>>,
+) -> Result<bool> {
+    let name = target
+        .path
         .file_name()
-        .ok_or_else(|| anyhow!("{} names no file", path.display()))?;
-    let parent = path.parent().unwrap_or(Path::new("/"));
-    let dir = fs::Dir::open(parent, target.owner.as_ref())
-        .with_context(|| format!("cannot write {}", path.display()))?;
+        .ok_or_else(|| anyhow!("{} names no file", target.path.display()))?;
     let existing = dir.read(name)?;
     let Some(new) = edit(existing.as_ref().map(|e| e.bytes.as_slice()))? else {
         return Ok(false);
@@ -152,6 +188,12 @@ pub fn update(
         .filter(|(uid, _)| !uid.is_root());
     dir.write(name, &new, fs::Mode::Private, keep)?;
     Ok(true)
+}
+
+fn parent(path: &Path) -> &Path {
+    path.parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
 }
 
 #[cfg(test)]
@@ -459,6 +501,40 @@ mod tests {
             .collect();
         left.sort();
         assert_eq!(left.len(), 3, "temporary files left behind: {left:?}");
+    }
+
+    /// `kinit down --purge`: the context goes, the user's other contexts and ownership
+    /// stay; a file or ~/.kube that is gone is not recreated; a link is refused.
+    #[test]
+    fn removal_keeps_the_rest_and_creates_nothing() {
+        if !as_root() {
+            return;
+        }
+        let s = Scene::new();
+        let recorded = Target {
+            owner: None,
+            ..s.target(".kube/config")
+        };
+        assert!(!remove_from(&recorded, &admin()).unwrap());
+        assert!(!s.home.path().join(".kube").exists());
+
+        let other = SECRET.replace("root-only", "mine");
+        std::fs::create_dir(s.home.path().join(".kube")).unwrap();
+        s.users(".kube");
+        std::fs::write(&recorded.path, &other).unwrap();
+        s.users(".kube/config");
+        assert!(merge_into(&s.target(".kube/config"), &admin()).unwrap());
+        assert!(remove_from(&recorded, &admin()).unwrap());
+        let left = std::fs::read_to_string(&recorded.path).unwrap();
+        assert!(left.contains("mine") && !left.contains("kinit"), "{left}");
+        assert_eq!(owner(&recorded.path), (4321, 4322, 0o600));
+
+        std::fs::remove_file(&recorded.path).unwrap();
+        symlink(s.shadow(), &recorded.path).unwrap();
+        let before = s.etc_state();
+        let msg = err(remove_from(&recorded, &admin()));
+        assert!(msg.contains("config is a symbolic link"), "{msg}");
+        assert_eq!(s.etc_state(), before);
     }
 
     /// Theirs or root's is decided by the directory actually reached: a path spelled
