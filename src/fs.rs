@@ -1,8 +1,13 @@
-//! Every file kinit writes goes through here: atomic replacement, explicit modes, and the
-//! lock that keeps two `kinit up` runs from interleaving.
+//! Every file kinit writes goes through here: atomic replacement, explicit modes, no
+//! symbolic link a user could have made followed on the way, and the lock that keeps two
+//! `kinit up` runs from interleaving.
+
+mod dir;
+
+pub use dir::{Dir, Existing, HomeUser};
 
 use std::fs::{self as stdfs, File, OpenOptions, TryLockError};
-use std::io::{ErrorKind, Write};
+use std::io::ErrorKind;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
@@ -31,27 +36,18 @@ impl Mode {
 
 /// Writes `bytes` to `path` so readers see the old file or the new one, never half of it.
 /// The mode is set on the temporary file before any byte is written, so a private key is
-/// never readable by others, not even for an instant.
+/// never readable by others, not even for an instant. Missing directories are created;
+/// the path is walked by handle, and the temporary file created new, as [`Dir`] describes,
+/// so a link a user planted on the way or beside the file is never followed as root.
 pub fn write_file(path: &Path, bytes: &[u8], mode: Mode) -> Result<()> {
-    let parent = path.parent().unwrap_or(Path::new("."));
-    ensure_dir(parent)?;
-    let tmp = tmp_path(path);
-    let result = (|| -> std::io::Result<()> {
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(mode.bits())
-            .open(&tmp)?;
-        file.set_permissions(stdfs::Permissions::from_mode(mode.bits()))?;
-        file.write_all(bytes)?;
-        file.sync_all()?;
-        stdfs::rename(&tmp, path)
-    })();
-    if result.is_err() {
-        let _ = stdfs::remove_file(&tmp);
-    }
-    result.with_context(|| format!("cannot write {}", path.display()))
+    let name = path
+        .file_name()
+        .with_context(|| format!("cannot write {}: it names no file", path.display()))?;
+    let parent = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    Dir::open(parent, None)?.write(name, bytes, mode, None)
 }
 
 /// Copies `src` to `dest` atomically with `mode`: a running program at `dest` keeps its
@@ -224,12 +220,6 @@ impl Lock {
     }
 }
 
-fn tmp_path(path: &Path) -> PathBuf {
-    let mut name = path.file_name().unwrap_or_default().to_os_string();
-    name.push(format!(".kinit-tmp-{}", std::process::id()));
-    path.with_file_name(name)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -253,6 +243,25 @@ mod tests {
         );
         let leftovers: Vec<_> = stdfs::read_dir(dir.path().join("a/b")).unwrap().collect();
         assert_eq!(leftovers.len(), 1, "temporary files left behind");
+    }
+
+    /// Earlier versions wrote through `NAME.kinit-tmp-PID` as found, so a link planted
+    /// there had root overwrite its target and then move the link into place.
+    #[test]
+    fn a_planted_temporary_name_is_not_written_through() {
+        let dir = tempfile::tempdir().unwrap();
+        let outside = dir.path().join("outside");
+        stdfs::write(&outside, b"keep").unwrap();
+        let planted = dir
+            .path()
+            .join(format!("key.pem.kinit-tmp-{}", std::process::id()));
+        std::os::unix::fs::symlink(&outside, &planted).unwrap();
+        let key = dir.path().join("key.pem");
+        write_file(&key, b"new", Mode::Private).unwrap();
+        assert_eq!(stdfs::read(&outside).unwrap(), b"keep");
+        assert_eq!(stdfs::read_link(&planted).unwrap(), outside);
+        assert!(!stdfs::symlink_metadata(&key).unwrap().is_symlink());
+        assert_eq!(stdfs::read(&key).unwrap(), b"new");
     }
 
     #[test]
