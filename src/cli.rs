@@ -211,12 +211,15 @@ pub struct SocksArgs {
     pub auth: Option<policy::Credentials>,
 
     /// Let clients reach only this network (repeatable) [default: the cluster's pod and
-    /// Service ranges and the node IP].
+    /// Service ranges and the node IP]. With --allow-any, opens this host's own loopback
+    /// or link-local addresses, which --allow-any alone keeps closed (e.g. 127.0.0.1/32).
     #[arg(long, value_name = "CIDR", value_parser = policy::parse_cidr)]
     pub allow: Vec<IpNet>,
 
-    /// Let clients reach any address this host can reach, not only the cluster.
-    #[arg(long, conflicts_with = "allow")]
+    /// Let clients reach any address this host can reach, not only the cluster, except
+    /// this host's loopback (127.0.0.0/8, ::1) and link-local addresses (169.254.0.0/16,
+    /// where cloud metadata answers, and fe80::/10) unless they are named with --allow.
+    #[arg(long)]
     pub allow_any: bool,
 
     /// Print a proxy auto-config (PAC) file that sends only cluster addresses and names

@@ -444,6 +444,32 @@ fn destinations_outside_the_allowlist_are_refused_with_reply_2() {
 }
 
 #[test]
+fn allow_any_keeps_loopback_and_link_local_closed_unless_named() {
+    let web = http_server();
+    let state = tempfile::tempdir().unwrap();
+    let metadata = SocketAddr::from(([169, 254, 169, 254], 80));
+    let any = Socks::start(state.path(), &["--allow-any"]);
+    // Refused by policy (reply 2) at once, not tried: a connect to 169.254.169.254 would
+    // hang until the connect timeout where no metadata service answers.
+    assert_eq!(request(any.addr, &connect_request(1, web)), 2);
+    assert_eq!(request(any.addr, &connect_request(1, metadata)), 2);
+    let zero = SocketAddr::from(([0, 0, 0, 0], web.port()));
+    assert_eq!(request(any.addr, &connect_request(1, zero)), 2);
+    let mut by_name = vec![5, 1, 0, 3, 9];
+    by_name.extend_from_slice(b"localhost");
+    by_name.extend_from_slice(&web.port().to_be_bytes());
+    assert_eq!(request(any.addr, &by_name), 2);
+    any.wait_for_log(&["stay closed under --allow-any"]);
+
+    // Named with --allow, 127.0.0.1 opens; the rest of loopback and link-local stays shut.
+    let named = Socks::start(state.path(), &["--allow-any", "--allow", "127.0.0.1/32"]);
+    fetch_ok("--socks5", &named.proxy(), &format!("http://{web}/"), &[]);
+    let other = SocketAddr::from(([127, 0, 0, 2], web.port()));
+    assert_eq!(request(named.addr, &connect_request(1, other)), 2);
+    assert_eq!(request(named.addr, &connect_request(1, metadata)), 2);
+}
+
+#[test]
 fn clients_outside_allow_client_are_closed_before_the_handshake() {
     let web = http_server();
     let state = tempfile::tempdir().unwrap();

@@ -49,7 +49,9 @@ pub async fn run(state_dir: Option<&Path>, args: &SocksArgs) -> Result<()> {
     raise_open_files_limit();
 
     let destinations = if args.allow_any {
-        Allowlist::Any
+        Allowlist::AnyRemote {
+            named: args.allow.clone(),
+        }
     } else {
         Allowlist::Nets(cluster_nets)
     };
@@ -109,7 +111,10 @@ pub async fn run(state_dir: Option<&Path>, args: &SocksArgs) -> Result<()> {
         );
     }
     if args.allow_any {
-        warn!("--allow-any: clients can reach every address this host can, not only the cluster");
+        warn!(
+            "--allow-any: clients can reach every address this host can, not only the cluster \
+             (but not this host's loopback and link-local addresses unless named with --allow)"
+        );
     }
 
     let shutdown = async {

@@ -104,11 +104,10 @@ async fn serve(stream: TcpStream, proxy: &Proxy, stats: &Stats) -> Result<Tunnel
         stats.refused_destinations.fetch_add(1, Ordering::Relaxed);
         let _ = proto.reply_error(&ReplyError::ConnectionNotAllowed).await;
         let shown: Vec<String> = candidates.iter().map(|ip| ip.to_string()).collect();
-        return Err(Refused(format!(
-            "refused {target} ({}): not in the destination allowlist (--allow CIDR, or --allow-any)",
-            shown.join(", ")
-        ))
-        .into());
+        let why = candidates
+            .first()
+            .map_or("no address", |ip| proxy.destinations.refusal(*ip));
+        return Err(Refused(format!("refused {target} ({}): {why}", shown.join(", "))).into());
     }
 
     let outbound = match connect(&allowed, proxy).await {
