@@ -200,15 +200,22 @@ pub struct SocksArgs {
     pub bind: IpAddr,
 
     /// Accept clients only from this network (repeatable) [default: loopback, plus the
-    /// network of --bind when it is not loopback].
+    /// network of --bind when it is not loopback and a password is required]. A
+    /// non-loopback --bind needs this or a password.
     #[arg(long, value_name = "CIDR", value_parser = policy::parse_cidr)]
     pub allow_client: Vec<IpNet>,
 
     /// Require this SOCKS5 username and password (RFC 1929); clients without them are
-    /// refused.
+    /// refused. Given here, the password is visible to every user of this host in `ps`
+    /// (kinit warns): prefer --auth-file or the environment variable.
     #[arg(long, value_name = "USER:PASSWORD", env = "KINIT_SOCKS_AUTH", hide_env_values = true,
-          value_parser = policy::parse_auth)]
+          value_parser = policy::parse_auth, conflicts_with = "auth_file")]
     pub auth: Option<policy::Credentials>,
+
+    /// Like --auth, with USER:PASSWORD read from the first line of this file (keep it
+    /// readable only by you).
+    #[arg(long, value_name = "FILE")]
+    pub auth_file: Option<PathBuf>,
 
     /// Let clients reach only this network (repeatable) [default: the cluster's pod and
     /// Service ranges and the node IP]. With --allow-any, opens this host's own loopback

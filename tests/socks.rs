@@ -574,7 +574,17 @@ fn cluster_names_resolve_through_cluster_dns_with_defaults_from_the_state() {
 fn a_non_loopback_bind_is_a_warning() {
     let web = http_server();
     let state = tempfile::tempdir().unwrap();
-    let socks = Socks::start(state.path(), &["--bind", "0.0.0.0", "--allow", "127.0.0.1"]);
+    let socks = Socks::start(
+        state.path(),
+        &[
+            "--bind",
+            "0.0.0.0",
+            "--allow",
+            "127.0.0.1",
+            "--allow-client",
+            "127.0.0.1",
+        ],
+    );
     assert!(
         socks.banner.contains("listening on 0.0.0.0:"),
         "{}",
@@ -588,6 +598,181 @@ fn a_non_loopback_bind_is_a_warning() {
         &[],
     );
     socks.wait_for_log(&["WARN", "which other hosts can reach"]);
+}
+
+/// Runs `kinit socks` expecting it to refuse to start; returns its stderr. A proxy that
+/// starts anyway is killed after a few seconds and fails the test.
+fn refuses_to_start(state_dir: &Path, args: &[&str]) -> String {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_kinit"))
+        .arg("--state-dir")
+        .arg(state_dir)
+        .args(["socks", "--port", "0"])
+        .args(args)
+        .env_remove("KINIT_SOCKS_AUTH")
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the kinit binary runs");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let out = child.wait_with_output().unwrap();
+            panic!(
+                "kinit socks {args:?} started: {}",
+                String::from_utf8_lossy(&out.stdout)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(!out.status.success(), "kinit socks {args:?} succeeded");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn a_non_loopback_bind_needs_a_password_or_named_clients() {
+    let state = tempfile::tempdir().unwrap();
+    for bind in ["0.0.0.0", "::"] {
+        let err = refuses_to_start(state.path(), &["--bind", bind, "--allow", "127.0.0.1"]);
+        assert!(
+            err.starts_with(&format!(
+                "error: --bind {bind} lets other hosts reach the proxy"
+            )) && err.contains("--auth-file")
+                && err.contains("--allow-client")
+                && err.lines().count() == 1,
+            "{err}"
+        );
+    }
+    // With a password, the default clients are loopback plus the bind address's networks.
+    let file = state.path().join("auth");
+    std::fs::write(&file, "alice:s3cret\n").unwrap();
+    std::fs::set_permissions(&file, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let socks = Socks::start(
+        state.path(),
+        &[
+            "--bind",
+            "0.0.0.0",
+            "--allow",
+            "127.0.0.1",
+            "--auth-file",
+            file.to_str().unwrap(),
+        ],
+    );
+    assert!(
+        socks
+            .banner
+            .contains("authentication: username/password required (user alice)"),
+        "{}",
+        socks.banner
+    );
+}
+
+/// A `kinit socks --detach`; stopped when dropped (it is not this process's child).
+struct Detached {
+    pid: i32,
+    addr: SocketAddr,
+    stderr: String,
+}
+
+impl Detached {
+    fn start(state_dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Detached {
+        let out = Command::new(env!("CARGO_BIN_EXE_kinit"))
+            .arg("--state-dir")
+            .arg(state_dir)
+            .args(["socks", "--port", "0"])
+            .args(args)
+            .arg("--detach")
+            .env_remove("KINIT_SOCKS_AUTH")
+            .envs(env.iter().copied())
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .output()
+            .expect("the kinit binary runs");
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "kinit socks --detach: {stderr}");
+        let record: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(state_dir.join("socks.json")).unwrap()).unwrap();
+        let pid = record["pid"].as_i64().unwrap() as i32;
+        let addr = record["listen"].as_str().unwrap().parse().unwrap();
+        Detached { pid, addr, stderr }
+    }
+
+    /// A file of /proc/PID, NUL separators shown as spaces.
+    fn proc_file(&self, name: &str) -> String {
+        let bytes = std::fs::read(format!("/proc/{}/{name}", self.pid)).unwrap();
+        String::from_utf8_lossy(&bytes).replace('\0', " ")
+    }
+}
+
+impl Drop for Detached {
+    fn drop(&mut self) {
+        use nix::sys::signal::{Signal, kill};
+        let pid = nix::unistd::Pid::from_raw(self.pid);
+        let _ = kill(pid, Signal::SIGTERM);
+        let deadline = Instant::now() + Duration::from_secs(7);
+        while Path::new(&format!("/proc/{}", self.pid)).exists() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = kill(pid, Signal::SIGKILL);
+    }
+}
+
+#[test]
+fn a_detached_proxy_never_has_the_password_on_its_command_line() {
+    let web = http_server();
+    let url = format!("http://{web}/");
+    let file_dir = tempfile::tempdir().unwrap();
+    let file = file_dir.path().join("auth");
+    std::fs::write(&file, "alice:s3cret-file\n").unwrap();
+    std::fs::set_permissions(&file, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let file = file.to_str().unwrap().to_string();
+    let cases: [(&str, Vec<&str>, Vec<(&str, &str)>); 3] = [
+        ("s3cret-cli", vec!["--auth", "alice:s3cret-cli"], vec![]),
+        (
+            "s3cret-env",
+            vec![],
+            vec![("KINIT_SOCKS_AUTH", "alice:s3cret-env")],
+        ),
+        ("s3cret-file", vec!["--auth-file", &file], vec![]),
+    ];
+    for (password, auth_args, env) in cases {
+        let state = tempfile::tempdir().unwrap();
+        let mut args = vec!["--allow", "127.0.0.1"];
+        args.extend(auth_args.iter().copied());
+        let proxy = Detached::start(state.path(), &args, &env);
+        let cmdline = proxy.proc_file("cmdline");
+        assert!(cmdline.contains("socks"), "{cmdline}");
+        assert!(!cmdline.contains(password), "{password} in ps: {cmdline}");
+        let environ = proxy.proc_file("environ");
+        assert!(!environ.contains(password), "{password} in the environment");
+        // The child did get the password: it requires exactly it.
+        let user = format!("alice:{password}");
+        fetch_ok(
+            "--socks5",
+            &proxy.addr.to_string(),
+            &url,
+            &["--proxy-user", &user],
+        );
+        fetch_refused(
+            "--socks5",
+            &proxy.addr.to_string(),
+            &url,
+            &["--proxy-user", "alice:wrong"],
+        );
+        fetch_refused("--socks5", &proxy.addr.to_string(), &url, &[]);
+        // Only a password typed on the command line earns the warning.
+        assert_eq!(
+            proxy.stderr.contains("visible") || proxy.stderr.contains("`ps`"),
+            password == "s3cret-cli",
+            "{password}: {}",
+            proxy.stderr
+        );
+        let log = std::fs::read_to_string(state.path().join("socks.log")).unwrap();
+        assert!(!log.contains(password), "{password} in the log: {log}");
+    }
 }
 
 #[test]

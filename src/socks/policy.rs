@@ -139,6 +139,12 @@ pub struct Credentials {
 }
 
 impl Credentials {
+    /// `user:password`, as [`parse_auth`] reads it: what `--detach` hands its child through
+    /// a pipe, never its command line.
+    pub fn to_secret_line(&self) -> String {
+        format!("{}:{}", self.user, self.password)
+    }
+
     /// Whether a client's username and password are these. The comparison takes the same
     /// time wherever the first difference is, so timing does not reveal a prefix.
     pub fn matches(&self, user: &str, password: &str) -> bool {
@@ -314,6 +320,7 @@ mod tests {
         assert!(!c.matches("alice", "s3cr"));
         assert!(!c.matches("bob", "s3cr:et"));
         assert!(!format!("{c:?}").contains("s3cr"));
+        assert_eq!(parse_auth(&c.to_secret_line()).unwrap(), c);
         assert!(parse_auth("alice").is_err());
         assert!(parse_auth(":pw").unwrap_err().contains("user name"));
         assert!(parse_auth("alice:").unwrap_err().contains("password"));
