@@ -729,20 +729,20 @@ fn a_detached_proxy_never_has_the_password_on_its_command_line() {
     std::fs::write(&file, "alice:s3cret-file\n").unwrap();
     std::fs::set_permissions(&file, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
     let file = file.to_str().unwrap().to_string();
-    let cases: [(&str, Vec<&str>, Vec<(&str, &str)>); 3] = [
-        ("s3cret-cli", vec!["--auth", "alice:s3cret-cli"], vec![]),
-        (
-            "s3cret-env",
-            vec![],
-            vec![("KINIT_SOCKS_AUTH", "alice:s3cret-env")],
-        ),
-        ("s3cret-file", vec!["--auth-file", &file], vec![]),
+    // (password, arguments, environment)
+    let cli = ["--auth", "alice:s3cret-cli"];
+    let by_file = ["--auth-file", file.as_str()];
+    let env = [("KINIT_SOCKS_AUTH", "alice:s3cret-env")];
+    let cases = [
+        ("s3cret-cli", &cli[..], &[][..]),
+        ("s3cret-env", &[][..], &env[..]),
+        ("s3cret-file", &by_file[..], &[][..]),
     ];
     for (password, auth_args, env) in cases {
         let state = tempfile::tempdir().unwrap();
         let mut args = vec!["--allow", "127.0.0.1"];
         args.extend(auth_args.iter().copied());
-        let proxy = Detached::start(state.path(), &args, &env);
+        let proxy = Detached::start(state.path(), &args, env);
         let cmdline = proxy.proc_file("cmdline");
         assert!(cmdline.contains("socks"), "{cmdline}");
         assert!(!cmdline.contains(password), "{password} in ps: {cmdline}");
