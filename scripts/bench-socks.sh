@@ -36,7 +36,10 @@ targets=()
 
 # kinit socks, allowed to the loopback server the benchmark targets (outside any cluster).
 port=$(free_port)
+# Every benchmark tunnel comes from 127.0.0.1: lift the per-client and global caps above
+# --concurrent.
 "$REPO/target/release/kinit" --state-dir "$WORK/kinit" socks --port "$port" --allow 127.0.0.1/32 \
+  --max-tunnels-per-client 60000 --max-tunnels 60000 \
   >"$WORK/kinit.log" 2>&1 &
 PIDS+=($!); wait_port "$port" kinit
 targets+=("kinit=127.0.0.1:$port@${PIDS[-1]}")

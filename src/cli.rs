@@ -243,10 +243,29 @@ pub struct SocksArgs {
     #[arg(long, value_name = "IP:PORT", hide = true)]
     pub dns_server: Option<SocketAddr>,
 
-    /// Seconds a client has to finish the SOCKS handshake.
-    #[arg(long, value_name = "SECONDS", default_value_t = 10, hide = true,
+    /// Seconds a client has to finish the SOCKS handshake (greeting, credentials and
+    /// request) before it is closed.
+    #[arg(long, value_name = "SECONDS", default_value_t = 10,
           value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub handshake_timeout: u64,
+
+    /// Close a tunnel when no byte has moved either way for this many seconds (0: never).
+    /// Browsers reopen closed connections themselves.
+    #[arg(long, value_name = "SECONDS", default_value_t = 600)]
+    pub idle_timeout: u64,
+
+    /// Open connections (tunnels and handshakes) one client address may hold at once
+    /// (IPv6: one /64); more are closed at once. Behind `ssh -L` every connection comes
+    /// from 127.0.0.1, so this is the whole laptop's share.
+    #[arg(long, value_name = "N", default_value_t = 256,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_tunnels_per_client: u32,
+
+    /// Open connections in all; more are closed at once, so a flood cannot exhaust the
+    /// proxy's file descriptors.
+    #[arg(long, value_name = "N", default_value_t = 4096,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_tunnels: u32,
 }
 
 #[derive(Debug, Args)]

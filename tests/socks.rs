@@ -960,6 +960,194 @@ fn ctrl_c_stops_accepting_and_lets_open_tunnels_finish() {
     socks.wait_for_log(&["shutting down", "kinit socks stopped: 1 tunnels"]);
 }
 
+/// A TCP server on 127.0.0.1 that echoes what it reads, byte for byte.
+fn echo_server() -> SocketAddr {
+    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for mut stream in listener.incoming().flatten() {
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 1024];
+                while let Ok(n @ 1..) = stream.read(&mut buf) {
+                    if stream.write_all(&buf[..n]).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// A tunnel through `proxy` to `target`, its CONNECT reply read.
+fn tunnel(proxy: SocketAddr, target: SocketAddr) -> TcpStream {
+    let mut s = connect(proxy);
+    greet(&mut s);
+    s.write_all(&connect_request(1, target)).unwrap();
+    let mut reply = [0u8; 10];
+    s.read_exact(&mut reply).unwrap();
+    assert_eq!(reply[1], 0, "CONNECT refused: {reply:?}");
+    s
+}
+
+fn echoes(s: &mut TcpStream) -> bool {
+    let mut b = [0u8; 1];
+    s.write_all(b"x").is_ok() && s.read_exact(&mut b).is_ok() && b == *b"x"
+}
+
+#[test]
+fn an_idle_tunnel_is_closed_after_the_idle_timeout_and_a_busy_one_is_not() {
+    let echo = echo_server();
+    let state = tempfile::tempdir().unwrap();
+    let socks = Socks::start(
+        state.path(),
+        &["--allow", "127.0.0.1", "--idle-timeout", "1"],
+    );
+    // Busy: a byte each 400 ms for 2.4 s, well past the timeout, all echoed.
+    let mut busy = tunnel(socks.addr, echo);
+    for i in 0..6 {
+        assert!(echoes(&mut busy), "busy tunnel closed after {} ms", i * 400);
+        std::thread::sleep(Duration::from_millis(400));
+    }
+    // Then silent: closed about a second later (the tunnel's peer sees end of stream).
+    let start = Instant::now();
+    until_closed(busy, "idle tunnel");
+    let lasted = start.elapsed();
+    assert!(
+        lasted >= Duration::from_millis(500) && lasted < Duration::from_secs(4),
+        "closed after {lasted:?} of silence"
+    );
+    socks.wait_for_log(&["nothing moved for 1s (--idle-timeout)"]);
+}
+
+#[test]
+fn a_client_over_its_tunnel_cap_is_closed_and_others_keep_theirs() {
+    let echo = echo_server();
+    let state = tempfile::tempdir().unwrap();
+    let socks = Socks::start(
+        state.path(),
+        &["--allow", "127.0.0.1", "--max-tunnels-per-client", "3"],
+    );
+    let mut open: Vec<TcpStream> = (0..3).map(|_| tunnel(socks.addr, echo)).collect();
+    // The fourth is closed before a byte is read or written.
+    for _ in 0..5 {
+        let mut s = connect(socks.addr);
+        let _ = s.write_all(&[5, 1, 0]);
+        let got = until_closed(s, "fourth tunnel");
+        assert!(got.is_empty(), "a client over its cap got {got:?}");
+    }
+    // The three open ones are untouched.
+    for s in &mut open {
+        assert!(echoes(s));
+    }
+    // Closing one frees its slot (once the proxy has seen the close).
+    drop(open.pop());
+    let deadline = Instant::now() + Duration::from_secs(3);
+    let mut again = loop {
+        let mut s = connect(socks.addr);
+        s.write_all(&[5, 1, 0]).unwrap();
+        let mut reply = [0u8; 2];
+        if s.read_exact(&mut reply).is_ok() {
+            assert_eq!(reply, [5, 0]);
+            break s;
+        }
+        assert!(Instant::now() < deadline, "no slot after a tunnel closed");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    again.write_all(&connect_request(1, echo)).unwrap();
+    let mut reply = [0u8; 10];
+    again.read_exact(&mut reply).unwrap();
+    assert_eq!(reply[1], 0);
+    assert!(echoes(&mut again));
+    socks.wait_for_log(&["it has 3 connections open (--max-tunnels-per-client)"]);
+
+    // The global cap, with room per client.
+    let total = Socks::start(
+        state.path(),
+        &["--allow", "127.0.0.1", "--max-tunnels", "2"],
+    );
+    let _held: Vec<TcpStream> = (0..2).map(|_| tunnel(total.addr, echo)).collect();
+    let got = until_closed(connect(total.addr), "third tunnel");
+    assert!(got.is_empty(), "{got:?}");
+    total.wait_for_log(&["2 connections are open (--max-tunnels)"]);
+}
+
+/// Stops a proxy with SIGINT and waits for it to exit.
+fn interrupt(socks: &mut Socks) {
+    let kill = Command::new("kill")
+        .args(["-INT", &socks.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let start = Instant::now();
+    while socks.child.try_wait().unwrap().is_none() {
+        assert!(start.elapsed() < Duration::from_secs(10), "did not exit");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn a_hundred_refusals_are_a_few_log_lines_and_a_count() {
+    let web = http_server();
+    let state = tempfile::tempdir().unwrap();
+    // Refused as clients.
+    let mut clients = Socks::start(
+        state.path(),
+        &["--allow", "127.0.0.1", "--allow-client", "10.0.0.0/8"],
+    );
+    for _ in 0..100 {
+        until_closed(connect(clients.addr), "refused client");
+    }
+    // Refused destinations, and refused credentials.
+    let mut dest = Socks::start(
+        state.path(),
+        &["--allow", "127.0.0.1/32", "--auth", "alice:pw"],
+    );
+    let other = SocketAddr::from(([127, 0, 0, 2], web.port()));
+    for _ in 0..50 {
+        let mut s = connect(dest.addr);
+        s.write_all(&[5, 1, 2, 1, 5, b'a', b'l', b'i', b'c', b'e', 2, b'p', b'w'])
+            .unwrap();
+        let mut reply = [0u8; 4];
+        s.read_exact(&mut reply).unwrap();
+        assert_eq!(reply, [5, 2, 1, 0]);
+        s.write_all(&connect_request(1, other)).unwrap();
+        let mut head = [0u8; 2];
+        s.read_exact(&mut head).unwrap();
+        assert_eq!(head[1], 2, "destination not refused");
+    }
+    for _ in 0..50 {
+        let mut s = connect(dest.addr);
+        s.write_all(&[5, 1, 2, 1, 5, b'a', b'l', b'i', b'c', b'e', 2, b'n', b'o'])
+            .unwrap();
+        until_closed(s, "wrong password");
+    }
+    // Well within the summary interval: one line per client and proxy so far.
+    std::thread::sleep(Duration::from_millis(300));
+    let refusal_lines = |log: &str| log.lines().filter(|l| l.contains("refused")).count();
+    assert_eq!(refusal_lines(&clients.log()), 1, "{}", clients.log());
+    assert_eq!(refusal_lines(&dest.log()), 1, "{}", dest.log());
+    // The rest are counted, and the count is logged at the latest when the proxy stops.
+    interrupt(&mut clients);
+    interrupt(&mut dest);
+    // 101 refused in all: Socks::start's own probe of the port was the first.
+    let log = clients.log();
+    assert!(
+        log.contains("client 127.0.0.1: 100 more refused")
+            && log.contains("(100 from outside --allow-client)"),
+        "{log}"
+    );
+    assert!(refusal_lines(&log) <= 3, "{log}");
+    let log = dest.log();
+    assert!(
+        log.contains("client 127.0.0.1: 99 more refused")
+            && log.contains("49 to a destination not allowed")
+            && log.contains("50 with wrong or missing credentials"),
+        "{log}"
+    );
+    assert!(refusal_lines(&log) <= 3, "{log}");
+}
+
 /// A TCP server on 127.0.0.1 that closes every connection at once.
 fn sink_server() -> SocketAddr {
     let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();

@@ -81,6 +81,9 @@ pub async fn run(state_dir: Option<&Path>, args: &SocksArgs) -> Result<()> {
         resolver: dns::Resolver::new(domain, dns_server, DNS_TIMEOUT)?,
         handshake_timeout: Duration::from_secs(args.handshake_timeout),
         connect_timeout: CONNECT_TIMEOUT,
+        idle_timeout: (args.idle_timeout > 0).then(|| Duration::from_secs(args.idle_timeout)),
+        max_per_client: args.max_tunnels_per_client,
+        max_connections: usize::try_from(args.max_tunnels).unwrap_or(usize::MAX),
     });
 
     let listener = listen(SocketAddr::new(args.bind, args.port)).await?;
