@@ -234,10 +234,20 @@ pub struct SocksArgs {
     #[arg(long)]
     pub pac: bool,
 
-    /// Run in the background (its output goes to socks.log in the state directory);
-    /// `kinit status` shows it and `kinit down` stops it.
+    /// Run in the background (its output goes to socks.log in the state directory, like
+    /// --log-file); `kinit status` shows it and `kinit down` stops it.
     #[arg(long, conflicts_with = "pac")]
     pub detach: bool,
+
+    /// Write the output (banner and log) to this file instead of the terminal; past
+    /// 10 MiB it is renamed to FILE.1, replacing an older one, and a new file starts.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["detach", "pac"])]
+    pub log_file: Option<PathBuf>,
+
+    /// The size at which --log-file is rotated.
+    #[arg(long, value_name = "BYTES", default_value_t = crate::socks::logfile::DEFAULT_MAX_SIZE,
+          hide = true, value_parser = clap::value_parser!(u64).range(4096..))]
+    pub log_max_size: u64,
 
     /// The DNS server for cluster names [default: the cluster DNS Service, port 53].
     #[arg(long, value_name = "IP:PORT", hide = true)]

@@ -776,6 +776,61 @@ fn a_detached_proxy_never_has_the_password_on_its_command_line() {
 }
 
 #[test]
+fn a_detached_proxys_log_is_rotated_at_its_size_bound() {
+    const MAX: u64 = 8192;
+    let state = tempfile::tempdir().unwrap();
+    let proxy = Detached::start(
+        state.path(),
+        &[
+            "-v",
+            "--allow",
+            "127.0.0.1",
+            "--log-max-size",
+            &MAX.to_string(),
+        ],
+        &[],
+    );
+    let log = state.path().join("socks.log");
+    let old = state.path().join("socks.log.1");
+    let size = |p: &Path| std::fs::metadata(p).map_or(0, |m| m.len());
+    // -v logs a line per failed handshake (about 85 bytes): bursts of about 8 KiB, each
+    // followed by time for the once-a-second size check.
+    const SLACK: u64 = 10 * 1024;
+    let mut written = 0;
+    for _ in 0..5 {
+        for _ in 0..100 {
+            let mut s = connect(proxy.addr);
+            let _ = s.write_all(b"GET / HTTP/1.0\r\n\r\n");
+            until_closed(s, "HTTP client");
+        }
+        std::thread::sleep(Duration::from_millis(1500));
+        written += 100;
+        assert!(size(&log) < MAX + SLACK, "socks.log grew to {}", size(&log));
+    }
+    let (current, previous) = (size(&log), size(&old));
+    assert!(
+        (MAX..MAX + SLACK).contains(&previous),
+        "socks.log.1 is {previous} bytes"
+    );
+    assert!(current < MAX + SLACK, "socks.log is {current} bytes");
+    assert!(!state.path().join("socks.log.2").exists());
+    // Older lines were dropped: the two files hold less than was logged.
+    let text = std::fs::read_to_string(&log).unwrap() + &std::fs::read_to_string(&old).unwrap();
+    let lines = text.matches("handshake failed").count();
+    assert!(
+        lines > 0 && lines < written,
+        "{lines} of {written} lines kept"
+    );
+    assert!(
+        std::fs::read_to_string(&log)
+            .unwrap()
+            .contains("earlier lines are in"),
+        "{}",
+        std::fs::read_to_string(&log).unwrap()
+    );
+}
+
+#[test]
 fn pac_and_missing_state() {
     let state = state_with_cluster("10.0.2.15");
     let out = Command::new(env!("CARGO_BIN_EXE_kinit"))

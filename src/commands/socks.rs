@@ -19,7 +19,7 @@ use crate::cluster::{self, Settings};
 use crate::layout::Layout;
 use crate::net;
 use crate::socks::policy::{self, Allowlist, Credentials};
-use crate::socks::{self, Proxy, detach, dns, pac};
+use crate::socks::{self, Proxy, detach, dns, logfile, pac};
 
 const DNS_TIMEOUT: Duration = Duration::from_secs(3);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -51,6 +51,10 @@ pub async fn run(state_dir: Option<&Path>, args: &SocksArgs) -> Result<()> {
         return Ok(());
     }
     raise_open_files_limit();
+    let log_file = match &args.log_file {
+        Some(path) => Some(logfile::LogFile::open(path, args.log_max_size)?),
+        None => None,
+    };
 
     let destinations = if args.allow_any {
         Allowlist::AnyRemote {
@@ -111,6 +115,8 @@ pub async fn run(state_dir: Option<&Path>, args: &SocksArgs) -> Result<()> {
     print!("{}", banner.render());
     // Scripts (and the tests) wait for the banner's first line to know the port.
     let _ = std::io::stdout().flush();
+    // Only after the banner: `--detach` reads it from the file it started the log in.
+    let rotation = log_file.map(|log| tokio::spawn(log.keep_rotating()));
     if !args.bind.is_loopback() {
         warn!(
             "listening on {listen_addr}, which other hosts can reach; clients allowed: {}",
@@ -139,6 +145,9 @@ pub async fn run(state_dir: Option<&Path>, args: &SocksArgs) -> Result<()> {
     };
     let stats = socks::serve(listener, proxy, shutdown, grace).await;
     info!("kinit socks stopped: {}", stats.summary());
+    if let Some(task) = rotation {
+        task.abort();
+    }
     Ok(())
 }
 

@@ -79,10 +79,16 @@ pub fn spawn(layout: &Layout, auth: Option<&Credentials>) -> Result<(Record, Str
         )
     })?;
     let log = log_path(layout);
+    // Read back through this handle, not the path: the child may rotate the file (rename
+    // it to socks.log.1) right after printing its banner.
     let out = std::fs::OpenOptions::new()
         .create(true)
+        .read(true)
         .append(true)
         .open(&log)
+        .with_context(|| format!("cannot open {}", log.display()))?;
+    let banner_file = out
+        .try_clone()
         .with_context(|| format!("cannot open {}", log.display()))?;
     let start = out
         .metadata()
@@ -95,6 +101,8 @@ pub fn spawn(layout: &Layout, auth: Option<&Credentials>) -> Result<(Record, Str
     let mut command = Command::new(exe);
     command
         .args(child_args(std::env::args_os().skip(1)))
+        .arg("--log-file")
+        .arg(&log)
         .env_remove(AUTH_ENV)
         .stdin(Stdio::null())
         .stdout(out)
@@ -132,7 +140,7 @@ pub fn spawn(layout: &Layout, auth: Option<&Credentials>) -> Result<(Record, Str
 
     let deadline = Instant::now() + START_TIMEOUT;
     loop {
-        let banner = read_from(&log, start)?;
+        let banner = read_from(&banner_file, &log, start)?;
         if let Some(line) = banner.lines().find(|l| l.starts_with(LISTENING)) {
             let record = Record {
                 pid,
@@ -196,10 +204,8 @@ fn secret_pipe(secret: &str) -> Result<OwnedFd> {
     Ok(read)
 }
 
-fn read_from(log: &Path, offset: u64) -> Result<String> {
+fn read_from(mut file: &std::fs::File, log: &Path, offset: u64) -> Result<String> {
     use std::io::{Seek, SeekFrom};
-    let mut file =
-        std::fs::File::open(log).with_context(|| format!("cannot read {}", log.display()))?;
     file.seek(SeekFrom::Start(offset))
         .with_context(|| format!("cannot read {}", log.display()))?;
     let mut text = String::new();

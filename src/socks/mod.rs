@@ -8,6 +8,7 @@ mod conn;
 pub mod detach;
 pub mod dns;
 pub mod limits;
+pub mod logfile;
 pub mod pac;
 pub mod policy;
 pub mod refusals;
