@@ -329,7 +329,13 @@ fn bad_input_fails_with_one_clear_line_and_changes_nothing() {
             "cannot be used with",
         ),
         (
-            vec!["socks", "--allow", "10.0.0.0/8", "--auth-file", "/nonexistent"],
+            vec![
+                "socks",
+                "--allow",
+                "10.0.0.0/8",
+                "--auth-file",
+                "/nonexistent",
+            ],
             "cannot open /nonexistent",
         ),
         (

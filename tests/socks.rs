@@ -1045,6 +1045,26 @@ fn tunnel(proxy: SocketAddr, target: SocketAddr) -> TcpStream {
     s
 }
 
+/// Like [`tunnel`], but a connection closed at once (the proxy still counting one that
+/// has just ended, such as `Socks::start`'s probe) is retried for a few seconds.
+fn tunnel_when_free(proxy: SocketAddr, target: SocketAddr) -> TcpStream {
+    let deadline = Instant::now() + Duration::from_secs(3);
+    loop {
+        let mut s = connect(proxy);
+        let mut reply = [0u8; 2];
+        if s.write_all(&[5, 1, 0]).is_ok() && s.read_exact(&mut reply).is_ok() {
+            assert_eq!(reply, [5, 0]);
+            s.write_all(&connect_request(1, target)).unwrap();
+            let mut reply = [0u8; 10];
+            s.read_exact(&mut reply).unwrap();
+            assert_eq!(reply[1], 0, "CONNECT refused: {reply:?}");
+            return s;
+        }
+        assert!(Instant::now() < deadline, "no slot for a tunnel");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 fn echoes(s: &mut TcpStream) -> bool {
     let mut b = [0u8; 1];
     s.write_all(b"x").is_ok() && s.read_exact(&mut b).is_ok() && b == *b"x"
@@ -1083,7 +1103,7 @@ fn a_client_over_its_tunnel_cap_is_closed_and_others_keep_theirs() {
         state.path(),
         &["--allow", "127.0.0.1", "--max-tunnels-per-client", "3"],
     );
-    let mut open: Vec<TcpStream> = (0..3).map(|_| tunnel(socks.addr, echo)).collect();
+    let mut open: Vec<TcpStream> = (0..3).map(|_| tunnel_when_free(socks.addr, echo)).collect();
     // The fourth is closed before a byte is read or written.
     for _ in 0..5 {
         let mut s = connect(socks.addr);
@@ -1097,22 +1117,7 @@ fn a_client_over_its_tunnel_cap_is_closed_and_others_keep_theirs() {
     }
     // Closing one frees its slot (once the proxy has seen the close).
     drop(open.pop());
-    let deadline = Instant::now() + Duration::from_secs(3);
-    let mut again = loop {
-        let mut s = connect(socks.addr);
-        s.write_all(&[5, 1, 0]).unwrap();
-        let mut reply = [0u8; 2];
-        if s.read_exact(&mut reply).is_ok() {
-            assert_eq!(reply, [5, 0]);
-            break s;
-        }
-        assert!(Instant::now() < deadline, "no slot after a tunnel closed");
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    again.write_all(&connect_request(1, echo)).unwrap();
-    let mut reply = [0u8; 10];
-    again.read_exact(&mut reply).unwrap();
-    assert_eq!(reply[1], 0);
+    let mut again = tunnel_when_free(socks.addr, echo);
     assert!(echoes(&mut again));
     socks.wait_for_log(&["it has 3 connections open (--max-tunnels-per-client)"]);
 
@@ -1121,7 +1126,7 @@ fn a_client_over_its_tunnel_cap_is_closed_and_others_keep_theirs() {
         state.path(),
         &["--allow", "127.0.0.1", "--max-tunnels", "2"],
     );
-    let _held: Vec<TcpStream> = (0..2).map(|_| tunnel(total.addr, echo)).collect();
+    let _held: Vec<TcpStream> = (0..2).map(|_| tunnel_when_free(total.addr, echo)).collect();
     let got = until_closed(connect(total.addr), "third tunnel");
     assert!(got.is_empty(), "{got:?}");
     total.wait_for_log(&["2 connections are open (--max-tunnels)"]);

@@ -1,54 +1,71 @@
-//! How many connections one client may hold open at once (`--max-tunnels-per-client`), so
-//! one client cannot take every slot of the global limit from the others.
+//! How many connections may be open at once: per client (`--max-tunnels-per-client`), so
+//! one client cannot take every slot from the others, and in all (`--max-tunnels`), so a
+//! flood cannot exhaust the proxy's file descriptors.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex, PoisonError};
 
-/// Open connections per client, counted from accept to close (the handshake included,
-/// since a half-open handshake holds a descriptor too).
-pub struct PerClient {
-    max: u32,
-    open: Mutex<HashMap<IpAddr, u32>>,
+/// Open connections, counted from accept to close (the handshake included, since a
+/// half-open handshake holds a descriptor too).
+pub struct Limits {
+    per_client: u32,
+    total: usize,
+    open: Mutex<Open>,
 }
 
-impl PerClient {
-    pub fn new(max: u32) -> Arc<PerClient> {
-        Arc::new(PerClient {
-            max,
-            open: Mutex::new(HashMap::new()),
+#[derive(Default)]
+struct Open {
+    by_client: HashMap<IpAddr, u32>,
+    total: usize,
+}
+
+/// The limit a connection ran into.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Full {
+    PerClient,
+    Total,
+}
+
+impl Limits {
+    pub fn new(per_client: u32, total: usize) -> Arc<Limits> {
+        Arc::new(Limits {
+            per_client,
+            total,
+            open: Mutex::new(Open::default()),
         })
     }
 
-    /// A slot for one more connection from `client`, held until dropped; `None` when the
-    /// client already has `max` open.
-    pub fn acquire(self: &Arc<Self>, client: IpAddr) -> Option<Slot> {
+    /// A slot for one more connection from `client`, held until dropped.
+    pub fn acquire(self: &Arc<Self>, client: IpAddr) -> Result<Slot, Full> {
         let key = client_key(client);
         let mut open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
-        let count = open.entry(key).or_insert(0);
-        if *count >= self.max {
-            return None;
+        if open.total >= self.total {
+            return Err(Full::Total);
+        }
+        let count = open.by_client.entry(key).or_insert(0);
+        if *count >= self.per_client {
+            return Err(Full::PerClient);
         }
         *count += 1;
-        Some(Slot {
+        open.total += 1;
+        Ok(Slot {
             owner: self.clone(),
             key,
         })
     }
 
-    /// The clients with a connection open (for tests and the summary).
-    pub fn clients(&self) -> usize {
-        self.open
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .len()
+    /// The clients with a connection open, and the connections open in all.
+    pub fn open(&self) -> (usize, usize) {
+        let open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
+        (open.by_client.len(), open.total)
     }
 }
 
 /// One open connection of a client; dropping it (the connection's task ending or being
 /// aborted) frees the slot.
 pub struct Slot {
-    owner: Arc<PerClient>,
+    owner: Arc<Limits>,
     key: IpAddr,
 }
 
@@ -59,11 +76,12 @@ impl Drop for Slot {
             .open
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        if let Some(count) = open.get_mut(&self.key) {
+        open.total = open.total.saturating_sub(1);
+        if let Some(count) = open.by_client.get_mut(&self.key) {
             *count -= 1;
             // Forgotten at zero, so the map holds only clients with connections open.
             if *count == 0 {
-                open.remove(&self.key);
+                open.by_client.remove(&self.key);
             }
         }
     }
@@ -90,26 +108,36 @@ mod tests {
     }
 
     #[test]
-    fn a_client_gets_max_slots_and_one_more_after_a_close() {
-        let limits = PerClient::new(2);
+    fn a_client_gets_its_share_and_one_more_after_a_close() {
+        let limits = Limits::new(2, 100);
         let a = limits.acquire(ip("10.0.0.1")).expect("first");
         let _b = limits.acquire(ip("10.0.0.1")).expect("second");
-        assert!(limits.acquire(ip("10.0.0.1")).is_none(), "third admitted");
+        assert_eq!(limits.acquire(ip("10.0.0.1")).err(), Some(Full::PerClient));
         // Another client is unaffected; the same host through an IPv4-mapped address is not.
         let _other = limits.acquire(ip("10.0.0.2")).expect("other client");
-        assert!(limits.acquire(ip("::ffff:10.0.0.1")).is_none());
+        assert!(limits.acquire(ip("::ffff:10.0.0.1")).is_err());
         drop(a);
         let _c = limits.acquire(ip("10.0.0.1")).expect("after a close");
-        assert_eq!(limits.clients(), 2);
+        assert_eq!(limits.open(), (2, 3));
     }
 
     #[test]
-    fn ipv6_clients_count_per_64_and_slots_are_forgotten_at_zero() {
-        let limits = PerClient::new(1);
+    fn the_total_caps_all_clients_together() {
+        let limits = Limits::new(10, 2);
+        let _a = limits.acquire(ip("10.0.0.1")).expect("first");
+        let b = limits.acquire(ip("10.0.0.2")).expect("second");
+        assert_eq!(limits.acquire(ip("10.0.0.3")).err(), Some(Full::Total));
+        drop(b);
+        assert!(limits.acquire(ip("10.0.0.3")).is_ok());
+    }
+
+    #[test]
+    fn ipv6_clients_count_per_64_and_are_forgotten_at_zero() {
+        let limits = Limits::new(1, 100);
         let a = limits.acquire(ip("2001:db8:1:2::1")).expect("first");
-        assert!(limits.acquire(ip("2001:db8:1:2::ffff")).is_none());
-        assert!(limits.acquire(ip("2001:db8:1:3::1")).is_some());
+        assert!(limits.acquire(ip("2001:db8:1:2::ffff")).is_err());
+        assert!(limits.acquire(ip("2001:db8:1:3::1")).is_ok());
         drop(a);
-        assert_eq!(limits.clients(), 0);
+        assert_eq!(limits.open(), (0, 0));
     }
 }

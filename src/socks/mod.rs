@@ -38,8 +38,7 @@ pub struct Proxy {
     pub idle_timeout: Option<Duration>,
     /// Open connections (handshakes and tunnels) one client may hold.
     pub max_per_client: u32,
-    /// Open connections in all; beyond it new clients are closed at once, so a flood
-    /// cannot exhaust file descriptors.
+    /// Open connections in all.
     pub max_connections: usize,
 }
 
@@ -92,7 +91,7 @@ pub async fn serve(
     grace: impl Future<Output = ()>,
 ) -> Arc<Stats> {
     let stats = Arc::new(Stats::default());
-    let per_client = limits::PerClient::new(proxy.max_per_client);
+    let limits = limits::Limits::new(proxy.max_per_client, proxy.max_connections);
     let mut tasks = JoinSet::new();
     let mut shutdown = std::pin::pin!(shutdown);
     let mut summaries = tokio::time::interval(refusals::INTERVAL);
@@ -129,28 +128,24 @@ pub async fn serve(
         }
         // Over a limit, the connection is closed before a byte is read: answering with a
         // SOCKS failure would mean serving the very handshake the limit is there to spare.
-        let all_busy = tasks.len() >= proxy.max_connections;
-        let slot = if all_busy {
-            None
-        } else {
-            per_client.acquire(client.ip())
-        };
-        let Some(slot) = slot else {
-            stats.refused_busy.fetch_add(1, Ordering::Relaxed);
-            if stats.refusals.log_this(client.ip(), refusals::Kind::Busy) {
-                if all_busy {
-                    warn!(
-                        "refused client {client}: {} connections are open (--max-tunnels)",
-                        proxy.max_connections
-                    );
-                } else {
-                    warn!(
-                        "refused client {client}: it has {} connections open (--max-tunnels-per-client)",
-                        proxy.max_per_client
-                    );
+        let slot = match limits.acquire(client.ip()) {
+            Ok(slot) => slot,
+            Err(full) => {
+                stats.refused_busy.fetch_add(1, Ordering::Relaxed);
+                if stats.refusals.log_this(client.ip(), refusals::Kind::Busy) {
+                    match full {
+                        limits::Full::Total => warn!(
+                            "refused client {client}: {} connections are open (--max-tunnels)",
+                            proxy.max_connections
+                        ),
+                        limits::Full::PerClient => warn!(
+                            "refused client {client}: it has {} connections open (--max-tunnels-per-client)",
+                            proxy.max_per_client
+                        ),
+                    }
                 }
+                continue;
             }
-            continue;
         };
         // Small writes (replies, interactive traffic) go out at once.
         let _ = stream.set_nodelay(true);
