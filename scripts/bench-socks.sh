@@ -34,9 +34,12 @@ ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 
 targets=()
 
-# kinit socks, allowed everywhere (the target is a loopback server outside any cluster).
+# kinit socks, allowed to the loopback server the benchmark targets (outside any cluster).
 port=$(free_port)
-"$REPO/target/release/kinit" --state-dir "$WORK/kinit" socks --port "$port" --allow-any \
+# Every benchmark tunnel comes from 127.0.0.1: lift the per-client and global caps above
+# --concurrent.
+"$REPO/target/release/kinit" --state-dir "$WORK/kinit" socks --port "$port" --allow 127.0.0.1/32 \
+  --max-tunnels-per-client 60000 --max-tunnels 60000 \
   >"$WORK/kinit.log" 2>&1 &
 PIDS+=($!); wait_port "$port" kinit
 targets+=("kinit=127.0.0.1:$port@${PIDS[-1]}")

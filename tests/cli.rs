@@ -325,7 +325,25 @@ fn bad_input_fails_with_one_clear_line_and_changes_nothing() {
         ),
         (vec!["socks", "--auth", "alice"], "expected USER:PASSWORD"),
         (
-            vec!["socks", "--allow", "10.0.0.0/8", "--allow-any"],
+            vec!["socks", "--auth", "alice:pw", "--auth-file", "/nonexistent"],
+            "cannot be used with",
+        ),
+        (
+            vec![
+                "socks",
+                "--allow",
+                "10.0.0.0/8",
+                "--auth-file",
+                "/nonexistent",
+            ],
+            "cannot open /nonexistent",
+        ),
+        (
+            vec!["socks", "--allow", "10.0.0.0/8", "--bind", "0.0.0.0"],
+            "--bind 0.0.0.0 lets other hosts reach the proxy",
+        ),
+        (
+            vec!["socks", "--log-file", "/tmp/x.log", "--detach"],
             "cannot be used with",
         ),
         (

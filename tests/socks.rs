@@ -444,6 +444,32 @@ fn destinations_outside_the_allowlist_are_refused_with_reply_2() {
 }
 
 #[test]
+fn allow_any_keeps_loopback_and_link_local_closed_unless_named() {
+    let web = http_server();
+    let state = tempfile::tempdir().unwrap();
+    let metadata = SocketAddr::from(([169, 254, 169, 254], 80));
+    let any = Socks::start(state.path(), &["--allow-any"]);
+    // Refused by policy (reply 2) at once, not tried: a connect to 169.254.169.254 would
+    // hang until the connect timeout where no metadata service answers.
+    assert_eq!(request(any.addr, &connect_request(1, web)), 2);
+    assert_eq!(request(any.addr, &connect_request(1, metadata)), 2);
+    let zero = SocketAddr::from(([0, 0, 0, 0], web.port()));
+    assert_eq!(request(any.addr, &connect_request(1, zero)), 2);
+    let mut by_name = vec![5, 1, 0, 3, 9];
+    by_name.extend_from_slice(b"localhost");
+    by_name.extend_from_slice(&web.port().to_be_bytes());
+    assert_eq!(request(any.addr, &by_name), 2);
+    any.wait_for_log(&["stay closed under --allow-any"]);
+
+    // Named with --allow, 127.0.0.1 opens; the rest of loopback and link-local stays shut.
+    let named = Socks::start(state.path(), &["--allow-any", "--allow", "127.0.0.1/32"]);
+    fetch_ok("--socks5", &named.proxy(), &format!("http://{web}/"), &[]);
+    let other = SocketAddr::from(([127, 0, 0, 2], web.port()));
+    assert_eq!(request(named.addr, &connect_request(1, other)), 2);
+    assert_eq!(request(named.addr, &connect_request(1, metadata)), 2);
+}
+
+#[test]
 fn clients_outside_allow_client_are_closed_before_the_handshake() {
     let web = http_server();
     let state = tempfile::tempdir().unwrap();
@@ -548,7 +574,17 @@ fn cluster_names_resolve_through_cluster_dns_with_defaults_from_the_state() {
 fn a_non_loopback_bind_is_a_warning() {
     let web = http_server();
     let state = tempfile::tempdir().unwrap();
-    let socks = Socks::start(state.path(), &["--bind", "0.0.0.0", "--allow", "127.0.0.1"]);
+    let socks = Socks::start(
+        state.path(),
+        &[
+            "--bind",
+            "0.0.0.0",
+            "--allow",
+            "127.0.0.1",
+            "--allow-client",
+            "127.0.0.1",
+        ],
+    );
     assert!(
         socks.banner.contains("listening on 0.0.0.0:"),
         "{}",
@@ -562,6 +598,236 @@ fn a_non_loopback_bind_is_a_warning() {
         &[],
     );
     socks.wait_for_log(&["WARN", "which other hosts can reach"]);
+}
+
+/// Runs `kinit socks` expecting it to refuse to start; returns its stderr. A proxy that
+/// starts anyway is killed after a few seconds and fails the test.
+fn refuses_to_start(state_dir: &Path, args: &[&str]) -> String {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_kinit"))
+        .arg("--state-dir")
+        .arg(state_dir)
+        .args(["socks", "--port", "0"])
+        .args(args)
+        .env_remove("KINIT_SOCKS_AUTH")
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the kinit binary runs");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let out = child.wait_with_output().unwrap();
+            panic!(
+                "kinit socks {args:?} started: {}",
+                String::from_utf8_lossy(&out.stdout)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(!out.status.success(), "kinit socks {args:?} succeeded");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn a_non_loopback_bind_needs_a_password_or_named_clients() {
+    let state = tempfile::tempdir().unwrap();
+    for bind in ["0.0.0.0", "::"] {
+        let err = refuses_to_start(state.path(), &["--bind", bind, "--allow", "127.0.0.1"]);
+        assert!(
+            err.starts_with(&format!(
+                "error: --bind {bind} lets other hosts reach the proxy"
+            )) && err.contains("--auth-file")
+                && err.contains("--allow-client")
+                && err.lines().count() == 1,
+            "{err}"
+        );
+    }
+    // With a password, the default clients are loopback plus the bind address's networks.
+    let file = state.path().join("auth");
+    std::fs::write(&file, "alice:s3cret\n").unwrap();
+    std::fs::set_permissions(&file, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let socks = Socks::start(
+        state.path(),
+        &[
+            "--bind",
+            "0.0.0.0",
+            "--allow",
+            "127.0.0.1",
+            "--auth-file",
+            file.to_str().unwrap(),
+        ],
+    );
+    assert!(
+        socks
+            .banner
+            .contains("authentication: username/password required (user alice)"),
+        "{}",
+        socks.banner
+    );
+}
+
+/// A `kinit socks --detach`; stopped when dropped (it is not this process's child).
+struct Detached {
+    pid: i32,
+    addr: SocketAddr,
+    stderr: String,
+}
+
+impl Detached {
+    fn start(state_dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Detached {
+        let out = Command::new(env!("CARGO_BIN_EXE_kinit"))
+            .arg("--state-dir")
+            .arg(state_dir)
+            .args(["socks", "--port", "0"])
+            .args(args)
+            .arg("--detach")
+            .env_remove("KINIT_SOCKS_AUTH")
+            .envs(env.iter().copied())
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .output()
+            .expect("the kinit binary runs");
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "kinit socks --detach: {stderr}");
+        let record: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(state_dir.join("socks.json")).unwrap()).unwrap();
+        let pid = record["pid"].as_i64().unwrap() as i32;
+        let addr = record["listen"].as_str().unwrap().parse().unwrap();
+        Detached { pid, addr, stderr }
+    }
+
+    /// A file of /proc/PID, NUL separators shown as spaces.
+    fn proc_file(&self, name: &str) -> String {
+        let bytes = std::fs::read(format!("/proc/{}/{name}", self.pid)).unwrap();
+        String::from_utf8_lossy(&bytes).replace('\0', " ")
+    }
+}
+
+impl Drop for Detached {
+    fn drop(&mut self) {
+        use nix::sys::signal::{Signal, kill};
+        let pid = nix::unistd::Pid::from_raw(self.pid);
+        let _ = kill(pid, Signal::SIGTERM);
+        let deadline = Instant::now() + Duration::from_secs(7);
+        while Path::new(&format!("/proc/{}", self.pid)).exists() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = kill(pid, Signal::SIGKILL);
+    }
+}
+
+#[test]
+fn a_detached_proxy_never_has_the_password_on_its_command_line() {
+    let web = http_server();
+    let url = format!("http://{web}/");
+    let file_dir = tempfile::tempdir().unwrap();
+    let file = file_dir.path().join("auth");
+    std::fs::write(&file, "alice:s3cret-file\n").unwrap();
+    std::fs::set_permissions(&file, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let file = file.to_str().unwrap().to_string();
+    // (password, arguments, environment)
+    let cli = ["--auth", "alice:s3cret-cli"];
+    let by_file = ["--auth-file", file.as_str()];
+    let env = [("KINIT_SOCKS_AUTH", "alice:s3cret-env")];
+    let cases = [
+        ("s3cret-cli", &cli[..], &[][..]),
+        ("s3cret-env", &[][..], &env[..]),
+        ("s3cret-file", &by_file[..], &[][..]),
+    ];
+    for (password, auth_args, env) in cases {
+        let state = tempfile::tempdir().unwrap();
+        let mut args = vec!["--allow", "127.0.0.1"];
+        args.extend(auth_args.iter().copied());
+        let proxy = Detached::start(state.path(), &args, env);
+        let cmdline = proxy.proc_file("cmdline");
+        assert!(cmdline.contains("socks"), "{cmdline}");
+        assert!(!cmdline.contains(password), "{password} in ps: {cmdline}");
+        let environ = proxy.proc_file("environ");
+        assert!(!environ.contains(password), "{password} in the environment");
+        // The child did get the password: it requires exactly it.
+        let user = format!("alice:{password}");
+        fetch_ok(
+            "--socks5",
+            &proxy.addr.to_string(),
+            &url,
+            &["--proxy-user", &user],
+        );
+        fetch_refused(
+            "--socks5",
+            &proxy.addr.to_string(),
+            &url,
+            &["--proxy-user", "alice:wrong"],
+        );
+        fetch_refused("--socks5", &proxy.addr.to_string(), &url, &[]);
+        // Only a password typed on the command line earns the warning.
+        assert_eq!(
+            proxy.stderr.contains("visible") || proxy.stderr.contains("`ps`"),
+            password == "s3cret-cli",
+            "{password}: {}",
+            proxy.stderr
+        );
+        let log = std::fs::read_to_string(state.path().join("socks.log")).unwrap();
+        assert!(!log.contains(password), "{password} in the log: {log}");
+    }
+}
+
+#[test]
+fn a_detached_proxys_log_is_rotated_at_its_size_bound() {
+    const MAX: u64 = 8192;
+    let state = tempfile::tempdir().unwrap();
+    let proxy = Detached::start(
+        state.path(),
+        &[
+            "-v",
+            "--allow",
+            "127.0.0.1",
+            "--log-max-size",
+            &MAX.to_string(),
+        ],
+        &[],
+    );
+    let log = state.path().join("socks.log");
+    let old = state.path().join("socks.log.1");
+    let size = |p: &Path| std::fs::metadata(p).map_or(0, |m| m.len());
+    // -v logs a line per failed handshake (about 85 bytes): bursts of about 8 KiB, each
+    // followed by time for the once-a-second size check.
+    const SLACK: u64 = 10 * 1024;
+    let mut written = 0;
+    for _ in 0..5 {
+        for _ in 0..100 {
+            let mut s = connect(proxy.addr);
+            let _ = s.write_all(b"GET / HTTP/1.0\r\n\r\n");
+            until_closed(s, "HTTP client");
+        }
+        std::thread::sleep(Duration::from_millis(1500));
+        written += 100;
+        assert!(size(&log) < MAX + SLACK, "socks.log grew to {}", size(&log));
+    }
+    let (current, previous) = (size(&log), size(&old));
+    assert!(
+        (MAX..MAX + SLACK).contains(&previous),
+        "socks.log.1 is {previous} bytes"
+    );
+    assert!(current < MAX + SLACK, "socks.log is {current} bytes");
+    assert!(!state.path().join("socks.log.2").exists());
+    // Older lines were dropped: the two files hold less than was logged.
+    let text = std::fs::read_to_string(&log).unwrap() + &std::fs::read_to_string(&old).unwrap();
+    let lines = text.matches("handshake failed").count();
+    assert!(
+        lines > 0 && lines < written,
+        "{lines} of {written} lines kept"
+    );
+    assert!(
+        std::fs::read_to_string(&log)
+            .unwrap()
+            .contains("earlier lines are in"),
+        "{}",
+        std::fs::read_to_string(&log).unwrap()
+    );
 }
 
 #[test]
@@ -747,6 +1013,199 @@ fn ctrl_c_stops_accepting_and_lets_open_tunnels_finish() {
     };
     assert!(status.success(), "{status}: {}", socks.log());
     socks.wait_for_log(&["shutting down", "kinit socks stopped: 1 tunnels"]);
+}
+
+/// A TCP server on 127.0.0.1 that echoes what it reads, byte for byte.
+fn echo_server() -> SocketAddr {
+    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for mut stream in listener.incoming().flatten() {
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 1024];
+                while let Ok(n @ 1..) = stream.read(&mut buf) {
+                    if stream.write_all(&buf[..n]).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// A tunnel through `proxy` to `target`, its CONNECT reply read.
+fn tunnel(proxy: SocketAddr, target: SocketAddr) -> TcpStream {
+    let mut s = connect(proxy);
+    greet(&mut s);
+    s.write_all(&connect_request(1, target)).unwrap();
+    let mut reply = [0u8; 10];
+    s.read_exact(&mut reply).unwrap();
+    assert_eq!(reply[1], 0, "CONNECT refused: {reply:?}");
+    s
+}
+
+/// Like [`tunnel`], but a connection closed at once (the proxy still counting one that
+/// has just ended, such as `Socks::start`'s probe) is retried for a few seconds.
+fn tunnel_when_free(proxy: SocketAddr, target: SocketAddr) -> TcpStream {
+    let deadline = Instant::now() + Duration::from_secs(3);
+    loop {
+        let mut s = connect(proxy);
+        let mut reply = [0u8; 2];
+        if s.write_all(&[5, 1, 0]).is_ok() && s.read_exact(&mut reply).is_ok() {
+            assert_eq!(reply, [5, 0]);
+            s.write_all(&connect_request(1, target)).unwrap();
+            let mut reply = [0u8; 10];
+            s.read_exact(&mut reply).unwrap();
+            assert_eq!(reply[1], 0, "CONNECT refused: {reply:?}");
+            return s;
+        }
+        assert!(Instant::now() < deadline, "no slot for a tunnel");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn echoes(s: &mut TcpStream) -> bool {
+    let mut b = [0u8; 1];
+    s.write_all(b"x").is_ok() && s.read_exact(&mut b).is_ok() && b == *b"x"
+}
+
+#[test]
+fn an_idle_tunnel_is_closed_after_the_idle_timeout_and_a_busy_one_is_not() {
+    let echo = echo_server();
+    let state = tempfile::tempdir().unwrap();
+    let socks = Socks::start(
+        state.path(),
+        &["--allow", "127.0.0.1", "--idle-timeout", "1"],
+    );
+    // Busy: a byte each 400 ms for 2.4 s, well past the timeout, all echoed.
+    let mut busy = tunnel(socks.addr, echo);
+    for i in 0..6 {
+        assert!(echoes(&mut busy), "busy tunnel closed after {} ms", i * 400);
+        std::thread::sleep(Duration::from_millis(400));
+    }
+    // Then silent: closed about a second later (the tunnel's peer sees end of stream).
+    let start = Instant::now();
+    until_closed(busy, "idle tunnel");
+    let lasted = start.elapsed();
+    assert!(
+        lasted >= Duration::from_millis(500) && lasted < Duration::from_secs(4),
+        "closed after {lasted:?} of silence"
+    );
+    socks.wait_for_log(&["nothing moved for 1s (--idle-timeout)"]);
+}
+
+#[test]
+fn a_client_over_its_tunnel_cap_is_closed_and_others_keep_theirs() {
+    let echo = echo_server();
+    let state = tempfile::tempdir().unwrap();
+    let socks = Socks::start(
+        state.path(),
+        &["--allow", "127.0.0.1", "--max-tunnels-per-client", "3"],
+    );
+    let mut open: Vec<TcpStream> = (0..3).map(|_| tunnel_when_free(socks.addr, echo)).collect();
+    // The fourth is closed before a byte is read or written.
+    for _ in 0..5 {
+        let mut s = connect(socks.addr);
+        let _ = s.write_all(&[5, 1, 0]);
+        let got = until_closed(s, "fourth tunnel");
+        assert!(got.is_empty(), "a client over its cap got {got:?}");
+    }
+    // The three open ones are untouched.
+    for s in &mut open {
+        assert!(echoes(s));
+    }
+    // Closing one frees its slot (once the proxy has seen the close).
+    drop(open.pop());
+    let mut again = tunnel_when_free(socks.addr, echo);
+    assert!(echoes(&mut again));
+    socks.wait_for_log(&["it has 3 connections open (--max-tunnels-per-client)"]);
+
+    // The global cap, with room per client.
+    let total = Socks::start(
+        state.path(),
+        &["--allow", "127.0.0.1", "--max-tunnels", "2"],
+    );
+    let _held: Vec<TcpStream> = (0..2).map(|_| tunnel_when_free(total.addr, echo)).collect();
+    let got = until_closed(connect(total.addr), "third tunnel");
+    assert!(got.is_empty(), "{got:?}");
+    total.wait_for_log(&["2 connections are open (--max-tunnels)"]);
+}
+
+/// Stops a proxy with SIGINT and waits for it to exit.
+fn interrupt(socks: &mut Socks) {
+    let kill = Command::new("kill")
+        .args(["-INT", &socks.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let start = Instant::now();
+    while socks.child.try_wait().unwrap().is_none() {
+        assert!(start.elapsed() < Duration::from_secs(10), "did not exit");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn a_hundred_refusals_are_a_few_log_lines_and_a_count() {
+    let web = http_server();
+    let state = tempfile::tempdir().unwrap();
+    // Refused as clients.
+    let mut clients = Socks::start(
+        state.path(),
+        &["--allow", "127.0.0.1", "--allow-client", "10.0.0.0/8"],
+    );
+    for _ in 0..100 {
+        until_closed(connect(clients.addr), "refused client");
+    }
+    // Refused destinations, and refused credentials.
+    let mut dest = Socks::start(
+        state.path(),
+        &["--allow", "127.0.0.1/32", "--auth", "alice:pw"],
+    );
+    let other = SocketAddr::from(([127, 0, 0, 2], web.port()));
+    for _ in 0..50 {
+        let mut s = connect(dest.addr);
+        s.write_all(&[5, 1, 2, 1, 5, b'a', b'l', b'i', b'c', b'e', 2, b'p', b'w'])
+            .unwrap();
+        let mut reply = [0u8; 4];
+        s.read_exact(&mut reply).unwrap();
+        assert_eq!(reply, [5, 2, 1, 0]);
+        s.write_all(&connect_request(1, other)).unwrap();
+        let mut head = [0u8; 2];
+        s.read_exact(&mut head).unwrap();
+        assert_eq!(head[1], 2, "destination not refused");
+    }
+    for _ in 0..50 {
+        let mut s = connect(dest.addr);
+        s.write_all(&[5, 1, 2, 1, 5, b'a', b'l', b'i', b'c', b'e', 2, b'n', b'o'])
+            .unwrap();
+        until_closed(s, "wrong password");
+    }
+    // Well within the summary interval: one line per client and proxy so far.
+    std::thread::sleep(Duration::from_millis(300));
+    let refusal_lines = |log: &str| log.lines().filter(|l| l.contains("refused")).count();
+    assert_eq!(refusal_lines(&clients.log()), 1, "{}", clients.log());
+    assert_eq!(refusal_lines(&dest.log()), 1, "{}", dest.log());
+    // The rest are counted, and the count is logged at the latest when the proxy stops.
+    interrupt(&mut clients);
+    interrupt(&mut dest);
+    // 101 refused in all: Socks::start's own probe of the port was the first.
+    let log = clients.log();
+    assert!(
+        log.contains("client 127.0.0.1: 100 more refused")
+            && log.contains("(100 from outside --allow-client)"),
+        "{log}"
+    );
+    assert!(refusal_lines(&log) <= 3, "{log}");
+    let log = dest.log();
+    assert!(
+        log.contains("client 127.0.0.1: 99 more refused")
+            && log.contains("49 to a destination not allowed")
+            && log.contains("50 with wrong or missing credentials"),
+        "{log}"
+    );
+    assert!(refusal_lines(&log) <= 3, "{log}");
 }
 
 /// A TCP server on 127.0.0.1 that closes every connection at once.

@@ -1,13 +1,15 @@
 //! `kinit socks`: the SOCKS5 proxy for browsers, with defaults read from the cluster's
 //! state, or its PAC file with `--pac`.
 
-use std::io::Write;
+use std::ffi::OsString;
+use std::io::{Read, Write};
 use std::net::SocketAddr;
+use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result, anyhow, bail};
 use ipnet::IpNet;
 use tokio::net::TcpListener;
 use tracing::{info, warn};
@@ -16,8 +18,8 @@ use crate::cli::SocksArgs;
 use crate::cluster::{self, Settings};
 use crate::layout::Layout;
 use crate::net;
-use crate::socks::policy::{self, Allowlist};
-use crate::socks::{self, Proxy, detach, dns, pac};
+use crate::socks::policy::{self, Allowlist, Credentials};
+use crate::socks::{self, Proxy, detach, dns, logfile, pac};
 
 const DNS_TIMEOUT: Duration = Duration::from_secs(3);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -35,8 +37,10 @@ pub async fn run(state_dir: Option<&Path>, args: &SocksArgs) -> Result<()> {
         print!("{}", pac::pac(args.port, domain, &cluster_nets));
         return Ok(());
     }
+    let auth = credentials(args)?;
+    check_exposure(args, auth.is_some())?;
     if args.detach {
-        let (record, banner) = detach::spawn(&layout)?;
+        let (record, banner) = detach::spawn(&layout, auth.as_ref())?;
         print!("{banner}");
         println!(
             "Running in the background as pid {} (log: {}); `sudo kinit down` or `kill {}` stops it.",
@@ -47,9 +51,15 @@ pub async fn run(state_dir: Option<&Path>, args: &SocksArgs) -> Result<()> {
         return Ok(());
     }
     raise_open_files_limit();
+    let log_file = match &args.log_file {
+        Some(path) => Some(logfile::LogFile::open(path, args.log_max_size)?),
+        None => None,
+    };
 
     let destinations = if args.allow_any {
-        Allowlist::Any
+        Allowlist::AnyRemote {
+            named: args.allow.clone(),
+        }
     } else {
         Allowlist::Nets(cluster_nets)
     };
@@ -71,10 +81,13 @@ pub async fn run(state_dir: Option<&Path>, args: &SocksArgs) -> Result<()> {
     let proxy = Arc::new(Proxy {
         clients,
         destinations,
-        auth: args.auth.clone(),
+        auth,
         resolver: dns::Resolver::new(domain, dns_server, DNS_TIMEOUT)?,
         handshake_timeout: Duration::from_secs(args.handshake_timeout),
         connect_timeout: CONNECT_TIMEOUT,
+        idle_timeout: (args.idle_timeout > 0).then(|| Duration::from_secs(args.idle_timeout)),
+        max_per_client: args.max_tunnels_per_client,
+        max_connections: usize::try_from(args.max_tunnels).unwrap_or(usize::MAX),
     });
 
     let listener = listen(SocketAddr::new(args.bind, args.port)).await?;
@@ -102,6 +115,8 @@ pub async fn run(state_dir: Option<&Path>, args: &SocksArgs) -> Result<()> {
     print!("{}", banner.render());
     // Scripts (and the tests) wait for the banner's first line to know the port.
     let _ = std::io::stdout().flush();
+    // Only after the banner: `--detach` reads it from the file it started the log in.
+    let rotation = log_file.map(|log| tokio::spawn(log.keep_rotating()));
     if !args.bind.is_loopback() {
         warn!(
             "listening on {listen_addr}, which other hosts can reach; clients allowed: {}",
@@ -109,7 +124,10 @@ pub async fn run(state_dir: Option<&Path>, args: &SocksArgs) -> Result<()> {
         );
     }
     if args.allow_any {
-        warn!("--allow-any: clients can reach every address this host can, not only the cluster");
+        warn!(
+            "--allow-any: clients can reach every address this host can, not only the cluster \
+             (but not this host's loopback and link-local addresses unless named with --allow)"
+        );
     }
 
     let shutdown = async {
@@ -127,7 +145,72 @@ pub async fn run(state_dir: Option<&Path>, args: &SocksArgs) -> Result<()> {
     };
     let stats = socks::serve(listener, proxy, shutdown, grace).await;
     info!("kinit socks stopped: {}", stats.summary());
+    if let Some(task) = rotation {
+        task.abort();
+    }
     Ok(())
+}
+
+/// The credentials clients must present, from `--auth`, `KINIT_SOCKS_AUTH` or
+/// `--auth-file`.
+fn credentials(args: &SocksArgs) -> Result<Option<Credentials>> {
+    if let Some(path) = &args.auth_file {
+        return read_auth_file(path).map(Some);
+    }
+    if args.auth.is_some() && on_command_line(std::env::args_os(), "--auth") {
+        warn!(
+            "--auth on the command line shows the password to every user of this host in `ps`; \
+             use --auth-file FILE or KINIT_SOCKS_AUTH instead"
+        );
+    }
+    Ok(args.auth.clone())
+}
+
+/// Whether `flag` was given in `args` (as `--flag value` or `--flag=value`): clap merges
+/// the environment into the same field, and only the command line is public.
+fn on_command_line(args: impl IntoIterator<Item = OsString>, flag: &str) -> bool {
+    let with_value = format!("{flag}=");
+    args.into_iter().any(|a| {
+        a.to_str()
+            .is_some_and(|a| a == flag || a.starts_with(&with_value))
+    })
+}
+
+fn read_auth_file(path: &Path) -> Result<Credentials> {
+    let mut file =
+        std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    let meta = file
+        .metadata()
+        .with_context(|| format!("cannot read {}", path.display()))?;
+    // A pipe (--detach, or `--auth-file <(pass show socks)`) has no other readers to fear.
+    if meta.is_file() && meta.mode() & 0o077 != 0 {
+        warn!(
+            "{} is readable by other users (mode {:o}); `chmod 600` it",
+            path.display(),
+            meta.mode() & 0o777
+        );
+    }
+    let mut text = String::new();
+    // One line of at most 511 bytes (RFC 1929's limits); more is not a credentials file.
+    (&mut file)
+        .take(1024)
+        .read_to_string(&mut text)
+        .with_context(|| format!("cannot read {}", path.display()))?;
+    let line = text.lines().next().unwrap_or_default();
+    policy::parse_auth(line).map_err(|e| anyhow!("{}: {e}", path.display()))
+}
+
+/// A proxy other hosts can reach must not be open to a whole subnet without a password:
+/// anyone on a shared or cloud network could then browse the cluster.
+fn check_exposure(args: &SocksArgs, has_auth: bool) -> Result<()> {
+    if args.bind.is_loopback() || has_auth || !args.allow_client.is_empty() {
+        return Ok(());
+    }
+    bail!(
+        "--bind {} lets other hosts reach the proxy: require a password with --auth-file FILE \
+         (or KINIT_SOCKS_AUTH), or name the clients with --allow-client CIDR",
+        args.bind
+    )
 }
 
 /// The destinations clients may reach: `--allow`, else the cluster's pod and Service

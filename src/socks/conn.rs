@@ -15,6 +15,7 @@ use tracing::{debug, info};
 
 use super::dns::{self, LookupError};
 use super::policy::Credentials;
+use super::refusals::Kind;
 use super::{Proxy, Stats, relay};
 
 type Request = (
@@ -36,22 +37,36 @@ pub(super) async fn handle(stream: TcpStream, client: SocketAddr, proxy: &Proxy,
             t.down,
             crate::progress::format_duration(started.elapsed())
         ),
-        // Refusals are what a user debugging "why does this page not load" looks for.
-        Err(e) if e.is::<Refused>() => info!("client {client}: {e}"),
-        Err(e) => debug!(
-            "{client}: {e:#} after {}",
-            crate::progress::format_duration(started.elapsed())
-        ),
+        // Refusals are what a user debugging "why does this page not load" looks for;
+        // logged per client at most once in a while, so a hostile client cannot flood
+        // the log.
+        Err(e) => match e.downcast_ref::<Refused>() {
+            Some(refused) => {
+                if refused.kind == Kind::Credentials {
+                    stats.refused_clients.fetch_add(1, Ordering::Relaxed);
+                }
+                if stats.refusals.log_this(client.ip(), refused.kind) {
+                    info!("client {client}: {e}");
+                }
+            }
+            None => debug!(
+                "{client}: {e:#} after {}",
+                crate::progress::format_duration(started.elapsed())
+            ),
+        },
     }
 }
 
 /// A request the policy refused.
 #[derive(Debug)]
-struct Refused(String);
+struct Refused {
+    kind: Kind,
+    message: String,
+}
 
 impl std::fmt::Display for Refused {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(&self.message)
     }
 }
 
@@ -79,7 +94,7 @@ async fn serve(stream: TcpStream, proxy: &Proxy, stats: &Stats) -> Result<Tunnel
             proxy.handshake_timeout
         )
     })?
-    .map_err(|e| anyhow!("handshake failed: {e}"))?;
+    .map_err(|e| handshake_error(e, proxy.auth.is_some()))?;
 
     if cmd != Socks5Command::TCPConnect {
         let _ = proto.reply_error(&ReplyError::CommandNotSupported).await;
@@ -104,10 +119,13 @@ async fn serve(stream: TcpStream, proxy: &Proxy, stats: &Stats) -> Result<Tunnel
         stats.refused_destinations.fetch_add(1, Ordering::Relaxed);
         let _ = proto.reply_error(&ReplyError::ConnectionNotAllowed).await;
         let shown: Vec<String> = candidates.iter().map(|ip| ip.to_string()).collect();
-        return Err(Refused(format!(
-            "refused {target} ({}): not in the destination allowlist (--allow CIDR, or --allow-any)",
-            shown.join(", ")
-        ))
+        let why = candidates
+            .first()
+            .map_or("no address", |ip| proxy.destinations.refusal(*ip));
+        return Err(Refused {
+            kind: Kind::Destination,
+            message: format!("refused {target} ({}): {why}", shown.join(", ")),
+        }
         .into());
     }
 
@@ -126,17 +144,45 @@ async fn serve(stream: TcpStream, proxy: &Proxy, stats: &Stats) -> Result<Tunnel
         .await
         .map_err(|e| anyhow!("cannot reply to the client: {e}"))?;
     stats.tunnels.fetch_add(1, Ordering::Relaxed);
-    let (up, down) = relay::relay(&inbound, &outbound)
-        .await
-        .map_err(|e| anyhow!("tunnel to {target} ({peer}) broke: {e}"))?;
+    let traffic = relay::Traffic::default();
+    let ended = relay::relay(&inbound, &outbound, proxy.idle_timeout, &traffic).await;
+    let (up, down) = traffic.totals();
     stats.bytes_up.fetch_add(up, Ordering::Relaxed);
     stats.bytes_down.fetch_add(down, Ordering::Relaxed);
-    Ok(Tunnel {
-        target: target.to_string(),
-        peer,
-        up,
-        down,
-    })
+    match ended {
+        Ok(relay::Ended::Closed) => Ok(Tunnel {
+            target: target.to_string(),
+            peer,
+            up,
+            down,
+        }),
+        Ok(relay::Ended::Idle) => {
+            stats.idle_closed.fetch_add(1, Ordering::Relaxed);
+            Err(anyhow!(
+                "tunnel to {target} ({peer}) closed: nothing moved for {:?} (--idle-timeout); \
+                 {up} bytes sent, {down} bytes received",
+                proxy.idle_timeout.unwrap_or_default()
+            ))
+        }
+        Err(e) => Err(anyhow!("tunnel to {target} ({peer}) broke: {e}")),
+    }
+}
+
+/// A failed handshake as a refusal when it was about credentials (worth a log line even
+/// without -v), else as the protocol error it was.
+fn handshake_error(e: SocksServerError, auth_required: bool) -> anyhow::Error {
+    let message = match e {
+        SocksServerError::AuthenticationRejected => "wrong username or password",
+        SocksServerError::AuthMethodUnacceptable(_) if auth_required => {
+            "no username/password offered (--auth is set)"
+        }
+        e => return anyhow!("handshake failed: {e}"),
+    };
+    Refused {
+        kind: Kind::Credentials,
+        message: format!("refused: {message}"),
+    }
+    .into()
 }
 
 /// Method negotiation, RFC 1929 username/password when `--auth` is set, and the request.

@@ -1,17 +1,21 @@
 //! `kinit socks --detach`: the same proxy as a background process of its own session,
 //! recorded in the state directory so `kinit status` lists it and `kinit down` stops it.
 
-use std::io::{BufRead, BufReader};
+use std::ffi::OsString;
+use std::io::{BufRead, BufReader, Write};
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
+use nix::fcntl::{FcntlArg, FdFlag, OFlag, fcntl};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use serde::{Deserialize, Serialize};
 
+use super::policy::Credentials;
 use crate::fs;
 use crate::layout::Layout;
 
@@ -57,7 +61,9 @@ fn is_ours(pid: i32) -> bool {
 
 /// Starts `kinit <args without --detach>` in its own session with its output in the log,
 /// waits until it listens, and records it. Returns the record and the banner it printed.
-pub fn spawn(layout: &Layout) -> Result<(Record, String)> {
+/// `auth` reaches the child through a pipe: a command line is public in `ps` and an
+/// environment lingers in /proc for the process's life.
+pub fn spawn(layout: &Layout, auth: Option<&Credentials>) -> Result<(Record, String)> {
     if let Some(r) = running(layout)? {
         bail!(
             "kinit socks is already running in the background (pid {}, on {}); stop it with `kill {}` or `sudo kinit down`",
@@ -73,10 +79,16 @@ pub fn spawn(layout: &Layout) -> Result<(Record, String)> {
         )
     })?;
     let log = log_path(layout);
+    // Read back through this handle, not the path: the child may rotate the file (rename
+    // it to socks.log.1) right after printing its banner.
     let out = std::fs::OpenOptions::new()
         .create(true)
+        .read(true)
         .append(true)
         .open(&log)
+        .with_context(|| format!("cannot open {}", log.display()))?;
+    let banner_file = out
+        .try_clone()
         .with_context(|| format!("cannot open {}", log.display()))?;
     let start = out
         .metadata()
@@ -86,30 +98,49 @@ pub fn spawn(layout: &Layout) -> Result<(Record, String)> {
         .try_clone()
         .with_context(|| format!("cannot open {}", log.display()))?;
     let exe = std::env::current_exe().context("cannot find the kinit executable")?;
-    let args = std::env::args_os().skip(1).filter(|a| a != "--detach");
     let mut command = Command::new(exe);
     command
-        .args(args)
+        .args(child_args(std::env::args_os().skip(1)))
+        .arg("--log-file")
+        .arg(&log)
+        .env_remove(AUTH_ENV)
         .stdin(Stdio::null())
         .stdout(out)
         .stderr(err);
-    // SAFETY: setsid is async-signal-safe and touches no memory of the parent; it makes
-    // the proxy the leader of a new session, so closing the terminal does not stop it.
+    let secret = match auth {
+        Some(creds) => {
+            let fd = secret_pipe(&creds.to_secret_line())?;
+            command
+                .arg("--auth-file")
+                .arg(format!("/proc/self/fd/{}", fd.as_raw_fd()));
+            Some(fd)
+        }
+        None => None,
+    };
+    let inherited = secret.as_ref().map(AsRawFd::as_raw_fd);
+    // SAFETY: setsid and fcntl are async-signal-safe and touch no memory of the parent.
+    // setsid makes the proxy the leader of a new session, so closing the terminal does
+    // not stop it; clearing close-on-exec hands the secret's pipe to this child only.
     unsafe {
-        command.pre_exec(|| {
+        command.pre_exec(move || {
+            if let Some(fd) = inherited {
+                let fd = BorrowedFd::borrow_raw(fd);
+                fcntl(fd, FcntlArg::F_SETFD(FdFlag::empty())).map_err(std::io::Error::from)?;
+            }
             nix::unistd::setsid()
                 .map(|_| ())
                 .map_err(std::io::Error::from)
         });
     }
-    let mut child = command
-        .spawn()
-        .context("cannot start kinit socks in the background")?;
+    let spawned = command.spawn();
+    // The child holds its own copy of the read end now.
+    drop(secret);
+    let mut child = spawned.context("cannot start kinit socks in the background")?;
     let pid = i32::try_from(child.id()).context("a process id out of range")?;
 
     let deadline = Instant::now() + START_TIMEOUT;
     loop {
-        let banner = read_from(&log, start)?;
+        let banner = read_from(&banner_file, &log, start)?;
         if let Some(line) = banner.lines().find(|l| l.starts_with(LISTENING)) {
             let record = Record {
                 pid,
@@ -138,10 +169,43 @@ pub fn spawn(layout: &Layout) -> Result<(Record, String)> {
     }
 }
 
-fn read_from(log: &Path, offset: u64) -> Result<String> {
+/// The environment variable `--auth` also reads; removed from the child's environment,
+/// which gets the credentials through a pipe instead.
+const AUTH_ENV: &str = "KINIT_SOCKS_AUTH";
+
+/// The child's arguments: the parent's without `--detach` and without any credentials
+/// (`--auth`, `--auth-file`, as `--flag value` or `--flag=value`), which reach it through
+/// a pipe instead.
+fn child_args(args: impl Iterator<Item = OsString>) -> Vec<OsString> {
+    let mut kept = Vec::new();
+    let mut args = args.peekable();
+    while let Some(arg) = args.next() {
+        match arg.to_str() {
+            Some("--detach") => {}
+            Some("--auth" | "--auth-file") => {
+                args.next();
+            }
+            Some(a) if a.starts_with("--auth=") || a.starts_with("--auth-file=") => {}
+            _ => kept.push(arg),
+        }
+    }
+    kept
+}
+
+/// A pipe holding `secret`, its write end already closed; returns the read end
+/// (close-on-exec, so no other child inherits it).
+fn secret_pipe(secret: &str) -> Result<OwnedFd> {
+    let (read, write) = nix::unistd::pipe2(OFlag::O_CLOEXEC)
+        .context("cannot create a pipe for the kinit socks credentials")?;
+    // A pipe holds 64 KiB; the line is at most 511 bytes, so this never blocks.
+    std::fs::File::from(write)
+        .write_all(format!("{secret}\n").as_bytes())
+        .context("cannot pass the credentials to kinit socks")?;
+    Ok(read)
+}
+
+fn read_from(mut file: &std::fs::File, log: &Path, offset: u64) -> Result<String> {
     use std::io::{Seek, SeekFrom};
-    let mut file =
-        std::fs::File::open(log).with_context(|| format!("cannot read {}", log.display()))?;
     file.seek(SeekFrom::Start(offset))
         .with_context(|| format!("cannot read {}", log.display()))?;
     let mut text = String::new();

@@ -1,13 +1,17 @@
 //! `kinit socks`: a SOCKS5 server (CONNECT only) that lets a browser reach pod and Service
 //! IPs and cluster DNS names, and nothing else unless asked. The accept loop and shutdown
-//! live here; [`conn`] serves one client, [`policy`] decides who and where, [`dns`]
-//! resolves names, [`pac`] writes the browser help.
+//! live here; [`conn`] serves one client, [`policy`] decides who and where, [`limits`]
+//! how many connections each client may hold, [`refusals`] how refusals are logged,
+//! [`dns`] resolves names, [`pac`] writes the browser help.
 
 mod conn;
 pub mod detach;
 pub mod dns;
+pub mod limits;
+pub mod logfile;
 pub mod pac;
 pub mod policy;
+pub mod refusals;
 mod relay;
 
 use std::future::Future;
@@ -21,10 +25,6 @@ use tracing::{info, warn};
 
 use policy::{Allowlist, Credentials};
 
-/// More simultaneous clients than a browser ever opens; beyond it new clients are closed
-/// at once, so a flood cannot exhaust file descriptors.
-const MAX_CONNECTIONS: usize = 4096;
-
 /// Everything a connection needs to know, shared by all of them.
 pub struct Proxy {
     pub clients: Allowlist,
@@ -34,29 +34,40 @@ pub struct Proxy {
     /// From accept to a complete request: the bound on slow and broken clients.
     pub handshake_timeout: Duration,
     pub connect_timeout: Duration,
+    /// A tunnel with no byte either way for this long is closed; `None` keeps it.
+    pub idle_timeout: Option<Duration>,
+    /// Open connections (handshakes and tunnels) one client may hold.
+    pub max_per_client: u32,
+    /// Open connections in all.
+    pub max_connections: usize,
 }
 
-/// Counters for the summary line.
-#[derive(Debug, Default)]
+/// Counters for the summary line, and the refusal log's tally.
+#[derive(Default)]
 pub struct Stats {
     pub tunnels: AtomicU64,
+    pub idle_closed: AtomicU64,
     pub refused_clients: AtomicU64,
+    pub refused_busy: AtomicU64,
     pub refused_destinations: AtomicU64,
     pub failed: AtomicU64,
     pub bytes_up: AtomicU64,
     pub bytes_down: AtomicU64,
+    pub refusals: refusals::Refusals,
 }
 
 impl Stats {
     pub fn summary(&self) -> String {
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
         format!(
-            "{} tunnels ({} sent, {} received), {} destinations refused, {} clients refused, {} connects failed",
+            "{} tunnels ({} sent, {} received, {} closed idle), {} destinations refused, {} clients refused, {} over a connection limit, {} connects failed",
             get(&self.tunnels),
             human_bytes(get(&self.bytes_up)),
             human_bytes(get(&self.bytes_down)),
+            get(&self.idle_closed),
             get(&self.refused_destinations),
             get(&self.refused_clients),
+            get(&self.refused_busy),
             get(&self.failed),
         )
     }
@@ -80,13 +91,20 @@ pub async fn serve(
     grace: impl Future<Output = ()>,
 ) -> Arc<Stats> {
     let stats = Arc::new(Stats::default());
+    let limits = limits::Limits::new(proxy.max_per_client, proxy.max_connections);
     let mut tasks = JoinSet::new();
     let mut shutdown = std::pin::pin!(shutdown);
+    let mut summaries = tokio::time::interval(refusals::INTERVAL);
+    summaries.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let (stream, client) = tokio::select! {
             () = &mut shutdown => break,
             // Reaps finished connections as they end.
             Some(_) = tasks.join_next(), if !tasks.is_empty() => continue,
+            _ = summaries.tick() => {
+                stats.refusals.flush(false);
+                continue;
+            }
             accepted = listener.accept() => match accepted {
                 Ok(pair) => pair,
                 Err(e) => {
@@ -97,23 +115,45 @@ pub async fn serve(
                 }
             },
         };
-        // Small writes (replies, interactive traffic) go out at once.
-        let _ = stream.set_nodelay(true);
         // Refused before a byte is read: a client outside the allowlist learns nothing.
         if !proxy.clients.allows(client.ip()) {
             stats.refused_clients.fetch_add(1, Ordering::Relaxed);
-            info!(
-                "refused client {client}: not in --allow-client ({})",
-                proxy.clients
-            );
+            if stats.refusals.log_this(client.ip(), refusals::Kind::Client) {
+                info!(
+                    "refused client {client}: not in --allow-client ({})",
+                    proxy.clients
+                );
+            }
             continue;
         }
-        if tasks.len() >= MAX_CONNECTIONS {
-            warn!("refused client {client}: {MAX_CONNECTIONS} connections are open");
-            continue;
-        }
+        // Over a limit, the connection is closed before a byte is read: answering with a
+        // SOCKS failure would mean serving the very handshake the limit is there to spare.
+        let slot = match limits.acquire(client.ip()) {
+            Ok(slot) => slot,
+            Err(full) => {
+                stats.refused_busy.fetch_add(1, Ordering::Relaxed);
+                if stats.refusals.log_this(client.ip(), refusals::Kind::Busy) {
+                    match full {
+                        limits::Full::Total => warn!(
+                            "refused client {client}: {} connections are open (--max-tunnels)",
+                            proxy.max_connections
+                        ),
+                        limits::Full::PerClient => warn!(
+                            "refused client {client}: it has {} connections open (--max-tunnels-per-client)",
+                            proxy.max_per_client
+                        ),
+                    }
+                }
+                continue;
+            }
+        };
+        // Small writes (replies, interactive traffic) go out at once.
+        let _ = stream.set_nodelay(true);
         let (proxy, stats) = (proxy.clone(), stats.clone());
-        tasks.spawn(async move { conn::handle(stream, client, &proxy, &stats).await });
+        tasks.spawn(async move {
+            conn::handle(stream, client, &proxy, &stats).await;
+            drop(slot);
+        });
     }
     drop(listener);
     if !tasks.is_empty() {
@@ -125,5 +165,7 @@ pub async fn serve(
         }
     }
     // Dropping the set aborts whatever is left.
+    drop(tasks);
+    stats.refusals.flush(true);
     stats
 }

@@ -10,8 +10,11 @@ use ipnet::IpNet;
 /// A set of networks; an address is allowed when any of them holds it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Allowlist {
-    /// Everything (`--allow-any`).
-    Any,
+    /// `--allow-any`: every address except the host's own ([`is_host_local`]), which a
+    /// client reaches only through networks named with `--allow` (`named`).
+    AnyRemote {
+        named: Vec<IpNet>,
+    },
     Nets(Vec<IpNet>),
 }
 
@@ -22,27 +25,56 @@ impl Allowlist {
         // (and an allowed IPv4 host refused).
         let ip = ip.to_canonical();
         match self {
-            Allowlist::Any => true,
+            Allowlist::AnyRemote { named } => {
+                !is_host_local(ip) || named.iter().any(|net| net.contains(&ip))
+            }
             Allowlist::Nets(nets) => nets.iter().any(|net| net.contains(&ip)),
         }
     }
 
-    pub fn nets(&self) -> &[IpNet] {
+    /// Why `ip` is refused, for the log line a user reads when a page does not load.
+    pub fn refusal(&self, ip: IpAddr) -> &'static str {
         match self {
-            Allowlist::Any => &[],
-            Allowlist::Nets(nets) => nets,
+            Allowlist::AnyRemote { .. } if is_host_local(ip.to_canonical()) => {
+                "this host's loopback and link-local addresses stay closed under --allow-any; \
+                 open one with --allow CIDR"
+            }
+            _ => "not in the destination allowlist (--allow CIDR, or --allow-any)",
         }
     }
 }
 
 impl fmt::Display for Allowlist {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let join = |nets: &[IpNet]| {
+            nets.iter()
+                .map(IpNet::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
         match self {
-            Allowlist::Any => f.write_str("any address"),
-            Allowlist::Nets(nets) => {
-                let list: Vec<String> = nets.iter().map(IpNet::to_string).collect();
-                f.write_str(&list.join(", "))
+            Allowlist::AnyRemote { named } if named.is_empty() => {
+                f.write_str("any address except this host's loopback and link-local ones")
             }
+            Allowlist::AnyRemote { named } => write!(
+                f,
+                "any address except this host's loopback and link-local ones, plus {}",
+                join(named)
+            ),
+            Allowlist::Nets(nets) => f.write_str(&join(nets)),
+        }
+    }
+}
+
+/// Addresses that reach this host itself or its link: loopback, "this network" (Linux
+/// connects 0.0.0.0 and :: to loopback), and link-local, where cloud metadata services
+/// (169.254.169.254) hand out credentials. A proxy open to "anywhere" would otherwise
+/// expose every service bound to localhost.
+pub fn is_host_local(ip: IpAddr) -> bool {
+    match ip.to_canonical() {
+        IpAddr::V4(v4) => v4.is_loopback() || v4.octets()[0] == 0 || v4.is_link_local(),
+        IpAddr::V6(v6) => {
+            v6.is_loopback() || v6.is_unspecified() || (v6.segments()[0] & 0xffc0) == 0xfe80
         }
     }
 }
@@ -107,6 +139,12 @@ pub struct Credentials {
 }
 
 impl Credentials {
+    /// `user:password`, as [`parse_auth`] reads it: what `--detach` hands its child through
+    /// a pipe, never its command line.
+    pub fn to_secret_line(&self) -> String {
+        format!("{}:{}", self.user, self.password)
+    }
+
     /// Whether a client's username and password are these. The comparison takes the same
     /// time wherever the first difference is, so timing does not reveal a prefix.
     pub fn matches(&self, user: &str, password: &str) -> bool {
@@ -179,11 +217,52 @@ mod tests {
         ] {
             assert!(!allow.allows(ip(bad)), "{bad} allowed");
         }
-        assert!(Allowlist::Any.allows(ip("8.8.8.8")));
         assert!(!Allowlist::Nets(vec![]).allows(ip("10.96.0.1")));
         assert_eq!(
             allow.to_string(),
             "10.96.0.0/12, 10.244.0.0/16, 10.0.2.15/32, fd00::/64"
+        );
+    }
+
+    #[test]
+    fn allow_any_keeps_the_hosts_own_addresses_closed_unless_named() {
+        let any = Allowlist::AnyRemote { named: vec![] };
+        for ok in [
+            "8.8.8.8",
+            "10.96.0.1",
+            "172.17.0.1",
+            "2001:db8::1",
+            "::ffff:8.8.8.8",
+        ] {
+            assert!(any.allows(ip(ok)), "{ok} refused");
+        }
+        for bad in [
+            "127.0.0.1",
+            "127.1.2.3",
+            "0.0.0.0",
+            "169.254.169.254",
+            "169.254.0.1",
+            "::1",
+            "::",
+            "fe80::1",
+            "febf::1",
+            "::ffff:127.0.0.1",
+            "::ffff:169.254.169.254",
+        ] {
+            assert!(!any.allows(ip(bad)), "{bad} allowed");
+            assert!(any.refusal(ip(bad)).contains("--allow CIDR"), "{bad}");
+        }
+        let named = Allowlist::AnyRemote {
+            named: vec!["127.0.0.1/32".parse().unwrap()],
+        };
+        assert!(named.allows(ip("127.0.0.1")));
+        assert!(named.allows(ip("::ffff:127.0.0.1")));
+        assert!(!named.allows(ip("127.0.0.2")));
+        assert!(!named.allows(ip("169.254.169.254")));
+        assert!(named.allows(ip("1.1.1.1")));
+        assert_eq!(
+            named.to_string(),
+            "any address except this host's loopback and link-local ones, plus 127.0.0.1/32"
         );
     }
 
@@ -241,6 +320,7 @@ mod tests {
         assert!(!c.matches("alice", "s3cr"));
         assert!(!c.matches("bob", "s3cr:et"));
         assert!(!format!("{c:?}").contains("s3cr"));
+        assert_eq!(parse_auth(&c.to_secret_line()).unwrap(), c);
         assert!(parse_auth("alice").is_err());
         assert!(parse_auth(":pw").unwrap_err().contains("user name"));
         assert!(parse_auth("alice:").unwrap_err().contains("password"));

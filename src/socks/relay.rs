@@ -5,28 +5,119 @@
 
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use nix::fcntl::{OFlag, SpliceFFlags, splice};
 use tokio::io::Interest;
 use tokio::net::TcpStream;
+use tokio::time::Instant;
 
 /// The pipe's capacity, and so the most one splice call moves: larger than the default
 /// 64 KiB, so a fast transfer takes fewer wake-ups. The kernel caps it for unprivileged
 /// users (fs.pipe-max-size); a smaller pipe still works.
 const CHUNK: usize = 1024 * 1024;
 
-/// Relays both directions until each has ended; returns the bytes sent (client → target,
-/// target → client). When one side stops sending, the other side's write half is shut,
-/// as a direct connection would see it.
-pub async fn relay(client: &TcpStream, target: &TcpStream) -> io::Result<(u64, u64)> {
-    tokio::try_join!(one_way(client, target), one_way(target, client))
+/// What a tunnel has carried so far, updated as it runs, so a tunnel closed for idling or
+/// broken midway still reports its bytes.
+#[derive(Debug)]
+pub struct Traffic {
+    up: AtomicU64,
+    down: AtomicU64,
+    started: Instant,
+    /// Milliseconds from `started` to the last byte moved either way.
+    last: AtomicU64,
 }
 
-async fn one_way(from: &TcpStream, to: &TcpStream) -> io::Result<u64> {
+impl Default for Traffic {
+    fn default() -> Self {
+        Traffic {
+            up: AtomicU64::new(0),
+            down: AtomicU64::new(0),
+            started: Instant::now(),
+            last: AtomicU64::new(0),
+        }
+    }
+}
+
+impl Traffic {
+    /// Bytes sent (client → target) and received (target → client).
+    pub fn totals(&self) -> (u64, u64) {
+        (
+            self.up.load(Ordering::Relaxed),
+            self.down.load(Ordering::Relaxed),
+        )
+    }
+
+    /// A clock read per splice call, which is itself a system call: a vDSO read of the
+    /// monotonic clock is noise beside it, and unlike a per-read timer needs no timer
+    /// wheel entry.
+    fn touch(&self) {
+        let ms = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last.store(ms, Ordering::Relaxed);
+    }
+
+    fn last_active(&self) -> Instant {
+        self.started + Duration::from_millis(self.last.load(Ordering::Relaxed))
+    }
+}
+
+/// How a tunnel ended without an error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ended {
+    /// Both sides closed.
+    Closed,
+    /// No byte moved either way for the idle timeout; the caller drops both sockets.
+    Idle,
+}
+
+/// Relays both directions until each has ended, or until nothing has moved either way for
+/// `idle` (never, when `None`). When one side stops sending, the other side's write half
+/// is shut, as a direct connection would see it; a half-closed tunnel is idle too when
+/// the open direction falls silent.
+pub async fn relay(
+    client: &TcpStream,
+    target: &TcpStream,
+    idle: Option<Duration>,
+    traffic: &Traffic,
+) -> io::Result<Ended> {
+    let both = async {
+        tokio::try_join!(
+            one_way(client, target, &traffic.up, traffic),
+            one_way(target, client, &traffic.down, traffic)
+        )
+        .map(|_| Ended::Closed)
+    };
+    let Some(idle) = idle else {
+        return both.await;
+    };
+    tokio::select! {
+        ended = both => ended,
+        () = idle_for(traffic, idle) => Ok(Ended::Idle),
+    }
+}
+
+/// Completes once nothing has moved for `limit`. One timer per tunnel, re-armed at most
+/// once per `limit` rather than on every byte.
+async fn idle_for(traffic: &Traffic, limit: Duration) {
+    loop {
+        let deadline = traffic.last_active() + limit;
+        if Instant::now() >= deadline {
+            return;
+        }
+        tokio::time::sleep_until(deadline).await;
+    }
+}
+
+async fn one_way(
+    from: &TcpStream,
+    to: &TcpStream,
+    total: &AtomicU64,
+    traffic: &Traffic,
+) -> io::Result<()> {
     let (pipe_out, pipe_in) = nix::unistd::pipe2(OFlag::O_NONBLOCK | OFlag::O_CLOEXEC)?;
     let _ = nix::fcntl::fcntl(&pipe_in, nix::fcntl::FcntlArg::F_SETPIPE_SZ(CHUNK as i32));
     let flags = SpliceFFlags::SPLICE_F_MOVE | SPLICE_NONBLOCK;
-    let mut total = 0u64;
     loop {
         // The pipe is empty here, so "would block" can only mean the socket has no data.
         let n = from
@@ -38,15 +129,16 @@ async fn one_way(from: &TcpStream, to: &TcpStream) -> io::Result<u64> {
         if n == 0 {
             break;
         }
-        drain(&pipe_out, to, n, flags).await?;
-        total += n as u64;
+        traffic.touch();
+        drain(&pipe_out, to, n, flags, traffic).await?;
+        total.fetch_add(n as u64, Ordering::Relaxed);
     }
     // The peer of `to` sees the end of the stream; reading from it goes on.
     match nix::sys::socket::shutdown(
         std::os::fd::AsRawFd::as_raw_fd(to),
         nix::sys::socket::Shutdown::Write,
     ) {
-        Ok(()) | Err(nix::errno::Errno::ENOTCONN) => Ok(total),
+        Ok(()) | Err(nix::errno::Errno::ENOTCONN) => Ok(()),
         Err(e) => Err(e.into()),
     }
 }
@@ -58,6 +150,7 @@ async fn drain(
     to: &TcpStream,
     mut len: usize,
     flags: SpliceFFlags,
+    traffic: &Traffic,
 ) -> io::Result<()> {
     while len > 0 {
         let n = to
@@ -72,6 +165,8 @@ async fn drain(
                 "the peer stopped accepting data",
             ));
         }
+        // A slow reader still draining a large transfer is not idle.
+        traffic.touch();
         len -= n;
     }
     Ok(())
@@ -106,7 +201,12 @@ mod tests {
         let relay_task = tokio::spawn(async move {
             let (client, _) = proxy.accept().await.unwrap();
             let target = TcpStream::connect(server_addr).await.unwrap();
-            relay(&client, &target).await.unwrap()
+            let traffic = Traffic::default();
+            let ended = relay(&client, &target, Some(Duration::from_secs(30)), &traffic)
+                .await
+                .unwrap();
+            assert_eq!(ended, Ended::Closed);
+            traffic.totals()
         });
 
         let mut c = TcpStream::connect(proxy_addr).await.unwrap();
@@ -117,5 +217,45 @@ mod tests {
         assert_eq!(back, payload[..1_000_000]);
         server_task.await.unwrap();
         assert_eq!(relay_task.await.unwrap(), (3_000_000, 1_000_000));
+    }
+
+    /// A tunnel that carries a byte now and then stays open; once both sides fall silent
+    /// it ends as idle after about the timeout, with its bytes counted.
+    #[tokio::test]
+    async fn an_idle_tunnel_ends_after_the_timeout_and_activity_defers_it() {
+        let server = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let proxy = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let server_addr = server.local_addr().unwrap();
+        let proxy_addr = proxy.local_addr().unwrap();
+        let idle = Duration::from_millis(400);
+        let server_task = tokio::spawn(async move {
+            let (mut s, _) = server.accept().await.unwrap();
+            let mut got = Vec::new();
+            // Ends when the relay drops the tunnel.
+            let _ = s.read_to_end(&mut got).await;
+            got.len()
+        });
+        let relay_task = tokio::spawn(async move {
+            let (client, _) = proxy.accept().await.unwrap();
+            let target = TcpStream::connect(server_addr).await.unwrap();
+            let traffic = Traffic::default();
+            let started = Instant::now();
+            let ended = relay(&client, &target, Some(idle), &traffic).await.unwrap();
+            (ended, started.elapsed(), traffic.totals())
+        });
+        let mut c = TcpStream::connect(proxy_addr).await.unwrap();
+        // Six bytes over 1.2 s, three times the timeout, each well within it.
+        for _ in 0..6 {
+            c.write_all(b"x").await.unwrap();
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let (ended, lasted, totals) = relay_task.await.unwrap();
+        assert_eq!(ended, Ended::Idle);
+        assert!(
+            lasted >= Duration::from_millis(1350) && lasted < Duration::from_secs(3),
+            "{lasted:?}"
+        );
+        assert_eq!(totals, (6, 0));
+        assert_eq!(server_task.await.unwrap(), 6);
     }
 }
