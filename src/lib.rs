@@ -11,6 +11,7 @@ pub mod cluster;
 pub mod commands;
 pub mod components;
 pub mod config;
+pub mod crash;
 pub mod docker;
 pub mod download;
 pub mod examples;
