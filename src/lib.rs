@@ -30,6 +30,7 @@ pub mod release;
 pub mod runtime_proxy;
 pub mod socks;
 pub mod steps;
+pub mod teardown;
 pub mod versions;
 
 use std::process::ExitCode;
