@@ -324,7 +324,7 @@ const ATTEMPTS: usize = 5;
 
 /// Removes what `scope` selects from one family's tables, with the host's `<cmd>-save` and
 /// `<cmd>-restore` (`cmd` is `iptables` or `ip6tables`). `Ok(None)` when the host lacks
-/// the tools or the family (a kernel without IPv6).
+/// the tools.
 pub fn clean(cmd: &str, scope: Scope) -> Result<Option<Removed>> {
     let (Some(save), Some(restore)) = (
         fs::system_tool(&format!("{cmd}-save")),
@@ -339,7 +339,11 @@ pub fn clean(cmd: &str, scope: Scope) -> Result<Option<Removed>> {
             .output()
             .with_context(|| format!("cannot run {}", save.display()))?;
         if !listing.status.success() {
-            return Ok(None);
+            bail!(
+                "{} failed: {}",
+                save.display(),
+                String::from_utf8_lossy(&listing.stderr).trim()
+            );
         }
         let tables = parse(&String::from_utf8_lossy(&listing.stdout));
         let plans: Vec<Plan> = tables.iter().map(|t| plan(t, scope)).collect();
@@ -350,7 +354,6 @@ pub fn clean(cmd: &str, scope: Scope) -> Result<Option<Removed>> {
         if removed == Removed::default() {
             return Ok(Some(removed));
         }
-        crate::crash::point("iptables-listed");
         let mut child = Command::new(&restore)
             .env("PATH", fs::SYSTEM_PATH)
             .args(["-w", "--noflush"])
