@@ -28,8 +28,10 @@ use anyhow::{Context, Result, bail};
 use crate::components::master::NETWORK;
 use crate::fs;
 
-/// The chain kinit's master adds to FORWARD so the pod bridge gets through Docker's DROP.
-pub const KINIT_CHAINS: [&str; 1] = ["KINIT-FORWARD"];
+/// The chains kinit's master makes: one in FORWARD so the pod bridge gets through
+/// Docker's DROP, one in mangle PREROUTING that drops traffic for the pod and Service
+/// ranges arriving from outside.
+pub const KINIT_CHAINS: [&str; 2] = ["KINIT-FORWARD", "KINIT-PREROUTING"];
 
 /// portmap's chains, shared by every CNI network on the host that maps a port.
 const PORTMAP_CHAINS: [&str; 3] = [
@@ -452,6 +454,14 @@ COMMIT
 -A KINIT-FORWARD -o cni0 -j ACCEPT
 -A KUBE-FORWARD -m conntrack --ctstate INVALID -j DROP
 COMMIT
+*mangle
+:PREROUTING ACCEPT [0:0]
+:KINIT-PREROUTING - [0:0]
+:KUBE-IPTABLES-HINT - [0:0]
+-A PREROUTING -j KINIT-PREROUTING
+-A PREROUTING -i eth0 -j MARK --set-xmark 0x1/0x1
+-A KINIT-PREROUTING ! -i cni0 -d 10.244.0.0/16 -j DROP
+COMMIT
 "#;
 
     fn plans(save: &str, scope: Scope) -> Vec<Plan> {
@@ -513,6 +523,9 @@ COMMIT
                 r#"FORWARD -m comment --comment "kubernetes forwarding rules" -j KUBE-FORWARD"#,
             ]
         );
+        let mangle = &plans[2];
+        assert_eq!(mangle.chains, ["KINIT-PREROUTING", "KUBE-IPTABLES-HINT"]);
+        assert_eq!(mangle.rules, ["PREROUTING -j KINIT-PREROUTING"]);
     }
 
     #[test]
@@ -531,6 +544,7 @@ COMMIT
             ]
         );
         assert!(plans[1].is_empty(), "{:?}", plans[1]);
+        assert!(plans[2].is_empty(), "{:?}", plans[2]);
     }
 
     #[test]
@@ -596,7 +610,7 @@ COMMIT
             input.contains("\n-F KINIT-FORWARD\n-F KUBE-FORWARD\n-X KINIT-FORWARD\n"),
             "{input}"
         );
-        assert_eq!(input.matches("COMMIT\n").count(), 2);
+        assert_eq!(input.matches("COMMIT\n").count(), 3);
         let by_number = |l: &&str| {
             l.split_whitespace()
                 .nth(2)

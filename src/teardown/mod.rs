@@ -84,6 +84,10 @@ pub async fn run(layout: &Layout, docker: &Docker, purge: bool, note: &dyn Fn(No
     if purge {
         remove_kubeconfig_context(layout, note);
         remove_cgroups();
+        let unpersisted = crate::host::unpersist(Path::new("/etc"))?;
+        if !unpersisted.is_empty() {
+            done(format!("Deleted {}", unpersisted.join(", ")));
+        }
         remove_state(layout)?;
         done(format!(
             "Deleted {} (certificates, etcd data, settings)",
