@@ -583,6 +583,27 @@ impl Docker {
     }
 }
 
+/// Pod containers on the engine, by the kubelet that made them.
+#[derive(Debug, Default)]
+pub struct PodContainers {
+    /// Made by the kubelet whose cgroupRoot was asked for.
+    pub ours: Vec<String>,
+    /// Made by any other kubelet.
+    pub foreign: Vec<String>,
+}
+
+/// Whether a container's cgroup parent lies under the kubelet cgroupRoot `root`, with
+/// either cgroup driver: cgroupfs gives `/kinit/kubepods/...`, systemd gives
+/// `kinit-kubepods-....slice`.
+fn cgroup_is_under(parent: &str, root: &str) -> bool {
+    let root = root.trim_matches('/');
+    !root.is_empty()
+        && (parent
+            .trim_start_matches('/')
+            .starts_with(&format!("{root}/"))
+            || parent.starts_with(&format!("{root}-")))
+}
+
 /// Labels cri-dockerd puts on every pod container and sandbox.
 const LABEL_POD_TYPE: &str = "io.kubernetes.docker.type";
 const LABEL_POD_NAMESPACE: &str = "io.kubernetes.pod.namespace";
@@ -590,17 +611,15 @@ const LABEL_POD_CONTAINER: &str = "io.kubernetes.container.name";
 
 impl Docker {
     /// Names of the containers the kubelet made through cri-dockerd (pod sandboxes and
-    /// pod containers), running or not.
-    pub async fn pod_containers(&self) -> Result<Vec<String>> {
-        self.names_with_labels(&[LABEL_POD_TYPE.to_string()]).await
-    }
-
-    /// Pod containers whose cgroup parent is not under `cgroup_root`: made by a kubelet
-    /// other than kinit's.
-    pub async fn foreign_pod_containers(&self, cgroup_root: &str) -> Result<Vec<String>> {
-        let mine = cgroup_root.trim_matches('/');
-        let mut foreign = Vec::new();
-        for name in self.pod_containers().await? {
+    /// pod containers), running or not, split by whose kubelet made them: cri-dockerd
+    /// gives each one its pod's cgroup as parent, which lies under the kubelet's
+    /// cgroupRoot. Labels cannot tell two kubelets' pods apart; the cgroup parent can.
+    pub async fn pod_containers(&self, cgroup_root: &str) -> Result<PodContainers> {
+        let mut pods = PodContainers::default();
+        for name in self
+            .names_with_labels(&[LABEL_POD_TYPE.to_string()])
+            .await?
+        {
             let parent = match self.api.inspect_container(&name, None).await {
                 Ok(c) => c
                     .host_config
@@ -609,16 +628,13 @@ impl Docker {
                 Err(e) if is_not_found(&e) => continue,
                 Err(e) => return Err(e).with_context(|| format!("cannot inspect {name}")),
             };
-            // cgroupfs: /kinit/kubepods/...; systemd: kinit-kubepods-....slice
-            let ours = parent
-                .trim_start_matches('/')
-                .starts_with(&format!("{mine}/"))
-                || parent.starts_with(&format!("{mine}-"));
-            if !ours {
-                foreign.push(name);
+            if cgroup_is_under(&parent, cgroup_root) {
+                pods.ours.push(name);
+            } else {
+                pods.foreign.push(name);
             }
         }
-        Ok(foreign)
+        Ok(pods)
     }
 
     /// The newest container of a pod container named `container` in `namespace`, so
@@ -866,6 +882,20 @@ fn unknown_capability(e: &DockerError) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pods_belong_to_the_kubelet_whose_cgroup_root_holds_them() {
+        assert!(cgroup_is_under("/kinit/kubepods/burstable/pod1", "/kinit"));
+        assert!(cgroup_is_under(
+            "kinit-kubepods-besteffort-pod1.slice",
+            "/kinit"
+        ));
+        assert!(!cgroup_is_under("/kubepods/burstable/pod1", "/kinit"));
+        assert!(!cgroup_is_under("/kinitother/kubepods/pod1", "/kinit"));
+        assert!(!cgroup_is_under("kubepods-besteffort-pod1.slice", "/kinit"));
+        assert!(!cgroup_is_under("", "/kinit"));
+        assert!(!cgroup_is_under("/kubepods/pod1", "/"));
+    }
 
     #[test]
     fn capabilities_come_from_the_effective_and_bounding_sets() {

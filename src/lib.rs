@@ -11,6 +11,7 @@ pub mod cluster;
 pub mod commands;
 pub mod components;
 pub mod config;
+pub mod crash;
 pub mod docker;
 pub mod download;
 pub mod examples;
@@ -29,6 +30,7 @@ pub mod release;
 pub mod runtime_proxy;
 pub mod socks;
 pub mod steps;
+pub mod teardown;
 pub mod versions;
 
 use std::process::ExitCode;

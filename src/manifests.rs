@@ -38,7 +38,6 @@ manifest!(KUBE_SCHEDULER, "master/kube-scheduler.yaml");
 manifest!(KUBE_PROXY_CONFIG, "proxy/kube-proxy-config.yaml");
 manifest!(RBAC, "addons/rbac.yaml");
 manifest!(COREDNS, "addons/coredns.yaml");
-manifest!(CLEANUP, "host/cleanup.sh");
 manifest!(HOST_SYSCTL, "host/sysctl.conf");
 manifest!(HOST_MODULES, "host/modules.conf");
 manifest!(BOOT, "components/boot.yaml");

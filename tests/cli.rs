@@ -432,3 +432,44 @@ fn version_names_the_pinned_components() {
     let v = text(&out);
     assert!(v.contains("kubernetes v1.") && v.contains("etcd 3."), "{v}");
 }
+
+/// A run killed between writing the cluster CA's key and its certificate (the debug
+/// build's KINIT_CRASH_AT hook) must leave a PKI the next run completes.
+#[test]
+fn certs_killed_between_the_ca_key_and_certificate_complete_on_rerun() {
+    use std::os::unix::process::ExitStatusExt;
+
+    let dir = tempfile::tempdir().unwrap();
+    let out_dir = dir.path().join("out");
+    let d = out_dir.to_str().unwrap();
+    let certs = [
+        "certs",
+        "--out",
+        d,
+        "--node-ip",
+        "10.0.2.15",
+        "--hostname",
+        "kinit-test",
+    ];
+    let killed = Command::new(env!("CARGO_BIN_EXE_kinit"))
+        .args(certs)
+        .env("KINIT_CRASH_AT", "ca-key-written")
+        .output()
+        .unwrap();
+    assert_eq!(killed.status.signal(), Some(9), "{}", text(&killed));
+    let pki = out_dir.join("pki");
+    assert!(pki.join("ca.key").exists());
+    assert!(!pki.join("ca.crt").exists());
+
+    let out = kinit(&certs);
+    assert!(out.status.success(), "{}", text(&out));
+    for leaf in ["apiserver.crt", "kubelet.crt"] {
+        let result = openssl(&[
+            "verify",
+            "-CAfile",
+            pki.join("ca.crt").to_str().unwrap(),
+            pki.join(leaf).to_str().unwrap(),
+        ]);
+        assert!(result.contains(": OK"), "{result}");
+    }
+}

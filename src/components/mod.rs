@@ -3,7 +3,6 @@
 //! [`ContainerSpec`]: crate::docker::ContainerSpec
 
 pub mod boot;
-pub mod cleanup;
 pub mod etcd;
 pub mod master;
 pub mod proxy;

@@ -31,8 +31,14 @@ pub struct Proxy {
     pub config: File,
 }
 
+/// kube-proxy's configuration file; its presence also tells a teardown that this state
+/// directory ran a kube-proxy.
+pub fn config_file(layout: &Layout) -> PathBuf {
+    layout.config().join("kube-proxy.yaml")
+}
+
 pub fn render(settings: &Settings, layout: &Layout, images: &Images) -> Result<Proxy> {
-    let config = layout.config().join("kube-proxy.yaml");
+    let config = config_file(layout);
     let values = Values {
         image: images.kube("kube-proxy"),
         config: config.to_string_lossy().into_owned(),

@@ -81,22 +81,19 @@ fn ensure_at(dir: &Path, settings: &Settings, now: OffsetDateTime) -> Result<Rep
     for id in CaId::ALL {
         let name = format!("{}.crt", id.path().trim_start_matches("pki/"));
         let ca = match load_ca(dir, id, now)? {
-            Some(ca) => {
+            Stored::Complete(ca) => {
                 report.kept.push(name);
                 ca
             }
-            None => {
-                let ca = new_ca(id, now)?;
-                outputs.push(Output {
-                    path: dir.join(format!("{}.crt", id.path())),
-                    bytes: ca.pem.clone().into(),
-                    mode: Mode::Public,
-                });
-                outputs.push(Output {
-                    path: dir.join(format!("{}.key", id.path())),
-                    bytes: ca.key.serialize_pem().into(),
-                    mode: Mode::Private,
-                });
+            Stored::KeyOnly(key) => {
+                let ca = new_ca(id, now, Some(key))?;
+                write_ca(dir, &ca, false)?;
+                report.issued.push(name);
+                ca
+            }
+            Stored::Missing => {
+                let ca = new_ca(id, now, None)?;
+                write_ca(dir, &ca, true)?;
                 report.issued.push(name);
                 ca
             }
@@ -127,9 +124,32 @@ fn ensure_at(dir: &Path, settings: &Settings, now: OffsetDateTime) -> Result<Rep
     Ok(report)
 }
 
-/// Loads a CA when both its files exist. A half-present or broken CA is an error, never
+/// A CA as found on disk.
+enum Stored {
+    Missing,
+    /// Only the key: a run died between writing the key and the certificate (the key is
+    /// written first). A certificate made again from the same key and name verifies
+    /// everything the key signed, so nothing is lost.
+    KeyOnly(KeyPair),
+    Complete(Ca),
+}
+
+/// Writes a new CA, its key first: a run that dies in between leaves a key
+/// [`load_ca`] completes, never a certificate without its key, which nothing could
+/// complete.
+fn write_ca(dir: &Path, ca: &Ca, with_key: bool) -> Result<()> {
+    if with_key {
+        let key = dir.join(format!("{}.key", ca.id.path()));
+        fs::write_file(&key, ca.key.serialize_pem().as_bytes(), Mode::Private)?;
+        crate::crash::point("ca-key-written");
+    }
+    let cert = dir.join(format!("{}.crt", ca.id.path()));
+    fs::write_file(&cert, ca.pem.as_bytes(), Mode::Public)
+}
+
+/// Loads a CA. A certificate without its key, or a broken one, is an error, never
 /// silently replaced: every certificate it signed would stop working.
-fn load_ca(dir: &Path, id: CaId, now: OffsetDateTime) -> Result<Option<Ca>> {
+fn load_ca(dir: &Path, id: CaId, now: OffsetDateTime) -> Result<Stored> {
     let cert_path = dir.join(format!("{}.crt", id.path()));
     let key_path = dir.join(format!("{}.key", id.path()));
     let cert = fs::read_optional(&cert_path)?;
@@ -142,20 +162,21 @@ fn load_ca(dir: &Path, id: CaId, now: OffsetDateTime) -> Result<Option<Ca>> {
             dir.join("pki").display()
         )
     };
+    let parse_key = |key: Vec<u8>| {
+        let text = String::from_utf8(key)
+            .map_err(|_| broken("has a private key that is not PEM text".into()))?;
+        KeyPair::from_pem(&text).map_err(|e| broken(format!("has an unreadable private key ({e})")))
+    };
     let (cert, key) = match (cert, key) {
-        (None, None) => return Ok(None),
+        (None, None) => return Ok(Stored::Missing),
         (Some(_), None) => {
             return Err(broken(format!("has no private key {}", key_path.display())));
         }
-        (None, Some(_)) => return Err(broken("is missing but its private key exists".into())),
-        (Some(c), Some(k)) => (c, k),
+        (None, Some(key)) => return Ok(Stored::KeyOnly(parse_key(key)?)),
+        (Some(c), Some(k)) => (c, parse_key(k)?),
     };
     let info = CertInfo::from_pem(&cert).map_err(|e| broken(format!("cannot be read ({e})")))?;
     let pem = String::from_utf8(cert).map_err(|_| broken("is not PEM text".into()))?;
-    let key_text = String::from_utf8(key)
-        .map_err(|_| broken("has a private key that is not PEM text".into()))?;
-    let key = KeyPair::from_pem(&key_text)
-        .map_err(|e| broken(format!("has an unreadable private key ({e})")))?;
     if !info.is_ca || !info.key_cert_sign {
         return Err(broken("is not a CA certificate".into()));
     }
@@ -165,11 +186,15 @@ fn load_ca(dir: &Path, id: CaId, now: OffsetDateTime) -> Result<Option<Ca>> {
     if info.not_after <= now.unix_timestamp() {
         return Err(broken("has expired".into()));
     }
-    Ok(Some(Ca { id, pem, info, key }))
+    Ok(Stored::Complete(Ca { id, pem, info, key }))
 }
 
-fn new_ca(id: CaId, now: OffsetDateTime) -> Result<Ca> {
-    let key = KeyPair::generate().context("cannot generate a CA key")?;
+/// A new CA certificate, for `key` or a new key.
+fn new_ca(id: CaId, now: OffsetDateTime, key: Option<KeyPair>) -> Result<Ca> {
+    let key = match key {
+        Some(key) => key,
+        None => KeyPair::generate().context("cannot generate a CA key")?,
+    };
     let mut params = CertificateParams::default();
     params.distinguished_name = name(id.common_name(), None);
     params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);

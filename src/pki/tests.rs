@@ -315,3 +315,32 @@ fn a_broken_ca_is_an_error_not_a_silent_replacement() {
     let err = format!("{:#}", ensure(dir.path(), &settings()).unwrap_err());
     assert!(err.contains("does not match its private key"), "{err}");
 }
+
+#[test]
+fn a_ca_key_without_its_certificate_is_completed_and_its_leaves_kept() {
+    // What a run killed between writing the CA key and its certificate leaves behind.
+    let dir = tempfile::tempdir().unwrap();
+    ensure(dir.path(), &settings()).unwrap();
+    let key = std::fs::read(dir.path().join("pki/ca.key")).unwrap();
+    std::fs::remove_file(dir.path().join("pki/ca.crt")).unwrap();
+    let report = ensure(dir.path(), &settings()).unwrap();
+    // Kubeconfigs embed the CA certificate, so they are written again; certificates in
+    // files verify against the completed CA and are kept.
+    let mut issued = report.issued.clone();
+    issued.sort();
+    assert_eq!(
+        issued,
+        [
+            "admin.conf",
+            "ca.crt",
+            "controller-manager.conf",
+            "kube-proxy.conf",
+            "kubelet.conf",
+            "scheduler.conf"
+        ]
+    );
+    assert!(report.kept.contains(&"apiserver".to_string()), "{report:?}");
+    assert_eq!(std::fs::read(dir.path().join("pki/ca.key")).unwrap(), key);
+    let again = ensure(dir.path(), &settings()).unwrap();
+    assert!(again.issued.is_empty(), "{again:?}");
+}

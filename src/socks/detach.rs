@@ -42,12 +42,25 @@ pub fn log_path(layout: &Layout) -> PathBuf {
 }
 
 /// The recorded proxy while its process still runs; a stale record reads as none.
+///
+/// A corrupt record (a run killed while writing it, a hand edit) reads as none too, with
+/// a warning: it must not block `kinit down` or a new proxy, and a process id read from
+/// it is never trusted enough to signal. [`stop`] removes it; [`spawn`] replaces it.
 pub fn running(layout: &Layout) -> Result<Option<Record>> {
-    let Some(bytes) = fs::read_optional(&record_path(layout))? else {
+    let path = record_path(layout);
+    let Some(bytes) = fs::read_optional(&path)? else {
         return Ok(None);
     };
-    let record: Record = serde_json::from_slice(&bytes)
-        .with_context(|| format!("{} is corrupt", record_path(layout).display()))?;
+    let record: Record = match serde_json::from_slice(&bytes) {
+        Ok(record) => record,
+        Err(e) => {
+            tracing::warn!(
+                "ignoring the corrupt kinit socks record {} ({e}); if a detached proxy still runs, stop it with kill",
+                path.display()
+            );
+            return Ok(None);
+        }
+    };
     Ok(is_ours(record.pid).then_some(record))
 }
 

@@ -144,8 +144,9 @@ fn check_host_tools(
 async fn check_foreign_pods(ctx: &Context) -> Result<()> {
     let pods = ctx
         .docker
-        .foreign_pod_containers(master::CGROUP_ROOT)
-        .await?;
+        .pod_containers(master::CGROUP_ROOT)
+        .await?
+        .foreign;
     if let Some(first) = pods.first() {
         bail!(
             "this Docker engine already runs Kubernetes pods ({} containers, e.g. {first}) from \

@@ -1,0 +1,113 @@
+//! The pod bridge, deleted only when it is the one kinit's CNI network made.
+//!
+//! `cni0` is the bridge plugin's default name, so flannel, a kubeadm node or an
+//! administrator may have one too. kinit's is told apart by what the bridge plugin did
+//! to it: as the pods' gateway it holds the first address of kinit's node pod range.
+//! And once kinit's pods are gone nothing is attached to it; a bridge that still has
+//! ports serves someone else.
+
+use std::path::Path;
+use std::process::Command;
+
+use anyhow::{Context, Result, bail};
+use ipnet::IpNet;
+
+use crate::cluster::nth_address;
+use crate::components::master::BRIDGE;
+use crate::fs;
+
+/// What became of the bridge.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    Absent,
+    Deleted,
+    /// Left alone, and why.
+    Kept(String),
+}
+
+/// The addresses `ip -o addr show` lists, with their prefix lengths.
+fn addresses(ip_o_addr: &str) -> Vec<IpNet> {
+    ip_o_addr
+        .lines()
+        .filter_map(|line| {
+            let words: Vec<&str> = line.split_whitespace().collect();
+            let at = words.iter().position(|w| *w == "inet" || *w == "inet6")?;
+            words.get(at + 1)?.parse().ok()
+        })
+        .collect()
+}
+
+/// Whether `addrs` hold the gateway the bridge plugin gives a bridge for `node_pod_cidr`.
+fn has_gateway(addrs: &[IpNet], node_pod_cidr: IpNet) -> bool {
+    let gateway = nth_address(node_pod_cidr, 1);
+    addrs
+        .iter()
+        .any(|a| a.addr() == gateway && a.prefix_len() == node_pod_cidr.prefix_len())
+}
+
+/// Deletes the pod bridge if kinit's network made it for `node_pod_cidr`.
+pub fn remove(node_pod_cidr: IpNet) -> Result<Outcome> {
+    let sys = Path::new("/sys/class/net").join(BRIDGE);
+    if !sys.exists() {
+        return Ok(Outcome::Absent);
+    }
+    if !sys.join("bridge").is_dir() {
+        return Ok(Outcome::Kept(format!("{BRIDGE} is not a bridge")));
+    }
+    let ports = std::fs::read_dir(sys.join("brif"))
+        .map(|entries| entries.count())
+        .unwrap_or(0);
+    if ports > 0 {
+        return Ok(Outcome::Kept(format!(
+            "{ports} interfaces are still attached to {BRIDGE}"
+        )));
+    }
+    let Some(ip) = fs::system_tool("ip") else {
+        return Ok(Outcome::Kept("this host has no ip command".into()));
+    };
+    let ip = |args: &[&str]| -> Result<String> {
+        let out = Command::new(&ip)
+            .env("PATH", fs::SYSTEM_PATH)
+            .args(args)
+            .output()
+            .with_context(|| format!("cannot run ip {}", args.join(" ")))?;
+        if !out.status.success() {
+            bail!(
+                "ip {} failed: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    let addrs = addresses(&ip(&["-o", "addr", "show", "dev", BRIDGE])?);
+    if !has_gateway(&addrs, node_pod_cidr) {
+        return Ok(Outcome::Kept(format!(
+            "{BRIDGE} does not have kinit's pod gateway {}/{}, so another tool made it",
+            nth_address(node_pod_cidr, 1),
+            node_pod_cidr.prefix_len()
+        )));
+    }
+    ip(&["link", "delete", BRIDGE, "type", "bridge"])?;
+    Ok(Outcome::Deleted)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SHOW: &str = "\
+5: cni0    inet 10.244.0.1/24 brd 10.244.0.255 scope global cni0\\       valid_lft forever preferred_lft forever
+5: cni0    inet6 fe80::1c2d:3eff:fe4f:5a6b/64 scope link \\       valid_lft forever preferred_lft forever
+";
+
+    #[test]
+    fn kinits_bridge_holds_the_gateway_of_its_node_pod_range() {
+        let addrs = addresses(SHOW);
+        assert_eq!(addrs.len(), 2);
+        assert!(has_gateway(&addrs, "10.244.0.0/24".parse().unwrap()));
+        assert!(!has_gateway(&addrs, "10.245.0.0/24".parse().unwrap()));
+        assert!(!has_gateway(&addrs, "10.244.0.0/16".parse().unwrap()));
+        assert!(!has_gateway(&[], "10.244.0.0/24".parse().unwrap()));
+    }
+}

@@ -1,0 +1,627 @@
+//! kinit's rules and chains in the host's iptables, told apart from every other tool's and
+//! deleted by specification.
+//!
+//! The host's firewall is shared with Docker, other CNI networks, other clusters and the
+//! administrator, so nothing is chosen by a name prefix alone:
+//! - per-pod rules carry the CNI network's name in their comment (`name: "kinit" id: ...`,
+//!   `dnat name: "kinit" ...`), and the per-pod chains they jump to are named from a hash
+//!   of that network and the container;
+//! - kinit's own chain is [`KINIT_CHAINS`];
+//! - kube-proxy's and the kubelet's chains have fixed names or a fixed prefix and a hash
+//!   ([`is_kube_chain`]), and are taken only when the caller established that kinit's
+//!   kube-proxy made them;
+//! - portmap's chains are shared by every CNI network that maps ports, and are taken only
+//!   when no other network has a port mapped.
+//!
+//! Everything is read from one `iptables-save` and removed in one `iptables-restore
+//! --noflush` per table, which holds the xtables lock and commits the table atomically.
+//! Rules go by their specification (`-D chain <spec>`), never by number, so a rule another
+//! tool inserts meanwhile cannot shift what is deleted; if one of ours changed meanwhile
+//! the commit fails as a whole and the round is repeated from a fresh listing.
+
+use std::collections::BTreeSet;
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+use anyhow::{Context, Result, bail};
+
+use crate::components::master::NETWORK;
+use crate::fs;
+
+/// The chains kinit's master makes: one in FORWARD so the pod bridge gets through
+/// Docker's DROP, one in mangle PREROUTING that drops traffic for the pod and Service
+/// ranges arriving from outside.
+pub const KINIT_CHAINS: [&str; 2] = ["KINIT-FORWARD", "KINIT-PREROUTING"];
+
+/// portmap's chains, shared by every CNI network on the host that maps a port.
+const PORTMAP_CHAINS: [&str; 3] = [
+    "CNI-HOSTPORT-DNAT",
+    "CNI-HOSTPORT-SETMARK",
+    "CNI-HOSTPORT-MASQ",
+];
+
+/// The chains kube-proxy (iptables mode) and the kubelet create under fixed names; the
+/// list `kube-proxy --cleanup` works from, with those of older releases.
+const KUBE_FIXED_CHAINS: [&str; 14] = [
+    "KUBE-SERVICES",
+    "KUBE-EXTERNAL-SERVICES",
+    "KUBE-NODEPORTS",
+    "KUBE-POSTROUTING",
+    "KUBE-MARK-MASQ",
+    "KUBE-MARK-DROP",
+    "KUBE-FORWARD",
+    "KUBE-PROXY-FIREWALL",
+    "KUBE-FIREWALL",
+    "KUBE-PROXY-CANARY",
+    "KUBE-KUBELET-CANARY",
+    "KUBE-IPTABLES-HINT",
+    "KUBE-LOAD-BALANCER",
+    "KUBE-NODE-PORT",
+];
+
+/// kube-proxy's per-Service and per-endpoint chains: a prefix and 16 characters of a
+/// base32 hash.
+const KUBE_HASHED_PREFIXES: [&str; 6] = [
+    "KUBE-SVC-",
+    "KUBE-SVL-",
+    "KUBE-EXT-",
+    "KUBE-FW-",
+    "KUBE-SEP-",
+    "KUBE-XLB-",
+];
+
+/// What to take out of the host's iptables.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Scope {
+    /// Also kinit's own chain and portmap's shared chains, not only the per-pod ones.
+    pub purge: bool,
+    /// Also kube-proxy's and the kubelet's chains: the caller established that kinit's
+    /// kube-proxy made them.
+    pub kube: bool,
+}
+
+/// One rule as `iptables-save` prints it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Rule {
+    chain: String,
+    /// The rule's specification: everything after `-A <chain> `.
+    spec: String,
+    /// The chain it jumps or goes to (`-j`, `-g`), if any.
+    target: Option<String>,
+    comment: Option<String>,
+}
+
+/// One table of an `iptables-save` listing.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+struct Table {
+    name: String,
+    /// User-defined chains (built-in ones have a policy and cannot be deleted).
+    chains: Vec<String>,
+    rules: Vec<Rule>,
+}
+
+/// The deletions for one table.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Plan {
+    pub table: String,
+    /// Rules in chains that stay, as `chain spec`.
+    pub rules: Vec<String>,
+    /// Chains flushed, then deleted.
+    pub chains: Vec<String>,
+}
+
+impl Plan {
+    fn is_empty(&self) -> bool {
+        self.rules.is_empty() && self.chains.is_empty()
+    }
+}
+
+/// What was removed from one iptables family.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Removed {
+    pub rules: usize,
+    pub chains: usize,
+}
+
+/// Splits an `iptables-save` line into words: words are separated by spaces, and a word
+/// with spaces or quotes is in double quotes with `\"` and `\\` escaped.
+fn words(line: &str) -> Vec<String> {
+    let mut words = Vec::new();
+    let mut chars = line.chars().peekable();
+    loop {
+        while chars.peek().is_some_and(|c| c.is_whitespace()) {
+            chars.next();
+        }
+        let Some(&first) = chars.peek() else {
+            return words;
+        };
+        let mut word = String::new();
+        if first == '"' {
+            chars.next();
+            while let Some(c) = chars.next() {
+                match c {
+                    '\\' => {
+                        if let Some(escaped) = chars.next() {
+                            word.push(escaped);
+                        }
+                    }
+                    '"' => break,
+                    c => word.push(c),
+                }
+            }
+        } else {
+            while let Some(&c) = chars.peek() {
+                if c.is_whitespace() {
+                    break;
+                }
+                word.push(c);
+                chars.next();
+            }
+        }
+        words.push(word);
+    }
+}
+
+/// Parses an `iptables-save` listing of any number of tables.
+fn parse(save: &str) -> Vec<Table> {
+    let mut tables = Vec::new();
+    let mut current: Option<Table> = None;
+    for line in save.lines() {
+        if let Some(name) = line.strip_prefix('*') {
+            current = Some(Table {
+                name: name.trim().to_string(),
+                ..Default::default()
+            });
+        } else if line.trim() == "COMMIT" {
+            tables.extend(current.take());
+        } else if let Some(table) = current.as_mut() {
+            if let Some(decl) = line.strip_prefix(':') {
+                let mut parts = decl.split_whitespace();
+                if let (Some(chain), Some("-")) = (parts.next(), parts.next()) {
+                    table.chains.push(chain.to_string());
+                }
+            } else if let Some(rest) = line.strip_prefix("-A ") {
+                let Some((chain, spec)) = rest.split_once(' ') else {
+                    continue;
+                };
+                // Walked in order, so a comment reading "-j X" stays a comment.
+                let (mut target, mut comment) = (None, None);
+                let mut w = words(spec).into_iter();
+                while let Some(word) = w.next() {
+                    match word.as_str() {
+                        "-j" | "--jump" | "-g" | "--goto" if target.is_none() => target = w.next(),
+                        "--comment" => comment = w.next(),
+                        _ => {}
+                    }
+                }
+                table.rules.push(Rule {
+                    chain: chain.to_string(),
+                    spec: spec.to_string(),
+                    target,
+                    comment,
+                });
+            }
+        }
+    }
+    tables
+}
+
+/// Whether a chain is one kube-proxy or the kubelet makes. A chain another tool named
+/// `KUBE-something` is not.
+pub fn is_kube_chain(chain: &str) -> bool {
+    KUBE_FIXED_CHAINS.contains(&chain)
+        || KUBE_HASHED_PREFIXES.iter().any(|prefix| {
+            chain.strip_prefix(prefix).is_some_and(|hash| {
+                hash.len() == 16
+                    && hash
+                        .chars()
+                        .all(|c| c.is_ascii_uppercase() || ('2'..='7').contains(&c))
+            })
+        })
+}
+
+/// Whether the CNI plugins wrote this rule for a pod of kinit's network: the bridge
+/// plugin's masquerade rules and portmap's DNAT rules name the network in their comment.
+fn is_kinit_pod_rule(rule: &Rule) -> bool {
+    let tag = format!("name: \"{NETWORK}\" id: \"");
+    rule.comment.as_deref().is_some_and(|c| {
+        c.strip_prefix("dnat ")
+            .or_else(|| c.strip_prefix("snat "))
+            .unwrap_or(c)
+            .starts_with(&tag)
+    })
+}
+
+/// What to delete from one table under `scope`.
+fn plan(table: &Table, scope: Scope) -> Plan {
+    let user_chain = |c: &str| table.chains.iter().any(|t| t == c);
+    let mut owned: BTreeSet<String> = BTreeSet::new();
+    for rule in table.rules.iter().filter(|r| is_kinit_pod_rule(r)) {
+        // The chain a pod's rule jumps to is named from kinit's network and the pod.
+        if let Some(target) = &rule.target
+            && target.starts_with("CNI-")
+            && !PORTMAP_CHAINS.contains(&target.as_str())
+            && user_chain(target)
+        {
+            owned.insert(target.clone());
+        }
+    }
+    for chain in &table.chains {
+        let ours = (scope.purge && KINIT_CHAINS.contains(&chain.as_str()))
+            || (scope.kube && is_kube_chain(chain));
+        if ours {
+            owned.insert(chain.clone());
+        }
+    }
+    // portmap makes its chains again on its next use, so they may go once no other
+    // network has a port mapped in them.
+    let portmap_only_ours = table
+        .rules
+        .iter()
+        .filter(|r| r.chain == PORTMAP_CHAINS[0])
+        .all(is_kinit_pod_rule);
+    if scope.purge && portmap_only_ours {
+        owned.extend(
+            PORTMAP_CHAINS
+                .iter()
+                .filter(|c| user_chain(c))
+                .map(|c| c.to_string()),
+        );
+    }
+
+    // A rule outside the chains being deleted goes when it is a pod rule of kinit's, or a
+    // hook in a built-in chain into one of ours. Any other rule that still jumps into a
+    // chain keeps that chain (and what it jumps to) alive: it is not ours to cut.
+    let deleted = |rule: &Rule, owned: &BTreeSet<String>| {
+        owned.contains(&rule.chain)
+            || is_kinit_pod_rule(rule)
+            || (!user_chain(&rule.chain) && rule.target.as_ref().is_some_and(|t| owned.contains(t)))
+    };
+    loop {
+        let kept_targets: BTreeSet<String> = table
+            .rules
+            .iter()
+            .filter(|r| !deleted(r, &owned))
+            .filter_map(|r| r.target.clone())
+            .collect();
+        let before = owned.len();
+        owned.retain(|c| !kept_targets.contains(c));
+        if owned.len() == before {
+            break;
+        }
+    }
+    Plan {
+        table: table.name.clone(),
+        rules: table
+            .rules
+            .iter()
+            .filter(|r| !owned.contains(&r.chain) && deleted(r, &owned))
+            .map(|r| format!("{} {}", r.chain, r.spec))
+            .collect(),
+        chains: owned.into_iter().collect(),
+    }
+}
+
+/// The `iptables-restore --noflush` input carrying out `plans`.
+fn restore_input(plans: &[Plan]) -> String {
+    let mut text = String::new();
+    for plan in plans.iter().filter(|p| !p.is_empty()) {
+        text.push_str(&format!("*{}\n", plan.table));
+        for rule in &plan.rules {
+            text.push_str(&format!("-D {rule}\n"));
+        }
+        for chain in &plan.chains {
+            text.push_str(&format!("-F {chain}\n"));
+        }
+        for chain in &plan.chains {
+            text.push_str(&format!("-X {chain}\n"));
+        }
+        text.push_str("COMMIT\n");
+    }
+    text
+}
+
+/// Rounds before giving up when other tools keep changing the same rules.
+const ATTEMPTS: usize = 5;
+
+/// Removes what `scope` selects from one family's tables, with the host's `<cmd>-save` and
+/// `<cmd>-restore` (`cmd` is `iptables` or `ip6tables`). `Ok(None)` when the host lacks
+/// the tools.
+pub fn clean(cmd: &str, scope: Scope) -> Result<Option<Removed>> {
+    let (Some(save), Some(restore)) = (
+        fs::system_tool(&format!("{cmd}-save")),
+        fs::system_tool(&format!("{cmd}-restore")),
+    ) else {
+        return Ok(None);
+    };
+    let mut last_error = String::new();
+    for _ in 0..ATTEMPTS {
+        let listing = Command::new(&save)
+            .env("PATH", fs::SYSTEM_PATH)
+            .output()
+            .with_context(|| format!("cannot run {}", save.display()))?;
+        if !listing.status.success() {
+            bail!(
+                "{} failed: {}",
+                save.display(),
+                String::from_utf8_lossy(&listing.stderr).trim()
+            );
+        }
+        let tables = parse(&String::from_utf8_lossy(&listing.stdout));
+        let plans: Vec<Plan> = tables.iter().map(|t| plan(t, scope)).collect();
+        let removed = Removed {
+            rules: plans.iter().map(|p| p.rules.len()).sum(),
+            chains: plans.iter().map(|p| p.chains.len()).sum(),
+        };
+        if removed == Removed::default() {
+            return Ok(Some(removed));
+        }
+        let mut child = Command::new(&restore)
+            .env("PATH", fs::SYSTEM_PATH)
+            .args(["-w", "--noflush"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .with_context(|| format!("cannot run {}", restore.display()))?;
+        child
+            .stdin
+            .take()
+            .context("no pipe to iptables-restore")?
+            .write_all(restore_input(&plans).as_bytes())
+            .with_context(|| format!("cannot write to {}", restore.display()))?;
+        let out = child
+            .wait_with_output()
+            .with_context(|| format!("cannot run {}", restore.display()))?;
+        if out.status.success() {
+            return Ok(Some(removed));
+        }
+        last_error = String::from_utf8_lossy(&out.stderr).trim().to_string();
+    }
+    bail!(
+        "cannot remove kinit's {cmd} rules: another tool kept changing them ({ATTEMPTS} attempts); last error: {last_error}"
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ALL: Scope = Scope {
+        purge: true,
+        kube: true,
+    };
+
+    /// A host running kinit beside Docker, another CNI network and another tool.
+    const SAVE: &str = r#"# Generated by iptables-save v1.8.9
+*nat
+:PREROUTING ACCEPT [0:0]
+:INPUT ACCEPT [0:0]
+:OUTPUT ACCEPT [0:0]
+:POSTROUTING ACCEPT [0:0]
+:CNI-0123abcd - [0:0]
+:CNI-9999ffff - [0:0]
+:CNI-DN-0123abcd - [0:0]
+:CNI-HOSTPORT-DNAT - [0:0]
+:CNI-HOSTPORT-MASQ - [0:0]
+:CNI-HOSTPORT-SETMARK - [0:0]
+:DOCKER - [0:0]
+:KUBE-MARK-MASQ - [0:0]
+:KUBE-OTHER-TOOL - [0:0]
+:KUBE-POSTROUTING - [0:0]
+:KUBE-SEP-ABCDEFGHIJ234567 - [0:0]
+:KUBE-SERVICES - [0:0]
+:KUBE-SVC-NPX46M4PTMTKRN6Y - [0:0]
+-A PREROUTING -m comment --comment "kubernetes service portals" -j KUBE-SERVICES
+-A PREROUTING -m addrtype --dst-type LOCAL -j CNI-HOSTPORT-DNAT
+-A PREROUTING -m addrtype --dst-type LOCAL -j DOCKER
+-A PREROUTING -j KUBE-OTHER-TOOL
+-A OUTPUT -m comment --comment "kubernetes service portals" -j KUBE-SERVICES
+-A POSTROUTING -m comment --comment "kubernetes postrouting rules" -j KUBE-POSTROUTING
+-A POSTROUTING -m comment --comment "CNI portfwd requiring masquerade" -j CNI-HOSTPORT-MASQ
+-A POSTROUTING -s 10.244.0.5/32 -m comment --comment "name: \"kinit\" id: \"c0ffee\"" -j CNI-0123abcd
+-A POSTROUTING -s 10.88.0.5/32 -m comment --comment "name: \"podman\" id: \"beef\"" -j CNI-9999ffff
+-A POSTROUTING -s 172.17.0.0/16 ! -o docker0 -j MASQUERADE
+-A CNI-0123abcd -d 10.244.0.0/24 -m comment --comment "name: \"kinit\" id: \"c0ffee\"" -j ACCEPT
+-A CNI-0123abcd ! -d 224.0.0.0/4 -m comment --comment "name: \"kinit\" id: \"c0ffee\"" -j MASQUERADE
+-A CNI-9999ffff -d 10.88.0.0/16 -m comment --comment "name: \"podman\" id: \"beef\"" -j ACCEPT
+-A CNI-DN-0123abcd -p tcp -m tcp --dport 8080 -j DNAT --to-destination 10.244.0.5:80
+-A CNI-HOSTPORT-DNAT -p tcp -m comment --comment "dnat name: \"kinit\" id: \"c0ffee\"" -m multiport --dports 8080 -j CNI-DN-0123abcd
+-A CNI-HOSTPORT-MASQ -m mark --mark 0x2000/0x2000 -j MASQUERADE
+-A CNI-HOSTPORT-SETMARK -m comment --comment "CNI portfwd masquerade mark" -j MARK --set-xmark 0x2000/0x2000
+-A DOCKER -i docker0 -j RETURN
+-A KUBE-MARK-MASQ -j MARK --set-xmark 0x4000/0x4000
+-A KUBE-OTHER-TOOL -j RETURN
+-A KUBE-POSTROUTING -j MASQUERADE --random-fully
+-A KUBE-SEP-ABCDEFGHIJ234567 -p tcp -j DNAT --to-destination 10.0.0.1:6443
+-A KUBE-SERVICES -d 10.96.0.1/32 -p tcp -j KUBE-SVC-NPX46M4PTMTKRN6Y
+-A KUBE-SVC-NPX46M4PTMTKRN6Y -j KUBE-SEP-ABCDEFGHIJ234567
+COMMIT
+*filter
+:INPUT ACCEPT [0:0]
+:FORWARD DROP [0:0]
+:OUTPUT ACCEPT [0:0]
+:FOREIGN - [0:0]
+:KINIT-FORWARD - [0:0]
+:KUBE-FORWARD - [0:0]
+-A FORWARD -j KINIT-FORWARD
+-A FORWARD -m comment --comment "kubernetes forwarding rules" -j KUBE-FORWARD
+-A FORWARD -m comment --comment "-j KINIT-FORWARD" -j FOREIGN
+-A FORWARD -m comment --comment -j -j FOREIGN
+-A FORWARD -o docker0 -j ACCEPT
+-A FOREIGN -j ACCEPT
+-A KINIT-FORWARD -i cni0 -j ACCEPT
+-A KINIT-FORWARD -o cni0 -j ACCEPT
+-A KUBE-FORWARD -m conntrack --ctstate INVALID -j DROP
+COMMIT
+*mangle
+:PREROUTING ACCEPT [0:0]
+:KINIT-PREROUTING - [0:0]
+:KUBE-IPTABLES-HINT - [0:0]
+-A PREROUTING -j KINIT-PREROUTING
+-A PREROUTING -i eth0 -j MARK --set-xmark 0x1/0x1
+-A KINIT-PREROUTING ! -i cni0 -d 10.244.0.0/16 -j DROP
+COMMIT
+"#;
+
+    fn plans(save: &str, scope: Scope) -> Vec<Plan> {
+        parse(save).iter().map(|t| plan(t, scope)).collect()
+    }
+
+    #[test]
+    fn words_undo_iptables_save_quoting() {
+        assert_eq!(
+            words(r#"-m comment --comment "name: \"kinit\" id: \"a b\"" -j X"#),
+            [
+                "-m",
+                "comment",
+                "--comment",
+                r#"name: "kinit" id: "a b""#,
+                "-j",
+                "X"
+            ]
+        );
+        assert_eq!(words(r#""back\\slash""#), [r"back\slash"]);
+    }
+
+    #[test]
+    fn a_purge_takes_kinits_chains_and_hooks_and_nothing_else() {
+        let plans = plans(SAVE, ALL);
+        let nat = &plans[0];
+        assert_eq!(
+            nat.chains,
+            [
+                "CNI-0123abcd",
+                "CNI-DN-0123abcd",
+                "CNI-HOSTPORT-DNAT",
+                "CNI-HOSTPORT-MASQ",
+                "CNI-HOSTPORT-SETMARK",
+                "KUBE-MARK-MASQ",
+                "KUBE-POSTROUTING",
+                "KUBE-SEP-ABCDEFGHIJ234567",
+                "KUBE-SERVICES",
+                "KUBE-SVC-NPX46M4PTMTKRN6Y",
+            ]
+        );
+        assert_eq!(
+            nat.rules,
+            [
+                r#"PREROUTING -m comment --comment "kubernetes service portals" -j KUBE-SERVICES"#,
+                "PREROUTING -m addrtype --dst-type LOCAL -j CNI-HOSTPORT-DNAT",
+                r#"OUTPUT -m comment --comment "kubernetes service portals" -j KUBE-SERVICES"#,
+                r#"POSTROUTING -m comment --comment "kubernetes postrouting rules" -j KUBE-POSTROUTING"#,
+                r#"POSTROUTING -m comment --comment "CNI portfwd requiring masquerade" -j CNI-HOSTPORT-MASQ"#,
+                r#"POSTROUTING -s 10.244.0.5/32 -m comment --comment "name: \"kinit\" id: \"c0ffee\"" -j CNI-0123abcd"#,
+            ]
+        );
+        let filter = &plans[1];
+        assert_eq!(filter.chains, ["KINIT-FORWARD", "KUBE-FORWARD"]);
+        assert_eq!(
+            filter.rules,
+            [
+                "FORWARD -j KINIT-FORWARD",
+                r#"FORWARD -m comment --comment "kubernetes forwarding rules" -j KUBE-FORWARD"#,
+            ]
+        );
+        let mangle = &plans[2];
+        assert_eq!(mangle.chains, ["KINIT-PREROUTING", "KUBE-IPTABLES-HINT"]);
+        assert_eq!(mangle.rules, ["PREROUTING -j KINIT-PREROUTING"]);
+    }
+
+    #[test]
+    fn down_takes_only_the_pods_of_kinits_network() {
+        let scope = Scope {
+            purge: false,
+            kube: false,
+        };
+        let plans = plans(SAVE, scope);
+        assert_eq!(plans[0].chains, ["CNI-0123abcd", "CNI-DN-0123abcd"]);
+        assert_eq!(
+            plans[0].rules,
+            [
+                r#"POSTROUTING -s 10.244.0.5/32 -m comment --comment "name: \"kinit\" id: \"c0ffee\"" -j CNI-0123abcd"#,
+                r#"CNI-HOSTPORT-DNAT -p tcp -m comment --comment "dnat name: \"kinit\" id: \"c0ffee\"" -m multiport --dports 8080 -j CNI-DN-0123abcd"#,
+            ]
+        );
+        assert!(plans[1].is_empty(), "{:?}", plans[1]);
+        assert!(plans[2].is_empty(), "{:?}", plans[2]);
+    }
+
+    #[test]
+    fn kube_chains_stay_unless_they_are_known_to_be_kinits() {
+        let scope = Scope {
+            purge: true,
+            kube: false,
+        };
+        let plans = plans(SAVE, scope);
+        assert!(
+            plans
+                .iter()
+                .all(|p| p.chains.iter().all(|c| !c.starts_with("KUBE-")))
+        );
+        assert!(
+            plans
+                .iter()
+                .all(|p| p.rules.iter().all(|r| !r.contains("KUBE-")))
+        );
+    }
+
+    #[test]
+    fn another_networks_port_mapping_keeps_portmaps_chains() {
+        let save = SAVE.replace(
+            "-A CNI-HOSTPORT-MASQ ",
+            "-A CNI-HOSTPORT-DNAT -p tcp -m comment --comment \"dnat name: \\\"podman\\\" id: \\\"beef\\\"\" -j CNI-DN-9999ffff\n-A CNI-HOSTPORT-MASQ ",
+        );
+        let nat = &plans(&save, ALL)[0];
+        assert!(nat.chains.iter().all(|c| !c.starts_with("CNI-HOSTPORT-")));
+        assert!(
+            nat.rules
+                .iter()
+                .any(|r| r.starts_with("CNI-HOSTPORT-DNAT") && r.contains("kinit")),
+            "{nat:?}"
+        );
+    }
+
+    #[test]
+    fn a_chain_another_tool_jumps_into_stays() {
+        let save = SAVE.replace(
+            "-A FOREIGN -j ACCEPT",
+            "-A FOREIGN -j KUBE-FORWARD\n-A FOREIGN -j ACCEPT",
+        );
+        let filter = &plans(&save, ALL)[1];
+        assert_eq!(filter.chains, ["KINIT-FORWARD"]);
+        assert_eq!(filter.rules, ["FORWARD -j KINIT-FORWARD"]);
+    }
+
+    #[test]
+    fn kube_chains_are_known_by_name_or_hash() {
+        assert!(is_kube_chain("KUBE-SERVICES"));
+        assert!(is_kube_chain("KUBE-SVC-NPX46M4PTMTKRN6Y"));
+        assert!(!is_kube_chain("KUBE-OTHER-TOOL"));
+        assert!(!is_kube_chain("KUBE-SVC-lowercase12345678"));
+        assert!(!is_kube_chain("KUBE-SVC-TOOSHORT"));
+    }
+
+    #[test]
+    fn deletions_go_by_specification_in_one_transaction_per_table() {
+        let input = restore_input(&plans(SAVE, ALL));
+        assert!(input.starts_with("*nat\n-D PREROUTING "), "{input}");
+        assert!(
+            input.contains("\n-F KINIT-FORWARD\n-F KUBE-FORWARD\n-X KINIT-FORWARD\n"),
+            "{input}"
+        );
+        assert_eq!(input.matches("COMMIT\n").count(), 3);
+        let by_number = |l: &&str| {
+            l.split_whitespace()
+                .nth(2)
+                .is_some_and(|w| w.parse::<u32>().is_ok())
+        };
+        assert!(
+            !input
+                .lines()
+                .filter(|l| l.starts_with("-D "))
+                .any(|l| by_number(&l)),
+            "a rule deleted by number:\n{input}"
+        );
+    }
+}
