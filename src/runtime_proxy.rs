@@ -260,9 +260,11 @@ fn rewrite_create_body(body: &[u8], clamp: bool) -> Option<(Vec<u8>, Vec<String>
 /// driver someone chose on purpose, or a limit already set, is left alone; the default
 /// driver becomes json-file, the one cri-dockerd serves `kubectl logs` from.
 fn bound_log(host: &mut serde_json::Map<String, serde_json::Value>) -> bool {
-    let log = host
-        .entry("LogConfig")
-        .or_insert_with(|| serde_json::json!({}));
+    // cri-dockerd's Go structs send `null` for what they leave unset.
+    let log = host.entry("LogConfig").or_insert(serde_json::Value::Null);
+    if log.is_null() {
+        *log = serde_json::json!({});
+    }
     let Some(log) = log.as_object_mut() else {
         return false;
     };
@@ -270,7 +272,10 @@ fn bound_log(host: &mut serde_json::Map<String, serde_json::Value>) -> bool {
     if !driver.is_empty() && driver != crate::docker::LOG_DRIVER {
         return false;
     }
-    let options = log.entry("Config").or_insert_with(|| serde_json::json!({}));
+    let options = log.entry("Config").or_insert(serde_json::Value::Null);
+    if options.is_null() {
+        *options = serde_json::json!({});
+    }
     let Some(options) = options.as_object_mut() else {
         return false;
     };
@@ -488,6 +493,8 @@ mod tests {
         for body in [
             r#"{"HostConfig":{}}"#,
             r#"{"HostConfig":{"LogConfig":{"Type":"","Config":{}}}}"#,
+            r#"{"HostConfig":{"LogConfig":{"Type":"","Config":null}}}"#,
+            r#"{"HostConfig":{"LogConfig":null}}"#,
             r#"{"HostConfig":{"LogConfig":{"Type":"json-file","Config":{"max-file":"9"}}}}"#,
         ] {
             let create = rewrite(body).expect("rewritten");

@@ -8,16 +8,19 @@ use crate::manifests;
 use crate::node_image::BIN_DIR;
 
 #[derive(Debug, Serialize)]
-struct Values {
+struct Values<'a> {
     image: String,
     kinit: String,
+    host_system_paths: &'a [String],
 }
 
-/// The `kinit-boot` container, from the node image (which holds kinit itself).
-pub fn spec(node_image: &str) -> Result<ContainerSpec> {
+/// The `kinit-boot` container, from the node image (which holds kinit itself), with the
+/// host's system directories `system_paths` (see [`super::master::Host`]).
+pub fn spec(node_image: &str, system_paths: &[String]) -> Result<ContainerSpec> {
     manifests::BOOT.render(&Values {
         image: node_image.to_string(),
         kinit: format!("{BIN_DIR}/kinit"),
+        host_system_paths: system_paths,
     })
 }
 
@@ -27,14 +30,19 @@ mod tests {
 
     #[test]
     fn boot_runs_kinit_boot_in_the_host_pid_namespace() {
-        let spec = spec("kinit/node:v1.36.3-abc").unwrap();
+        let spec = spec("kinit/node:v1.36.3-abc", &["/usr".into(), "/lib".into()]).unwrap();
         assert_eq!(spec.container_name(), "kinit-boot");
         assert_eq!(
             spec.entrypoint.as_deref(),
             Some(&["/kinit/bin/kinit".to_string(), "boot".into()][..])
         );
         assert!(spec.privileged && spec.host_pid);
-        // Nothing a freshly booted host may lack: no binds at all.
-        assert!(spec.binds.is_empty());
+        // Nothing a freshly booted host may lack: only its system directories, read-only.
+        assert_eq!(spec.binds.len(), 2);
+        assert!(
+            spec.binds
+                .iter()
+                .all(|b| b.read_only && b.host == b.container)
+        );
     }
 }

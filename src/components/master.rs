@@ -128,11 +128,7 @@ impl Host {
         Self {
             engine,
             resolv_conf: upstream_resolv_conf(),
-            system_paths: SYSTEM_PATHS
-                .into_iter()
-                .filter(|p| Path::new(p).exists())
-                .map(String::from)
-                .collect(),
+            system_paths: host_system_paths(),
             optional_paths: candidates
                 .into_iter()
                 .filter(|p| Path::new(p).exists())
@@ -140,6 +136,15 @@ impl Host {
                 .collect(),
         }
     }
+}
+
+/// The host's system directories that exist here.
+pub fn host_system_paths() -> Vec<String> {
+    SYSTEM_PATHS
+        .into_iter()
+        .filter(|p| Path::new(p).exists())
+        .map(String::from)
+        .collect()
 }
 
 fn path(p: PathBuf) -> String {

@@ -6,14 +6,15 @@ use std::path::Path;
 use anyhow::Result;
 
 use super::Context;
-use crate::components::boot;
+use crate::components::{boot, master};
 use crate::docker::Applied;
 use crate::host;
 use crate::progress::Outcome;
 
 pub async fn run(ctx: &Context) -> Result<Outcome> {
     let written = host::persist(Path::new("/etc"))?;
-    let applied = ctx.docker.apply(&boot::spec(ctx.node_image()?)?).await?;
+    let spec = boot::spec(ctx.node_image()?, &master::host_system_paths())?;
+    let applied = ctx.docker.apply(&spec).await?;
     let mut done = Vec::new();
     if !written.is_empty() {
         done.push(format!("wrote {}", written.join(", ")));

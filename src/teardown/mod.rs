@@ -22,7 +22,6 @@ use crate::docker::Docker;
 use crate::download::Downloader;
 use crate::fs;
 use crate::layout::Layout;
-use crate::pki;
 use crate::socks::detach;
 use crate::steps::kubeconfig;
 
@@ -317,21 +316,16 @@ fn remove_kubeconfig_context(layout: &Layout, note: &dyn Fn(Note)) {
     }
 }
 
-/// Whether there was a file to take the context out of.
+/// Whether there was a file to take the context out of. Read and rewritten through one
+/// directory handle: a link at the file or on the way to it is refused, never followed.
 fn take_context_out(layout: &Layout, path: &Path) -> Result<bool> {
-    let Some(existing) = fs::read_optional(path)? else {
-        return Ok(false);
-    };
     let admin = kubeconfig::read_admin(&layout.kubeconfig("admin.conf"))?;
-    let remaining = pki::kubeconfig::remove(&existing, &admin)
-        .with_context(|| format!("cannot take the kinit context out of {}", path.display()))?;
-    // write_owned keeps the owner the file has: it is the user's, not root's.
+    // The owner the file has is kept: it is the user's, not root's.
     let target = kubeconfig::Target {
         path: path.to_path_buf(),
         owner: None,
     };
-    kubeconfig::write_owned(&target, remaining.as_bytes())?;
-    Ok(true)
+    kubeconfig::remove_from(&target, &admin)
 }
 
 /// The kubelet's cgroups under kinit's root are empty once its pods are gone; remove them
