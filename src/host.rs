@@ -223,16 +223,32 @@ fn ensure_xtables_lock() -> Result<bool> {
     }
 }
 
-/// Moves this process into the mount namespace of the host's PID 1, so that `/`, `/run`
-/// and `/proc/sys` are the host's. Needs a single-threaded process (call it before the
-/// async runtime starts), the host's PID namespace and CAP_SYS_ADMIN.
+/// Moves this process into the mount namespace of the Docker daemon, so that `/`, `/run`
+/// and `/proc/sys` are the ones the daemon resolves bind mounts in (on most hosts the
+/// namespace of PID 1; a daemon started with its own, or a host whose PID 1 may not be
+/// inspected, differs). Needs a single-threaded process (call it before the async runtime
+/// starts), the host's PID namespace and CAP_SYS_ADMIN.
 pub fn enter_host_mount_namespace() -> Result<()> {
-    let ns = std::fs::File::open("/proc/1/ns/mnt").context(
-        "cannot open the host's mount namespace (/proc/1/ns/mnt); is the PID namespace the host's?",
-    )?;
+    let pid = process_named("dockerd").unwrap_or(1);
+    let path = format!("/proc/{pid}/ns/mnt");
+    let ns = std::fs::File::open(&path).with_context(|| {
+        format!("cannot open the Docker daemon's mount namespace ({path}); is the PID namespace the host's?")
+    })?;
     nix::sched::setns(ns, nix::sched::CloneFlags::CLONE_NEWNS)
-        .context("cannot enter the host's mount namespace")?;
+        .context("cannot enter the Docker daemon's mount namespace")?;
     Ok(())
+}
+
+/// The lowest PID whose command name is `name`.
+fn process_named(name: &str) -> Option<u32> {
+    std::fs::read_dir("/proc")
+        .ok()?
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == name)
+        })
+        .min()
 }
 
 #[cfg(test)]

@@ -671,6 +671,30 @@ fn a_non_loopback_bind_needs_a_password_or_named_clients() {
 }
 
 /// A `kinit socks --detach`; stopped when dropped (it is not this process's child).
+/// While another kinit starts or stops the background proxy (it holds `<state>/socks.lock`),
+/// `--detach` refuses at once and starts nothing.
+#[test]
+fn a_second_detach_refuses_while_one_holds_the_socks_lock() {
+    let state = tempfile::tempdir().unwrap();
+    let held = std::fs::File::create(state.path().join("socks.lock")).unwrap();
+    held.try_lock().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_kinit"))
+        .arg("--state-dir")
+        .arg(state.path())
+        .args(["socks", "--port", "0", "--allow", "127.0.0.1", "--detach"])
+        .env_remove("KINIT_SOCKS_AUTH")
+        .stdin(Stdio::null())
+        .output()
+        .expect("the kinit binary runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains("another kinit"), "{stderr}");
+    assert!(!state.path().join("socks.json").exists());
+    drop(held);
+    let proxy = Detached::start(state.path(), &["--allow", "127.0.0.1"], &[]);
+    assert!(proxy.pid > 0);
+}
+
 struct Detached {
     pid: i32,
     addr: SocketAddr,

@@ -18,7 +18,7 @@ use crate::host;
 const SETTLE: Duration = Duration::from_secs(120);
 
 pub async fn run() -> Result<()> {
-    // main.rs has joined the host's mount namespace already.
+    // main.rs has joined the Docker daemon's mount namespace already.
     let changed = host::prepare()?;
     if changed.is_empty() {
         info!("the host was set up already");

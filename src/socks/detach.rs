@@ -33,6 +33,11 @@ pub struct Record {
     pub log: PathBuf,
 }
 
+/// Held while a detached proxy is started or stopped.
+fn lock(layout: &Layout) -> Result<fs::Lock> {
+    fs::Lock::acquire(&layout.root().join("socks.lock"))
+}
+
 fn record_path(layout: &Layout) -> PathBuf {
     layout.root().join("socks.json")
 }
@@ -91,6 +96,16 @@ pub fn spawn(layout: &Layout, auth: Option<&Credentials>) -> Result<(Record, Str
             layout.root().display()
         )
     })?;
+    // Two at once would both find no record and both start a proxy; `down` stops it
+    // under the same lock.
+    let _lock = lock(layout)?;
+    if let Some(r) = running(layout)? {
+        bail!(
+            "kinit socks was just started in the background (pid {}, on {})",
+            r.pid,
+            r.listen
+        );
+    }
     let log = log_path(layout);
     // Read back through this handle, not the path: the child may rotate the file (rename
     // it to socks.log.1) right after printing its banner.
@@ -232,6 +247,11 @@ fn read_from(mut file: &std::fs::File, log: &Path, offset: u64) -> Result<String
 /// Stops a detached proxy (SIGTERM, then SIGKILL after the grace period) and removes its
 /// record; returns what was stopped.
 pub fn stop(layout: &Layout) -> Result<Option<Record>> {
+    // A state directory that is not there has no proxy, and gets no lock file either.
+    if !layout.root().is_dir() {
+        return Ok(None);
+    }
+    let _lock = lock(layout)?;
     let found = running(layout)?;
     if let Some(r) = &found {
         let pid = Pid::from_raw(r.pid);

@@ -20,7 +20,7 @@ pub async fn run(ctx: &Context) -> Result<Outcome> {
     let target = ctx.bin_dir.join("kubectl");
     let mut candidates = fs::on_path("kubectl");
     candidates.push(target.clone());
-    for candidate in candidates {
+    for candidate in candidates.into_iter().filter(|c| safe_to_run(c)) {
         if let Some(version) = client_version(&candidate).await
             && minor(&version) == wanted
         {
@@ -41,6 +41,16 @@ pub async fn run(ctx: &Context) -> Result<Outcome> {
         download.describe(&format!("kubectl {}", release.kubernetes)),
         ctx.bin_dir.display()
     )))
+}
+
+/// Asking a kubectl its version runs it: as root, only a file root owns and nobody else may
+/// write to, or another user's program would run with root's rights.
+fn safe_to_run(path: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    if !nix::unistd::geteuid().is_root() {
+        return true;
+    }
+    std::fs::metadata(path).is_ok_and(|m| m.uid() == 0 && m.mode() & 0o022 == 0)
 }
 
 /// The client version a kubectl binary reports, or `None` when it does not run.
@@ -67,6 +77,26 @@ async fn client_version(path: &Path) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn root_runs_only_roots_kubectl() {
+        use std::os::unix::fs::PermissionsExt;
+        if !nix::unistd::geteuid().is_root() {
+            assert!(std::env::var_os("CI").is_none(), "CI runs the tests as root");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let kubectl = dir.path().join("kubectl");
+        std::fs::write(&kubectl, "#!/bin/sh\n").unwrap();
+        std::fs::set_permissions(&kubectl, std::fs::Permissions::from_mode(0o755)).unwrap();
+        assert!(safe_to_run(&kubectl));
+        std::fs::set_permissions(&kubectl, std::fs::Permissions::from_mode(0o777)).unwrap();
+        assert!(!safe_to_run(&kubectl), "writable by others");
+        std::fs::set_permissions(&kubectl, std::fs::Permissions::from_mode(0o755)).unwrap();
+        nix::unistd::chown(&kubectl, Some(nix::unistd::Uid::from_raw(4321)), None).unwrap();
+        assert!(!safe_to_run(&kubectl), "another user's");
+        assert!(!safe_to_run(&dir.path().join("missing")));
+    }
 
     #[test]
     fn minor_versions() {
