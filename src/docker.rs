@@ -14,7 +14,7 @@ use bollard::errors::Error as DockerError;
 use bollard::models::{
     ContainerCreateBody, DeviceMapping, HostConfig, HostConfigCgroupnsModeEnum,
     HostConfigLogConfig, Mount, MountBindOptions, MountBindOptionsPropagationEnum, MountType,
-    RestartPolicy, RestartPolicyNameEnum,
+    RestartPolicy, RestartPolicyNameEnum, SystemInfo, SystemVersion,
 };
 use bollard::query_parameters::{
     CreateContainerOptions, CreateImageOptions, ImportImageOptions, ListContainersOptions,
@@ -181,6 +181,28 @@ pub struct EngineInfo {
     pub root_dir: String,
 }
 
+impl EngineInfo {
+    /// From the engine's `/version` and `/info` answers (`docker info --format '{{json .}}'`
+    /// prints the latter).
+    pub fn new(version: SystemVersion, info: SystemInfo) -> Self {
+        Self {
+            version: version.version.unwrap_or_default(),
+            api_version: version.api_version.unwrap_or_default(),
+            cgroup_driver: info
+                .cgroup_driver
+                .map(|d| d.to_string())
+                .unwrap_or_default(),
+            cgroup_version: info
+                .cgroup_version
+                .map(|v| v.to_string())
+                .unwrap_or_default(),
+            root_dir: info
+                .docker_root_dir
+                .unwrap_or_else(|| "/var/lib/docker".into()),
+        }
+    }
+}
+
 /// A connection to the Docker engine.
 pub struct Docker {
     api: bollard::Docker,
@@ -230,21 +252,7 @@ impl Docker {
             .info()
             .await
             .context("cannot read the Docker engine's settings")?;
-        Ok(EngineInfo {
-            version: version.version.unwrap_or_default(),
-            api_version: version.api_version.unwrap_or_default(),
-            cgroup_driver: info
-                .cgroup_driver
-                .map(|d| d.to_string())
-                .unwrap_or_default(),
-            cgroup_version: info
-                .cgroup_version
-                .map(|v| v.to_string())
-                .unwrap_or_default(),
-            root_dir: info
-                .docker_root_dir
-                .unwrap_or_else(|| "/var/lib/docker".into()),
-        })
+        Ok(EngineInfo::new(version, info))
     }
 
     /// Makes `image` available: used as it is when the engine has it under that name,
