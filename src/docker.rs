@@ -14,7 +14,7 @@ use bollard::errors::Error as DockerError;
 use bollard::models::{
     ContainerCreateBody, DeviceMapping, HostConfig, HostConfigCgroupnsModeEnum,
     HostConfigLogConfig, Mount, MountBindOptions, MountBindOptionsPropagationEnum, MountType,
-    RestartPolicy, RestartPolicyNameEnum,
+    RestartPolicy, RestartPolicyNameEnum, SystemInfo, SystemVersion,
 };
 use bollard::query_parameters::{
     CreateContainerOptions, CreateImageOptions, ImportImageOptions, ListContainersOptions,
@@ -181,6 +181,28 @@ pub struct EngineInfo {
     pub root_dir: String,
 }
 
+impl EngineInfo {
+    /// From the engine's `/version` and `/info` answers (`docker info --format '{{json .}}'`
+    /// prints the latter).
+    pub fn new(version: SystemVersion, info: SystemInfo) -> Self {
+        Self {
+            version: version.version.unwrap_or_default(),
+            api_version: version.api_version.unwrap_or_default(),
+            cgroup_driver: info
+                .cgroup_driver
+                .map(|d| d.to_string())
+                .unwrap_or_default(),
+            cgroup_version: info
+                .cgroup_version
+                .map(|v| v.to_string())
+                .unwrap_or_default(),
+            root_dir: info
+                .docker_root_dir
+                .unwrap_or_else(|| "/var/lib/docker".into()),
+        }
+    }
+}
+
 /// A connection to the Docker engine.
 pub struct Docker {
     api: bollard::Docker,
@@ -230,21 +252,7 @@ impl Docker {
             .info()
             .await
             .context("cannot read the Docker engine's settings")?;
-        Ok(EngineInfo {
-            version: version.version.unwrap_or_default(),
-            api_version: version.api_version.unwrap_or_default(),
-            cgroup_driver: info
-                .cgroup_driver
-                .map(|d| d.to_string())
-                .unwrap_or_default(),
-            cgroup_version: info
-                .cgroup_version
-                .map(|v| v.to_string())
-                .unwrap_or_default(),
-            root_dir: info
-                .docker_root_dir
-                .unwrap_or_else(|| "/var/lib/docker".into()),
-        })
+        Ok(EngineInfo::new(version, info))
     }
 
     /// Makes `image` available: used as it is when the engine has it under that name,
@@ -592,18 +600,6 @@ pub struct PodContainers {
     pub foreign: Vec<String>,
 }
 
-/// Whether a container's cgroup parent lies under the kubelet cgroupRoot `root`, with
-/// either cgroup driver: cgroupfs gives `/kinit/kubepods/...`, systemd gives
-/// `kinit-kubepods-....slice`.
-fn cgroup_is_under(parent: &str, root: &str) -> bool {
-    let root = root.trim_matches('/');
-    !root.is_empty()
-        && (parent
-            .trim_start_matches('/')
-            .starts_with(&format!("{root}/"))
-            || parent.starts_with(&format!("{root}-")))
-}
-
 /// Labels cri-dockerd puts on every pod container and sandbox.
 const LABEL_POD_TYPE: &str = "io.kubernetes.docker.type";
 const LABEL_POD_NAMESPACE: &str = "io.kubernetes.pod.namespace";
@@ -613,8 +609,9 @@ impl Docker {
     /// Names of the containers the kubelet made through cri-dockerd (pod sandboxes and
     /// pod containers), running or not, split by whose kubelet made them: cri-dockerd
     /// gives each one its pod's cgroup as parent, which lies under the kubelet's
-    /// cgroupRoot. Labels cannot tell two kubelets' pods apart; the cgroup parent can.
-    pub async fn pod_containers(&self, cgroup_root: &str) -> Result<PodContainers> {
+    /// cgroupRoot (see [`crate::cgroup::is_kinits`]). Labels cannot tell two kubelets'
+    /// pods apart; the cgroup parent can.
+    pub async fn pod_containers(&self) -> Result<PodContainers> {
         let mut pods = PodContainers::default();
         for name in self
             .names_with_labels(&[LABEL_POD_TYPE.to_string()])
@@ -628,7 +625,7 @@ impl Docker {
                 Err(e) if is_not_found(&e) => continue,
                 Err(e) => return Err(e).with_context(|| format!("cannot inspect {name}")),
             };
-            if cgroup_is_under(&parent, cgroup_root) {
+            if crate::cgroup::is_kinits(&parent) {
                 pods.ours.push(name);
             } else {
                 pods.foreign.push(name);
@@ -882,20 +879,6 @@ fn unknown_capability(e: &DockerError) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn pods_belong_to_the_kubelet_whose_cgroup_root_holds_them() {
-        assert!(cgroup_is_under("/kinit/kubepods/burstable/pod1", "/kinit"));
-        assert!(cgroup_is_under(
-            "kinit-kubepods-besteffort-pod1.slice",
-            "/kinit"
-        ));
-        assert!(!cgroup_is_under("/kubepods/burstable/pod1", "/kinit"));
-        assert!(!cgroup_is_under("/kinitother/kubepods/pod1", "/kinit"));
-        assert!(!cgroup_is_under("kubepods-besteffort-pod1.slice", "/kinit"));
-        assert!(!cgroup_is_under("", "/kinit"));
-        assert!(!cgroup_is_under("/kubepods/pod1", "/"));
-    }
 
     #[test]
     fn capabilities_come_from_the_effective_and_bounding_sets() {

@@ -6,6 +6,7 @@
 //! [`pki`]; the `kinit socks` proxy is [`socks`]. The CLI ([`cli`], [`commands`]) only parses flags and calls into these.
 
 pub mod bundle;
+pub mod cgroup;
 pub mod cli;
 pub mod cluster;
 pub mod commands;

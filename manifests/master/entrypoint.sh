@@ -4,16 +4,25 @@
 # again on every container start, so after a Docker restart the host is set up again.
 set -eu
 
-# The kubelet refuses a cgroupRoot that does not exist; kinit's own root keeps its pods
-# apart from anything else on the host.
-if [ -f /sys/fs/cgroup/cgroup.controllers ]; then
-  mkdir -p {{ ("/sys/fs/cgroup" ~ cgroup_root) | sh }}
-else
-  for d in /sys/fs/cgroup/*/; do
-    case "$d" in */unified/) continue ;; esac
-    [ -L "${d%/}" ] || mkdir -p "${d}"{{ cgroup_root | trim("/") | sh }}
-  done
-fi
+# The kubelet refuses a cgroupRoot that does not exist in every hierarchy it checks; under
+# the systemd driver it looks for the slice it makes of the root (/kinit is kinit.slice).
+# kinit's own root keeps its pods apart from anything else on the host. The directories are
+# those src/cgroup.rs found from the host's mount table at `kinit up`.
+{%- if cgroup_slice %}
+# Started by the host's systemd, so that systemd owns it and the slices the kubelet has it
+# make under it. This container shares the host's PID namespace, so systemctl takes it for a
+# chroot and ignores the request unless told not to. The directories below are made anyway:
+# on v1 systemd creates a slice only in the hierarchies of the controllers it uses.
+SYSTEMD_IGNORE_CHROOT=1 systemctl start {{ cgroup_slice | sh }} ||
+  echo "kinit-master: systemctl start {{ cgroup_slice }} failed; making its cgroup directories directly" >&2
+{%- endif %}
+for dir in{% for dir in cgroup_dirs %} {{ dir | sh }}{% endfor %}; do
+  if [ ! -d "${dir%/*}" ]; then
+    echo "kinit-master: no cgroup hierarchy ${dir%/*}: the host's cgroup layout changed since \`kinit up\`; run it again" >&2
+    exit 1
+  fi
+  mkdir -p "$dir"
+done
 
 # Docker sets the FORWARD policy to DROP, and with bridge-nf-call-iptables on, traffic
 # between pods on the bridge goes through FORWARD: let the pod bridge through. Appended,

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Result;
 use serde::Serialize;
 
+use crate::cgroup;
 use crate::cluster::{self, API_SERVER_PORT, Settings};
 use crate::docker::{ContainerSpec, Docker, EngineInfo};
 use crate::fs::Mode;
@@ -20,7 +21,7 @@ use crate::versions::Images;
 pub const BRIDGE: &str = "cni0";
 /// The kubelet's cgroup root, created by the entrypoint: kinit's pods stay apart from
 /// anything else on the host.
-pub const CGROUP_ROOT: &str = "/kinit";
+pub const CGROUP_ROOT: &str = cgroup::KUBELET_ROOT;
 /// The CNI network's name; the bridge plugin tags its iptables rules with it.
 pub const NETWORK: &str = "kinit";
 pub const KUBELET_PORT: u16 = 10250;
@@ -66,8 +67,12 @@ struct Values {
     node_cidr_prefix: u8,
     dns_ip: String,
     dns_domain: String,
-    cgroup_driver: String,
+    cgroup_driver: &'static str,
     cgroup_root: &'static str,
+    /// The slice the entrypoint has the host's systemd start (systemd driver only).
+    cgroup_slice: Option<&'static str>,
+    /// The directories the entrypoint makes before the kubelet starts.
+    cgroup_dirs: Vec<String>,
     bridge: &'static str,
     pause_image: String,
     apiserver_image: String,
@@ -102,6 +107,7 @@ pub struct Master {
 /// Host facts the master depends on, read once by the caller.
 pub struct Host {
     pub engine: EngineInfo,
+    pub cgroup: cgroup::Setup,
     /// The resolv.conf pods inherit through CoreDNS (never a loopback stub resolver).
     pub resolv_conf: PathBuf,
     /// The host's system directories the node's tools come from, those that exist.
@@ -119,21 +125,31 @@ const SYSTEM_PATHS: [&str; 8] = [
 ];
 
 impl Host {
-    pub fn probe(engine: EngineInfo) -> Self {
-        let mut candidates = vec![];
-        if engine.cgroup_driver == "systemd" {
-            // The kubelet creates its cgroups as systemd slices over D-Bus.
-            candidates.extend(["/run/systemd", "/run/dbus"]);
-        }
+    pub fn probe(engine: EngineInfo) -> Result<Self> {
+        let cgroup = cgroup::Setup::probe(&engine.cgroup_driver)?;
+        Ok(Self::new(engine, cgroup, upstream_resolv_conf(), |p| {
+            p.exists()
+        }))
+    }
+
+    /// From facts read elsewhere (a recorded host in tests); `exists` says which host paths
+    /// there are.
+    pub fn new(
+        engine: EngineInfo,
+        cgroup: cgroup::Setup,
+        resolv_conf: PathBuf,
+        exists: impl Fn(&Path) -> bool,
+    ) -> Self {
         Self {
-            engine,
-            resolv_conf: upstream_resolv_conf(),
-            system_paths: host_system_paths(),
-            optional_paths: candidates
+            system_paths: SYSTEM_PATHS
                 .into_iter()
-                .filter(|p| Path::new(p).exists())
+                .filter(|p| exists(Path::new(p)))
                 .map(String::from)
                 .collect(),
+            optional_paths: cgroup.master_binds(&exists),
+            engine,
+            cgroup,
+            resolv_conf,
         }
     }
 }
@@ -184,8 +200,10 @@ pub fn render(
         node_cidr_prefix: cluster::NODE_CIDR_PREFIX,
         dns_ip: settings.dns_service_ip().to_string(),
         dns_domain: settings.dns_domain.clone(),
-        cgroup_driver: host.engine.cgroup_driver.clone(),
-        cgroup_root: CGROUP_ROOT,
+        cgroup_driver: host.cgroup.kubelet_driver(),
+        cgroup_root: host.cgroup.kubelet_root(),
+        cgroup_slice: host.cgroup.root_slice(),
+        cgroup_dirs: host.cgroup.root_dirs().into_iter().map(path).collect(),
         bridge: BRIDGE,
         pause_image: images.pause(),
         apiserver_image: images.kube("kube-apiserver"),
@@ -289,29 +307,42 @@ fn upstream_resolv_conf() -> PathBuf {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use std::collections::BTreeSet;
 
+    use super::*;
+    use crate::cgroup::tests::Fixture;
+
+    /// This test machine as recorded: cgroup v1, Docker's cgroupfs driver.
     fn host() -> Host {
-        Host {
-            engine: EngineInfo {
-                version: "20.10".into(),
-                api_version: "1.41".into(),
-                cgroup_driver: "cgroupfs".into(),
-                cgroup_version: "1".into(),
-                root_dir: "/var/lib/docker".into(),
-            },
-            resolv_conf: "/etc/resolv.conf".into(),
-            system_paths: vec!["/usr".into(), "/etc".into()],
-            optional_paths: vec![],
-        }
+        recorded_host(&fixture("debian12-v1-cgroupfs"))
+    }
+
+    fn fixture(name: &str) -> Fixture {
+        cgroup::tests::fixtures()
+            .into_iter()
+            .find(|f| f.name == name)
+            .unwrap_or_else(|| panic!("no fixture {name}"))
+    }
+
+    fn recorded_host(fixture: &Fixture) -> Host {
+        Host::new(
+            fixture.engine.clone(),
+            fixture.setup(),
+            "/etc/resolv.conf".into(),
+            fixture.exists(),
+        )
     }
 
     fn rendered() -> Master {
+        rendered_for(&host())
+    }
+
+    fn rendered_for(host: &Host) -> Master {
         let layout = Layout::new("/var/lib/kinit");
         render(
             &cluster::test_settings(),
             &layout,
-            &host(),
+            host,
             &Images::default(),
             "kinit/node:test",
             2,
@@ -429,6 +460,148 @@ mod tests {
             script.contains(r"--root-dir='/srv/it'\''s mine/kubelet'"),
             "{script}"
         );
-        assert!(script.contains("mkdir -p '/sys/fs/cgroup/kinit'"));
+        assert!(
+            script.contains(" '/sys/fs/cgroup/memory/kinit' "),
+            "{script}"
+        );
+    }
+
+    #[test]
+    fn the_kubelet_gets_dockers_driver_and_kinits_root_on_every_recorded_host() {
+        for fixture in cgroup::tests::fixtures() {
+            let host = recorded_host(&fixture);
+            let m = rendered_for(&host);
+            let kubelet: serde_yaml::Value =
+                serde_yaml::from_str(&contents(&m, "kubelet.yaml")).unwrap();
+            let name = &fixture.name;
+            assert_eq!(
+                kubelet["cgroupDriver"].as_str(),
+                Some(fixture.engine.cgroup_driver.as_str()),
+                "{name}"
+            );
+            assert_eq!(kubelet["cgroupRoot"].as_str(), Some("/kinit"), "{name}");
+            let script = contents(&m, "master-entrypoint.sh");
+            let syntax = std::process::Command::new("sh")
+                .args(["-n", "-c", &script])
+                .output()
+                .unwrap();
+            assert!(syntax.status.success(), "{name}: {syntax:?}\n{script}");
+            let systemd = fixture.engine.cgroup_driver == "systemd";
+            assert_eq!(
+                script.contains("SYSTEMD_IGNORE_CHROOT=1 systemctl start 'kinit.slice' ||"),
+                systemd,
+                "{name}: {script}"
+            );
+            // The host's systemd sockets, read-only, under the systemd driver only.
+            let run: Vec<_> = m
+                .spec
+                .binds
+                .iter()
+                .filter(|b| b.host.starts_with("/run/"))
+                .collect();
+            if systemd {
+                let paths: Vec<&str> = run.iter().map(|b| b.host.as_str()).collect();
+                assert_eq!(paths, ["/run/systemd", "/run/dbus"], "{name}");
+                assert!(
+                    run.iter().all(|b| b.read_only && b.container == b.host),
+                    "{name}"
+                );
+            } else {
+                assert!(run.is_empty(), "{name}: {run:?}");
+            }
+        }
+    }
+
+    /// Runs the entrypoint's cgroup lines against a copy of each recorded /sys/fs/cgroup
+    /// (directories and symlinks as `ls -la` showed them) and compares what they made with
+    /// what the kubelet looks for.
+    #[test]
+    fn the_entrypoint_makes_the_root_where_the_kubelet_looks_on_every_recorded_host() {
+        for fixture in cgroup::tests::fixtures() {
+            let name = &fixture.name;
+            let sandbox = tempfile::tempdir().unwrap();
+            let root = sandbox.path().join("sys/fs/cgroup");
+            std::fs::create_dir_all(&root).unwrap();
+            for entry in &fixture.listing {
+                let path = root.join(&entry.name);
+                match (entry.kind, &entry.target) {
+                    ('d', _) => std::fs::create_dir(&path).unwrap(),
+                    ('l', Some(target)) => std::os::unix::fs::symlink(target, &path).unwrap(),
+                    _ => std::fs::write(&path, "").unwrap(),
+                }
+            }
+            let script = contents(
+                &rendered_for(&recorded_host(&fixture)),
+                "master-entrypoint.sh",
+            );
+            let start = script.find("for dir in").expect("the cgroup loop");
+            let end = start + script[start..].find("\ndone\n").expect("its end") + 5;
+            let cgroup_lines =
+                script[start..end].replace("/sys/fs/cgroup", &root.to_string_lossy());
+            let run = std::process::Command::new("sh")
+                .args(["-eu", "-c", &cgroup_lines])
+                .output()
+                .unwrap();
+            assert!(run.status.success(), "{name}: {run:?}\n{cgroup_lines}");
+
+            // Every directory there now that the recorded host did not have.
+            let recorded: BTreeSet<PathBuf> = fixture
+                .listing
+                .iter()
+                .filter(|e| e.kind == 'd')
+                .map(|e| root.join(&e.name))
+                .collect();
+            let made: BTreeSet<PathBuf> = directories(&root)
+                .into_iter()
+                .filter(|d| !recorded.contains(d))
+                .map(|d| Path::new("/").join(d.strip_prefix(sandbox.path()).unwrap()))
+                .collect();
+            let kinit_dir = if fixture.engine.cgroup_driver == "systemd" {
+                "kinit.slice"
+            } else {
+                "kinit"
+            };
+            let wanted: BTreeSet<PathBuf> = fixture
+                .setup()
+                .root_dirs()
+                .into_iter()
+                .inspect(|d| assert!(d.ends_with(kinit_dir), "{name}: {}", d.display()))
+                .collect();
+            assert_eq!(made, wanted, "{name}: the entrypoint made exactly the root");
+        }
+    }
+
+    /// The directories under `dir`, not through symlinks.
+    fn directories(dir: &Path) -> Vec<PathBuf> {
+        let mut found = Vec::new();
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let entry = entry.unwrap();
+            if entry.file_type().unwrap().is_dir() {
+                found.push(entry.path());
+                found.extend(directories(&entry.path()));
+            }
+        }
+        found
+    }
+
+    #[test]
+    fn the_entrypoint_stops_when_the_hosts_layout_changed_since_kinit_up() {
+        // Rendered for a v1 host, run where that hierarchy is gone.
+        let script = contents(&rendered(), "master-entrypoint.sh");
+        let start = script.find("for dir in").unwrap();
+        let end = start + script[start..].find("\ndone\n").unwrap() + 5;
+        let sandbox = tempfile::tempdir().unwrap();
+        let lines = script[start..end].replace("/sys/fs/cgroup", &sandbox.path().to_string_lossy());
+        let run = std::process::Command::new("sh")
+            .args(["-eu", "-c", &lines])
+            .output()
+            .unwrap();
+        assert!(!run.status.success());
+        let err = String::from_utf8_lossy(&run.stderr);
+        assert!(
+            err.contains("the host's cgroup layout changed since `kinit up`"),
+            "{err}"
+        );
+        assert_eq!(std::fs::read_dir(sandbox.path()).unwrap().count(), 0);
     }
 }

@@ -18,7 +18,7 @@ const READY_TIMEOUT: Duration = Duration::from_secs(240);
 const KUBELET_VERBOSITY: u8 = 2;
 
 pub async fn run(ctx: &Context) -> Result<Outcome> {
-    let host = Host::probe(ctx.docker.engine_info().await?);
+    let host = Host::probe(ctx.docker.engine_info().await?)?;
     let mut rendered = master::render(
         &ctx.settings,
         &ctx.layout,

@@ -8,7 +8,9 @@ use std::path::Path;
 use anyhow::{Context as _, Result, bail};
 
 use super::Context;
-use crate::components::{etcd, master};
+use crate::cgroup::{self, Driver};
+use crate::components::etcd;
+use crate::docker::EngineInfo;
 use crate::net;
 use crate::progress::Outcome;
 
@@ -42,6 +44,10 @@ const HOST_TOOLS: &[(&str, &str, Need)] = &[
     ("socat", "socat", Need::PortForward),
 ];
 
+/// With Docker's systemd driver, the master's entrypoint has the host's systemd start kinit's
+/// slice.
+const SYSTEMD_TOOLS: &[(&str, &str, Need)] = &[("systemctl", "systemd", Need::Required)];
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Need {
     Required,
@@ -51,6 +57,8 @@ enum Need {
 
 pub async fn run(ctx: &Context) -> Result<Outcome> {
     let engine = ctx.docker.engine_info().await?;
+    let cgroup = cgroup::Setup::probe(&engine.cgroup_driver)?;
+    cgroup.check_systemd(Path::exists)?;
     let running: HashSet<String> = ctx
         .docker
         .list()
@@ -59,22 +67,13 @@ pub async fn run(ctx: &Context) -> Result<Outcome> {
         .filter(|c| c.running || c.status == "restarting")
         .filter_map(|c| c.component)
         .collect();
-    let missing_optional = check_host_tools(HOST_TOOLS, |t| crate::fs::system_tool(t).is_some())?;
+    let missing_optional = check_host_tools(&host_tools(cgroup.driver), |t| {
+        crate::fs::system_tool(t).is_some()
+    })?;
     check_node_ip(ctx.settings.node_ip)?;
     check_ports(PORTS, &running)?;
     check_foreign_pods(ctx).await?;
     check_disk(ctx.layout.root())?;
-    let host_cgroup = if Path::new("/sys/fs/cgroup/cgroup.controllers").exists() {
-        "v2"
-    } else {
-        "v1"
-    };
-    if !matches!(engine.cgroup_driver.as_str(), "cgroupfs" | "systemd") {
-        bail!(
-            "Docker uses the cgroup driver {:?}; the kubelet supports cgroupfs and systemd",
-            engine.cgroup_driver
-        );
-    }
     // What kinit changed on the host, so the user knows.
     let changed = crate::host::prepare()?;
     let swap = if swap_on() {
@@ -82,10 +81,7 @@ pub async fn run(ctx: &Context) -> Result<Outcome> {
     } else {
         ""
     };
-    let mut found = format!(
-        "Docker {}, cgroup {host_cgroup} with the {} driver{swap}",
-        engine.version, engine.cgroup_driver
-    );
+    let mut found = format!("{}{swap}", describe(&engine, &cgroup));
     if !missing_optional.is_empty() {
         found.push_str(&format!(
             "; `kubectl port-forward` needs {} (apt-get install {})",
@@ -99,6 +95,25 @@ pub async fn run(ctx: &Context) -> Result<Outcome> {
     } else {
         Outcome::Done(format!("{found}; set {}", changed.join(", ")))
     })
+}
+
+/// The host tools the node needs with this cgroup driver.
+fn host_tools(driver: Driver) -> Vec<(&'static str, &'static str, Need)> {
+    let mut tools = HOST_TOOLS.to_vec();
+    if driver == Driver::Systemd {
+        tools.extend_from_slice(SYSTEMD_TOOLS);
+    }
+    tools
+}
+
+/// What preflight found of the engine and the host's cgroups, for the user.
+fn describe(engine: &EngineInfo, cgroup: &cgroup::Setup) -> String {
+    format!(
+        "Docker {}, cgroup {} with the {} driver",
+        engine.version,
+        cgroup.mounts.describe(),
+        cgroup.driver.name()
+    )
 }
 
 /// Fails naming every missing required tool with its package, all at once; returns the
@@ -144,7 +159,7 @@ fn check_host_tools(
 async fn check_foreign_pods(ctx: &Context) -> Result<()> {
     let pods = ctx
         .docker
-        .pod_containers(master::CGROUP_ROOT)
+        .pod_containers()
         .await?
         .foreign;
     if let Some(first) = pods.first() {
@@ -234,6 +249,69 @@ mod tests {
         assert!(!err.contains("socat"), "{err}");
         let optional = check_host_tools(HOST_TOOLS, |t| t != "socat").unwrap();
         assert_eq!(optional, ["socat"]);
+    }
+
+    #[test]
+    fn every_recorded_host_is_described_and_checked_for_its_cgroup_driver() {
+        let described = [
+            (
+                "debian12-v1-cgroupfs",
+                "Docker 20.10.24+dfsg1, cgroup v1 (hybrid, with a v2 hierarchy beside) with the cgroupfs driver",
+            ),
+            (
+                "ubuntu2004-hybrid-systemd",
+                "Docker 20.10.21, cgroup v1 (hybrid, with a v2 hierarchy beside) with the systemd driver",
+            ),
+            (
+                "ubuntu2204-v2-cgroupfs",
+                "Docker 24.0.7, cgroup v2 with the cgroupfs driver",
+            ),
+            (
+                "ubuntu2204-v2-systemd",
+                "Docker 24.0.7, cgroup v2 with the systemd driver",
+            ),
+            (
+                "ubuntu2404-v2-systemd",
+                "Docker 27.5.1, cgroup v2 with the systemd driver",
+            ),
+        ];
+        let fixtures = crate::cgroup::tests::fixtures();
+        assert_eq!(fixtures.len(), described.len());
+        for (fixture, (name, found)) in fixtures.iter().zip(described) {
+            assert_eq!(fixture.name, name);
+            let setup = fixture.setup();
+            assert_eq!(describe(&fixture.engine, &setup), found);
+            setup.check_systemd(fixture.exists()).unwrap();
+            let systemd = setup.driver == Driver::Systemd;
+            // systemctl is required exactly when the entrypoint uses it.
+            let tools = host_tools(setup.driver);
+            assert_eq!(
+                tools.iter().any(|(t, ..)| *t == "systemctl"),
+                systemd,
+                "{name}"
+            );
+            let without_systemctl = check_host_tools(&tools, |t| t != "systemctl");
+            match without_systemctl {
+                Ok(optional) => {
+                    assert!(!systemd, "{name}");
+                    assert!(optional.is_empty());
+                }
+                Err(e) => {
+                    assert!(systemd, "{name}");
+                    assert!(e.to_string().contains("systemctl (package systemd)"), "{e}");
+                }
+            }
+            // The same host without D-Bus: one line naming both sockets.
+            let no_bus = setup.check_systemd(|p| p == Path::new("/run/systemd/system"));
+            if systemd {
+                let err = no_bus.unwrap_err().to_string();
+                assert!(err.contains("/run/dbus/system_bus_socket"), "{err}");
+                assert!(err.contains("/run/systemd/private"), "{err}");
+                assert_eq!(err.lines().count(), 1, "{err}");
+            } else {
+                no_bus.unwrap();
+            }
+        }
     }
 
     #[test]

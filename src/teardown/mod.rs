@@ -82,7 +82,7 @@ pub async fn run(layout: &Layout, docker: &Docker, purge: bool, note: &dyn Fn(No
     clean_network(layout, purge, note)?;
     if purge {
         remove_kubeconfig_context(layout, note);
-        remove_cgroups();
+        remove_cgroups(note);
         let unpersisted = crate::host::unpersist(Path::new("/etc"))?;
         if !unpersisted.is_empty() {
             done(format!("Deleted {}", unpersisted.join(", ")));
@@ -126,7 +126,7 @@ async fn remove_containers(docker: &Docker, done: &impl Fn(String)) -> Result<()
             removed.push(c.name.clone());
         }
         if component == "master" {
-            let pods = docker.pod_containers(master::CGROUP_ROOT).await?;
+            let pods = docker.pod_containers().await?;
             for pod in &pods.ours {
                 docker.remove(pod).await?;
             }
@@ -328,21 +328,28 @@ fn take_context_out(layout: &Layout, path: &Path) -> Result<bool> {
     kubeconfig::remove_from(&target, &admin)
 }
 
-/// The kubelet's cgroups under kinit's root are empty once its pods are gone; remove them
-/// deepest first (cgroup directories go with rmdir, never with their "files").
-fn remove_cgroups() {
-    let Ok(hierarchies) = std::fs::read_dir("/sys/fs/cgroup") else {
-        return;
+/// The kubelet's cgroups under kinit's root are empty once its pods are gone. Under
+/// systemd the slice is stopped first, so systemd removes what it made; the rest goes
+/// deepest first (cgroup directories go with rmdir, never with their "files"). A host
+/// whose cgroups cannot be read has nothing of kinit's there to remove.
+fn remove_cgroups(note: &dyn Fn(Note)) {
+    let teardown = match crate::cgroup::Teardown::probe() {
+        Ok(t) => t,
+        Err(e) => {
+            note(Note::Warning(format!("Left the cgroups alone: {e:#}")));
+            return;
+        }
     };
-    let mut roots =
-        vec![PathBuf::from("/sys/fs/cgroup").join(master::CGROUP_ROOT.trim_start_matches('/'))];
-    roots.extend(
-        hierarchies
-            .flatten()
-            .map(|h| h.path().join(master::CGROUP_ROOT.trim_start_matches('/'))),
-    );
-    for root in roots {
-        remove_cgroup_tree(&root);
+    if let Some(slice) = teardown.stop_slice
+        && let Some(systemctl) = fs::system_tool("systemctl")
+    {
+        let _ = std::process::Command::new(systemctl)
+            .env("PATH", fs::SYSTEM_PATH)
+            .args(["stop", slice])
+            .output();
+    }
+    for tree in &teardown.trees {
+        remove_cgroup_tree(tree);
     }
 }
 
