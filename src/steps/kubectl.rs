@@ -82,7 +82,10 @@ mod tests {
     fn root_runs_only_roots_kubectl() {
         use std::os::unix::fs::PermissionsExt;
         if !nix::unistd::geteuid().is_root() {
-            assert!(std::env::var_os("CI").is_none(), "CI runs the tests as root");
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "CI runs the tests as root"
+            );
             return;
         }
         let dir = tempfile::tempdir().unwrap();
