@@ -365,3 +365,58 @@ fn sha256_file(file: &Path) -> PathBuf {
         file.file_name().unwrap().to_string_lossy()
     ))
 }
+
+/// The bundle passes kinit's own download checks for every release file `kinit up`
+/// fetches, at both Kubernetes versions: the same code that verifies upstream's files,
+/// reading the bundle as a `file://` mirror. A copy with one byte changed fails them.
+#[test]
+fn kinit_accepts_the_bundles_release_files_and_refuses_a_changed_one() {
+    let dir = bundle();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let mirror = format!("file://{}", dir.display());
+    for release in kinit::versions::SUPPORTED {
+        let node = kinit::release::node_artifacts(release.kubernetes);
+        for artifact in [
+            node.kubelet,
+            node.cri_dockerd,
+            node.cni_plugins,
+            Artifact::kubectl(release.kubernetes),
+        ] {
+            let cache = tempfile::tempdir().unwrap();
+            let downloader = kinit::download::Downloader::new(Some(&mirror), cache.path());
+            let got = runtime
+                .block_on(downloader.fetch(&artifact))
+                .unwrap_or_else(|e| panic!("{}: {e:#}", artifact.path));
+            assert_eq!(
+                got.sha256,
+                hex_sha256(&std::fs::read(dir.join(&artifact.path)).unwrap()),
+                "{}",
+                artifact.path
+            );
+        }
+    }
+
+    // A mirror whose kubelet differs by one byte from its published digest.
+    let changed = tempfile::tempdir().unwrap();
+    let kubelet = Artifact::kubelet(KUBERNETES_VERSION);
+    let copy = changed.path().join(&kubelet.path);
+    std::fs::create_dir_all(copy.parent().unwrap()).unwrap();
+    let mut bytes = std::fs::read(dir.join(&kubelet.path)).unwrap();
+    bytes[1000] ^= 0xff;
+    std::fs::write(&copy, bytes).unwrap();
+    std::fs::copy(sha256_file(&dir.join(&kubelet.path)), sha256_file(&copy)).unwrap();
+    let cache = tempfile::tempdir().unwrap();
+    let mirror = format!("file://{}", changed.path().display());
+    let downloader = kinit::download::Downloader::new(Some(&mirror), cache.path());
+    let err = runtime
+        .block_on(downloader.fetch(&kubelet))
+        .expect_err("a changed kubelet was accepted");
+    assert!(format!("{err:#}").contains("SHA-256"), "{err:#}");
+}
+
+fn hex_sha256(bytes: &[u8]) -> String {
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
