@@ -281,7 +281,7 @@ const CLUSTER_PROCESSES: [&str; 9] = [
 ];
 
 fn port_scan(c: &Cluster) {
-    let node_ip = node_address(c);
+    let node_ip = node_address(c).unwrap();
     let lan = Neighbour::new();
     run_ok(
         "ip",
@@ -420,13 +420,12 @@ fn supervised(c: &Cluster) {
 
 /// Ready node, every object back and Services answering, checked only through kubectl,
 /// curl and Docker: no kinit command runs after the "reboot".
-fn back_by_itself(c: &Cluster) {
-    let node = node_name(c);
+fn back_by_itself(c: &Cluster, node: &str) {
     c.wait_for("the node Ready", Duration::from_secs(240), || {
         let out = c.kubectl(&[
             "get",
             "node",
-            &node,
+            node,
             "-o",
             r#"jsonpath={.status.conditions[?(@.type=="Ready")].status}"#,
         ]);
@@ -454,6 +453,7 @@ fn back_by_itself(c: &Cluster) {
 }
 
 fn reboot(c: &Cluster) {
+    let node = node_name(c);
     let out = Command::new("bash")
         .arg("-c")
         .arg(format!(
@@ -464,7 +464,7 @@ fn reboot(c: &Cluster) {
         .output()
         .unwrap();
     assert!(out.status.success(), "simulating a reboot: {}", text(&out));
-    back_by_itself(c);
+    back_by_itself(c, &node);
     // It came back because kinit-boot set the host up again and started what Docker
     // could not: the master's state directory bind needs / to propagate mounts.
     let boot = text(&docker_cli(&["logs", "kinit-boot"]));
@@ -505,13 +505,19 @@ fn etcd_members(c: &Cluster) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-fn node_address(c: &Cluster) -> String {
-    c.kubectl_ok(&[
+/// The node's InternalIP, or what kubectl said instead (the API server may be restarting).
+fn node_address(c: &Cluster) -> Result<String, String> {
+    let out = c.kubectl(&[
         "get",
         "nodes",
         "-o",
         r#"jsonpath={.items[0].status.addresses[?(@.type=="InternalIP")].address}"#,
-    ])
+    ]);
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        Err(text(&out))
+    }
 }
 
 /// The address as the API server's certificate must name it: curl verifies the chain and
@@ -542,9 +548,25 @@ fn api_server_verifies_as(c: &Cluster, ip: &str) {
 
 fn moved_address(c: &Cluster) {
     const MOVED: &str = "192.0.2.77";
-    let before = node_address(c);
+    let node = node_name(c);
+    let before = node_address(c).unwrap();
+    // A second address on an interface of its own, as a new DHCP lease would give; a veth
+    // pair, since the test hosts' kernels have no dummy interfaces.
     let _ = cmd("ip", &["link", "delete", "kinit-dummy0"]);
-    run_ok("ip", &["link", "add", "kinit-dummy0", "type", "dummy"]);
+    run_ok(
+        "ip",
+        &[
+            "link",
+            "add",
+            "kinit-dummy0",
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "kinit-dummy1",
+        ],
+    );
+    run_ok("ip", &["link", "set", "kinit-dummy1", "up"]);
     run_ok(
         "ip",
         &["addr", "add", &format!("{MOVED}/32"), "dev", "kinit-dummy0"],
@@ -560,11 +582,11 @@ fn moved_address(c: &Cluster) {
         "the node at its new address",
         Duration::from_secs(120),
         || {
-            let got = node_address(c);
+            let got = node_address(c)?;
             if got == MOVED { Ok(()) } else { Err(got) }
         },
     );
-    back_by_itself(c);
+    back_by_itself(c, &node);
     api_server_verifies_as(c, MOVED);
     let members = etcd_members(c);
     assert!(
@@ -583,11 +605,11 @@ fn moved_address(c: &Cluster) {
         "the node at its first address",
         Duration::from_secs(120),
         || {
-            let got = node_address(c);
+            let got = node_address(c)?;
             if got == before { Ok(()) } else { Err(got) }
         },
     );
-    back_by_itself(c);
+    back_by_itself(c, &node);
     api_server_verifies_as(c, &before);
     assert!(
         etcd_members(c).contains(&format!("https://{before}:2380")),
