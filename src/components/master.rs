@@ -47,6 +47,8 @@ pub struct File {
 #[derive(Debug, Serialize)]
 struct Values {
     image: String,
+    /// [`crate::pki::digest`]: the static pods carry it, so new credentials restart them.
+    credentials: String,
     state_dir: String,
     entrypoint: String,
     docker_socket: String,
@@ -174,11 +176,13 @@ pub fn render(
     images: &Images,
     node_image: &str,
     verbosity: u8,
+    credentials: &str,
 ) -> Result<Master> {
     let config = layout.config();
     let cni = layout.cni();
     let values = Values {
         image: node_image.to_string(),
+        credentials: credentials.to_string(),
         state_dir: path(layout.root().to_path_buf()),
         entrypoint: path(config.join("master-entrypoint.sh")),
         docker_socket: Docker::socket_path(),
@@ -346,6 +350,7 @@ mod tests {
             &Images::default(),
             "kinit/node:test",
             2,
+            "c0ffee",
         )
         .unwrap()
     }
@@ -422,6 +427,20 @@ mod tests {
     }
 
     #[test]
+    fn every_static_pod_carries_the_credentials_it_started_with() {
+        let m = rendered();
+        for pod in STATIC_PODS {
+            let manifest: serde_yaml::Value =
+                serde_yaml::from_str(&contents(&m, &format!("{pod}.yaml"))).unwrap();
+            assert_eq!(
+                manifest["metadata"]["annotations"]["kinit.io/credentials"].as_str(),
+                Some("c0ffee"),
+                "{pod}"
+            );
+        }
+    }
+
+    #[test]
     fn the_kubelet_gets_only_feature_gates_its_version_knows() {
         assert!(contents(&rendered(), "kubelet.yaml").contains("ExtendWebSocketsToKubelet: false"));
         let previous = Settings {
@@ -436,6 +455,7 @@ mod tests {
             &Images::default(),
             "kinit/node:test",
             2,
+            "c0ffee",
         )
         .unwrap();
         let kubelet = contents(&m, "kubelet.yaml");
@@ -453,6 +473,7 @@ mod tests {
             &Images::default(),
             "kinit/node:test",
             2,
+            "c0ffee",
         )
         .unwrap();
         let script = contents(&m, "master-entrypoint.sh");

@@ -54,6 +54,49 @@ impl std::fmt::Display for Report {
     }
 }
 
+/// A digest of every certificate, key and kubeconfig in `dir` (a PKI [`ensure`] made).
+/// Components read them when they start; a component whose manifest or container carries
+/// this digest is restarted when any of them changes (a renewal, a moved node address).
+pub fn digest(dir: &Path) -> Result<String> {
+    let mut files = Vec::new();
+    collect(&dir.join("pki"), &mut files)?;
+    for entry in std::fs::read_dir(dir).with_context(|| format!("cannot read {}", dir.display()))? {
+        let path = entry?.path();
+        if path.extension().is_some_and(|e| e == "conf") && path.is_file() {
+            files.push(path);
+        }
+    }
+    files.sort();
+    let mut hash = Sha256::new();
+    for file in files {
+        let bytes = fs::read_optional(&file)?.unwrap_or_default();
+        hash.update(file.to_string_lossy().as_bytes());
+        hash.update((bytes.len() as u64).to_be_bytes());
+        hash.update(&bytes);
+    }
+    Ok(hash.finalize()[..12]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect())
+}
+
+fn collect(dir: &Path, files: &mut Vec<PathBuf>) -> Result<()> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Ok(());
+    };
+    for entry in entries {
+        let path = entry
+            .with_context(|| format!("cannot read {}", dir.display()))?
+            .path();
+        if path.is_dir() {
+            collect(&path, files)?;
+        } else {
+            files.push(path);
+        }
+    }
+    Ok(())
+}
+
 /// Makes `dir` hold a complete, valid PKI for `settings`.
 pub fn ensure(dir: &Path, settings: &Settings) -> Result<Report> {
     ensure_at(dir, settings, OffsetDateTime::now_utc())

@@ -344,3 +344,21 @@ fn a_ca_key_without_its_certificate_is_completed_and_its_leaves_kept() {
     let again = ensure(dir.path(), &settings()).unwrap();
     assert!(again.issued.is_empty(), "{again:?}");
 }
+
+#[test]
+fn the_credentials_digest_follows_every_certificate_and_kubeconfig() {
+    let dir = tempfile::tempdir().unwrap();
+    ensure(dir.path(), &crate::cluster::test_settings()).unwrap();
+    let first = digest(dir.path()).unwrap();
+    assert_eq!(first, digest(dir.path()).unwrap());
+    // A moved node address re-issues the certificates and kubeconfigs naming it.
+    let moved = Settings {
+        node_ip: "10.0.2.99".parse().unwrap(),
+        ..crate::cluster::test_settings()
+    };
+    ensure(dir.path(), &moved).unwrap();
+    let second = digest(dir.path()).unwrap();
+    assert_ne!(first, second);
+    std::fs::write(dir.path().join("admin.conf"), "changed").unwrap();
+    assert_ne!(second, digest(dir.path()).unwrap());
+}

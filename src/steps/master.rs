@@ -8,9 +8,9 @@ use anyhow::{Result, anyhow};
 use super::{Context, wait_until};
 use crate::components::master::{self, Host};
 use crate::docker::{self, Applied};
-use crate::fs;
 use crate::kubernetes::Kube;
 use crate::progress::Outcome;
+use crate::{fs, pki};
 
 /// A cold start on two cores takes about 10 s; images being loaded or a slow disk more.
 const READY_TIMEOUT: Duration = Duration::from_secs(240);
@@ -19,6 +19,7 @@ const KUBELET_VERBOSITY: u8 = 2;
 
 pub async fn run(ctx: &Context) -> Result<Outcome> {
     let host = Host::probe(ctx.docker.engine_info().await?)?;
+    let credentials = pki::digest(ctx.layout.root())?;
     let mut rendered = master::render(
         &ctx.settings,
         &ctx.layout,
@@ -26,6 +27,7 @@ pub async fn run(ctx: &Context) -> Result<Outcome> {
         &ctx.images,
         ctx.node_image()?,
         KUBELET_VERBOSITY,
+        &credentials,
     )?;
     for dir in [
         ctx.layout.static_pods(),
@@ -48,6 +50,8 @@ pub async fn run(ctx: &Context) -> Result<Outcome> {
             started_with.extend_from_slice(file.contents.as_bytes());
         }
     }
+    // So are the kubelet's certificate and kubeconfig.
+    started_with.extend_from_slice(credentials.as_bytes());
     rendered.spec.env.push(format!(
         "KINIT_FILES_HASH={}",
         docker::short_digest(&started_with)

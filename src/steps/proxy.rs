@@ -9,7 +9,7 @@ use super::{Context, wait_until};
 use crate::components::proxy;
 use crate::docker::{self, Applied};
 use crate::progress::Outcome;
-use crate::{fs, health};
+use crate::{fs, health, pki};
 
 const READY_TIMEOUT: Duration = Duration::from_secs(120);
 
@@ -22,9 +22,12 @@ pub async fn run(ctx: &Context) -> Result<Outcome> {
     )?;
     // kube-proxy reads its configuration once: a new one must give a new container.
     let mut spec = rendered.spec;
+    // And its kubeconfig: new credentials too.
+    let mut started_with = rendered.config.contents.into_bytes();
+    started_with.extend_from_slice(pki::digest(ctx.layout.root())?.as_bytes());
     spec.env.push(format!(
         "KINIT_FILES_HASH={}",
-        docker::short_digest(rendered.config.contents.as_bytes())
+        docker::short_digest(&started_with)
     ));
     let applied = ctx.docker.apply(&spec).await?;
     if let Err(e) = wait_until(
