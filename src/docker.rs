@@ -634,6 +634,17 @@ impl Docker {
         Ok(pods)
     }
 
+    /// Every container, running or not, of pod containers named `container` in
+    /// `namespace`, newest first.
+    pub async fn pod_containers_of(&self, namespace: &str, container: &str) -> Result<Vec<String>> {
+        let labels = [
+            format!("{LABEL_POD_NAMESPACE}={namespace}"),
+            format!("{LABEL_POD_CONTAINER}={container}"),
+            format!("{LABEL_POD_TYPE}=container"),
+        ];
+        self.names_with_labels(&labels).await
+    }
+
     /// The newest container of a pod container named `container` in `namespace`, so
     /// `kinit logs apiserver` finds the API server whichever pod instance runs it.
     pub async fn pod_container(&self, namespace: &str, container: &str) -> Result<Option<String>> {

@@ -38,11 +38,11 @@ pub async fn run(ctx: &Context) -> Result<Outcome> {
     ] {
         fs::ensure_dir(&dir)?;
     }
-    let mut written = 0;
     let mut started_with = Vec::new();
+    let mut changed = Vec::new();
     for file in &rendered.files {
-        if fs::write_if_changed(&file.path, file.contents.as_bytes(), file.mode)? {
-            written += 1;
+        if fs::read_optional(&file.path)?.as_deref() != Some(file.contents.as_bytes()) {
+            changed.push(file);
         }
         // The kubelet reads its static pods as they change; the other files only when it
         // starts, so a change to them must replace the container.
@@ -57,7 +57,38 @@ pub async fn run(ctx: &Context) -> Result<Outcome> {
         docker::short_digest(&started_with)
     ));
 
-    let applied = ctx.docker.apply(&rendered.spec).await?;
+    // A control-plane pod made from an old manifest holds its ports (6443, 10257, 10259)
+    // while the kubelet starts the new one, which then fails to listen and backs off for
+    // minutes. So the old kubelet goes first, then the old pods, then the new files.
+    let name = rendered.spec.container_name();
+    let replacing = ctx
+        .docker
+        .inspect(&name)
+        .await?
+        .is_some_and(|c| c.spec_hash.as_deref() != Some(rendered.spec.hash().as_str()));
+    if replacing {
+        ctx.docker.stop(&name, 10).await?;
+        ctx.docker.remove(&name).await?;
+    }
+    let pods_changed = changed
+        .iter()
+        .any(|f| f.path.starts_with(ctx.layout.static_pods()));
+    if replacing || pods_changed {
+        for pod in master::STATIC_PODS {
+            for container in ctx.docker.pod_containers_of("kube-system", pod).await? {
+                ctx.docker.remove(&container).await?;
+            }
+        }
+    }
+    let written = changed.len();
+    for file in changed {
+        fs::write_file(&file.path, file.contents.as_bytes(), file.mode)?;
+    }
+
+    let applied = match ctx.docker.apply(&rendered.spec).await? {
+        Applied::Created if replacing => Applied::Replaced,
+        applied => applied,
+    };
     super::node::remove_older_images(ctx).await?;
     let kube = Kube::connect(&ctx.layout.kubeconfig("admin.conf")).await?;
     if let Err(e) = wait_until(
