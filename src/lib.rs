@@ -1,9 +1,11 @@
 //! kinit: one command to a real single-host Kubernetes cluster on Docker.
 //!
-//! `kinit up` is an ordered list of idempotent steps (see [`steps`]); everything that talks
-//! to Docker sits in [`docker`], everything that talks to the Kubernetes API in
-//! [`kubernetes`], everything that writes files in [`fs`], and the PKI in
-//! [`pki`]; the `kinit socks` proxy is [`socks`]. The CLI ([`cli`], [`commands`]) only parses flags and calls into these.
+//! `kinit up` is an ordered list of idempotent steps (see [`steps`]) and `kinit down` its
+//! counterpart ([`teardown`]); everything that talks to Docker sits in [`docker`],
+//! everything that talks to the Kubernetes API in [`kubernetes`], everything that writes
+//! files in [`fs`], what kinit changes on the host outside its state directory in [`host`]
+//! and [`cgroup`], and the PKI in [`pki`]; the `kinit socks` proxy is [`socks`]. The CLI
+//! ([`cli`], [`commands`]) only parses flags and calls into these.
 
 pub mod bundle;
 pub mod cgroup;

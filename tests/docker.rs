@@ -12,7 +12,8 @@ use std::sync::Mutex;
 use kinit::docker::{Applied, ContainerSpec, Docker};
 
 mod common;
-use common::{bundle, docker_cli, require_engine, text};
+use common::cluster::inspect;
+use common::{bundle, require_engine, text};
 
 /// `kinit down` removes every kinit container, so these tests take turns.
 static DOCKER: Mutex<()> = Mutex::new(());
@@ -34,16 +35,6 @@ fn kinit(state: &Path, args: &[&str]) -> Output {
 
 fn bin_dir(state: &Path) -> PathBuf {
     state.with_file_name("bin")
-}
-
-fn inspect(name: &str, format: &str) -> String {
-    let out = docker_cli(&["inspect", "--format", format, name]);
-    assert!(
-        out.status.success(),
-        "docker inspect {name}: {}",
-        text(&out)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
 #[test]
