@@ -61,14 +61,20 @@ pub fn install_file(src: &Path, dest: &Path, mode: Mode) -> Result<()> {
 /// it wrote. Components that watch their files (the kubelet's static pods) see no change
 /// when there is none.
 pub fn write_if_changed(path: &Path, bytes: &[u8], mode: Mode) -> Result<bool> {
-    let same_mode = stdfs::metadata(path)
-        .map(|m| m.permissions().mode() & 0o777 == mode.bits())
-        .unwrap_or(false);
-    if same_mode && read_optional(path)?.as_deref() == Some(bytes) {
+    if is_current(path, bytes, mode)? {
         return Ok(false);
     }
     write_file(path, bytes, mode)?;
     Ok(true)
+}
+
+/// Whether the file holds exactly `bytes` with `mode`: what [`write_if_changed`] would
+/// leave alone.
+pub fn is_current(path: &Path, bytes: &[u8], mode: Mode) -> Result<bool> {
+    let same_mode = stdfs::metadata(path)
+        .map(|m| m.permissions().mode() & 0o777 == mode.bits())
+        .unwrap_or(false);
+    Ok(same_mode && read_optional(path)?.as_deref() == Some(bytes))
 }
 
 /// Unmounts everything mounted at or below `dir`, deepest first; returns how many.

@@ -14,13 +14,7 @@ use crate::layout::Layout;
 /// Asks etcd's `/health` endpoint, authenticating with the health-check client
 /// certificate and trusting only the etcd CA.
 pub async fn etcd(layout: &Layout, timeout: Duration) -> Result<()> {
-    let pki = layout.etcd_pki();
-    let client = tls_client(
-        &pki.join("ca.crt"),
-        &pki.join("healthcheck-client.crt"),
-        &pki.join("healthcheck-client.key"),
-        timeout,
-    )?;
+    let client = etcd_client(layout, timeout)?;
     let url = format!("{}/health", etcd::local_endpoint());
     let response = client
         .get(&url)
@@ -37,6 +31,18 @@ pub async fn etcd(layout: &Layout, timeout: Duration) -> Result<()> {
         Ok(h) if status.is_success() && h.health == "true" => Ok(()),
         _ => bail!("etcd answered {status}: {}", body.trim()),
     }
+}
+
+/// A client of etcd's API on loopback: trusts only the etcd CA and presents the
+/// health-check client certificate.
+pub fn etcd_client(layout: &Layout, timeout: Duration) -> Result<reqwest::Client> {
+    let pki = layout.etcd_pki();
+    tls_client(
+        &pki.join("ca.crt"),
+        &pki.join("healthcheck-client.crt"),
+        &pki.join("healthcheck-client.key"),
+        timeout,
+    )
 }
 
 /// An HTTPS client that trusts only `ca` and presents `cert`/`key`.

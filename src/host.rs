@@ -241,14 +241,26 @@ pub fn enter_host_mount_namespace() -> Result<()> {
 
 /// The lowest PID whose command name is `name`.
 fn process_named(name: &str) -> Option<u32> {
-    std::fs::read_dir("/proc")
+    processes()
         .ok()?
+        .into_iter()
+        .filter(|(_, comm)| comm == name)
+        .map(|(pid, _)| pid)
+        .min()
+}
+
+/// Every process this PID namespace shows, with its command name (`/proc/PID/comm`, at
+/// most 15 characters). A process that ends while being read is left out.
+pub fn processes() -> Result<Vec<(u32, String)>> {
+    let entries = std::fs::read_dir("/proc").context("cannot list the host's processes")?;
+    Ok(entries
         .flatten()
         .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| {
-            std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == name)
+        .filter_map(|pid| {
+            let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
+            Some((pid, comm.trim().to_string()))
         })
-        .min()
+        .collect())
 }
 
 #[cfg(test)]

@@ -55,13 +55,7 @@ async fn align_peer_url(ctx: &Context) -> Result<Option<String>> {
         #[serde(default)]
         members: Vec<Member>,
     }
-    let pki = ctx.layout.etcd_pki();
-    let client = health::tls_client(
-        &pki.join("ca.crt"),
-        &pki.join("healthcheck-client.crt"),
-        &pki.join("healthcheck-client.key"),
-        Duration::from_secs(10),
-    )?;
+    let client = health::etcd_client(&ctx.layout, Duration::from_secs(10))?;
     let endpoint = etcd::local_endpoint();
     let body = client
         .post(format!("{endpoint}/v3/cluster/member/list"))

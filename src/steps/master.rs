@@ -41,7 +41,7 @@ pub async fn run(ctx: &Context) -> Result<Outcome> {
     let mut started_with = Vec::new();
     let mut changed = Vec::new();
     for file in &rendered.files {
-        if fs::read_optional(&file.path)?.as_deref() != Some(file.contents.as_bytes()) {
+        if !fs::is_current(&file.path, file.contents.as_bytes(), file.mode)? {
             changed.push(file);
         }
         // The kubelet reads its static pods as they change; the other files only when it

@@ -261,31 +261,20 @@ fn kube_chains_owner(layout: &Layout) -> Result<(), String> {
         return Err("kinit never ran kube-proxy from this state directory".into());
     }
     let ours = std::fs::read_link("/proc/self/ns/net").ok();
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return Err("cannot list the host's processes".into());
-    };
-    for entry in entries.flatten() {
-        let name = entry.file_name();
-        if !name.to_string_lossy().bytes().all(|b| b.is_ascii_digit()) {
+    let processes = crate::host::processes().map_err(|e| format!("{e:#}"))?;
+    for (pid, comm) in processes {
+        if !KUBE_AGENTS.contains(&comm.as_str()) {
             continue;
         }
-        let dir = entry.path();
-        let Ok(comm) = std::fs::read_to_string(dir.join("comm")) else {
-            continue;
-        };
-        let comm = comm.trim();
-        if !KUBE_AGENTS.contains(&comm) {
-            continue;
-        }
-        let same_network = match (&ours, std::fs::read_link(dir.join("ns/net")).ok()) {
+        let theirs = std::fs::read_link(format!("/proc/{pid}/ns/net")).ok();
+        let same_network = match (&ours, theirs) {
             (Some(a), Some(b)) => *a == b,
             // Unknown: assume it shares the host's iptables.
             _ => true,
         };
         if same_network {
             return Err(format!(
-                "{comm} (pid {}) runs on this host and may use them",
-                name.to_string_lossy()
+                "{comm} (pid {pid}) runs on this host and may use them"
             ));
         }
     }
