@@ -33,6 +33,20 @@ pub struct Record {
     pub log: PathBuf,
 }
 
+/// One background proxy per state directory. Asked before anything else, and again under
+/// the lock, where another `--detach` may just have started one.
+fn refuse_if_running(layout: &Layout) -> Result<()> {
+    if let Some(r) = running(layout)? {
+        bail!(
+            "kinit socks is already running in the background (pid {}, on {}); stop it with `kill {}` or `sudo kinit down`",
+            r.pid,
+            r.listen,
+            r.pid
+        );
+    }
+    Ok(())
+}
+
 /// Held while a detached proxy is started or stopped.
 fn lock(layout: &Layout) -> Result<fs::Lock> {
     fs::Lock::acquire(&layout.root().join("socks.lock"))
@@ -82,14 +96,7 @@ fn is_ours(pid: i32) -> bool {
 /// `auth` reaches the child through a pipe: a command line is public in `ps` and an
 /// environment lingers in /proc for the process's life.
 pub fn spawn(layout: &Layout, auth: Option<&Credentials>) -> Result<(Record, String)> {
-    if let Some(r) = running(layout)? {
-        bail!(
-            "kinit socks is already running in the background (pid {}, on {}); stop it with `kill {}` or `sudo kinit down`",
-            r.pid,
-            r.listen,
-            r.pid
-        );
-    }
+    refuse_if_running(layout)?;
     fs::check_writable(layout.root()).with_context(|| {
         format!(
             "--detach records the proxy in {}; run it with sudo or pass --state-dir",
@@ -99,13 +106,7 @@ pub fn spawn(layout: &Layout, auth: Option<&Credentials>) -> Result<(Record, Str
     // Two at once would both find no record and both start a proxy; `down` stops it
     // under the same lock.
     let _lock = lock(layout)?;
-    if let Some(r) = running(layout)? {
-        bail!(
-            "kinit socks was just started in the background (pid {}, on {})",
-            r.pid,
-            r.listen
-        );
-    }
+    refuse_if_running(layout)?;
     let log = log_path(layout);
     // Read back through this handle, not the path: the child may rotate the file (rename
     // it to socks.log.1) right after printing its banner.
