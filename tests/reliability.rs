@@ -578,21 +578,7 @@ fn moved_address(c: &Cluster) {
         moved.contains(&format!("moved from {before} to {MOVED}")),
         "{moved}"
     );
-    c.wait_for(
-        "the node at its new address",
-        Duration::from_secs(120),
-        || {
-            let got = node_address(c)?;
-            if got == MOVED { Ok(()) } else { Err(got) }
-        },
-    );
-    back_by_itself(c, &node);
-    api_server_verifies_as(c, MOVED);
-    let members = etcd_members(c);
-    assert!(
-        members.contains(&format!("https://{MOVED}:2380")),
-        "{members}"
-    );
+    settled_at(c, &node, MOVED);
 
     // As DHCP does: the address is gone, and a plain `kinit up` follows the host.
     run_ok("ip", &["link", "delete", "kinit-dummy0"]);
@@ -601,18 +587,21 @@ fn moved_address(c: &Cluster) {
         back.contains(&format!("moved from {MOVED} to {before}")),
         "{back}"
     );
-    c.wait_for(
-        "the node at its first address",
-        Duration::from_secs(120),
-        || {
-            let got = node_address(c)?;
-            if got == before { Ok(()) } else { Err(got) }
-        },
-    );
-    back_by_itself(c, &node);
-    api_server_verifies_as(c, &before);
+    settled_at(c, &node, &before);
+}
+
+/// The whole cluster at `ip`: the node reports it, every object is back, the API server's
+/// certificate names it and etcd advertises it.
+fn settled_at(c: &Cluster, node: &str, ip: &str) {
+    c.wait_for("the node at its address", Duration::from_secs(120), || {
+        let got = node_address(c)?;
+        if got == ip { Ok(()) } else { Err(got) }
+    });
+    back_by_itself(c, node);
+    api_server_verifies_as(c, ip);
+    let members = etcd_members(c);
     assert!(
-        etcd_members(c).contains(&format!("https://{before}:2380")),
-        "etcd's peer URL did not follow"
+        members.contains(&format!("https://{ip}:2380")),
+        "etcd's peer URL did not follow: {members}"
     );
 }
