@@ -3,7 +3,9 @@
 #
 #   scripts/build-bundle.sh [--only COMPONENT[,COMPONENT...]] [--pinned-only] [KUBE_VERSION] OUT_DIR
 #
-# Components: etcd kubernetes cri-dockerd coredns cni pause workloads registry (default: all).
+# Components: etcd kubernetes cri-dockerd coredns cni pause workloads registry (default: all),
+# and conformance (only when asked for: the upstream conformance suite and its test images,
+# scripts/bundle/conformance.sh).
 #
 # Why this exists: the test machines reach no container registry and no upstream download
 # server, only the Go module proxy and Debian's packages. So we build the real upstream
@@ -31,12 +33,14 @@ BUNDLE_DIR="$SCRIPT_DIR/bundle"
 source "$SCRIPT_DIR/versions.env"
 
 ALL_COMPONENTS=(etcd kubernetes cri-dockerd coredns cni pause workloads registry)
+# Built only when --only names them: what kinit does not need, only its tests.
+OPTIONAL_COMPONENTS=(conformance)
 
 usage() {
   cat <<EOF
 usage: $0 [--only COMPONENT[,COMPONENT...]] [--pinned-only] [KUBE_VERSION] OUT_DIR
 
-Components: ${ALL_COMPONENTS[*]} (default: all)
+Components: ${ALL_COMPONENTS[*]} (default: all); ${OPTIONAL_COMPONENTS[*]} (only with --only)
 etcd, kubernetes, coredns and pause are built for every supported Kubernetes release
 ($PINNED_KUBERNETES_VERSION and $PREVIOUS_KUBERNETES_VERSION); --pinned-only builds the pinned one only.
 Environment: KINIT_BUILD_CACHE (default /var/cache/kinit-build), KINIT_BUILD_LOG_DIR
@@ -65,6 +69,9 @@ use_release PINNED_
 IMAGE_PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 WEB_IMAGE="kinit-examples/web:${EXAMPLE_IMAGE_TAG}"
 DB_IMAGE="kinit-examples/db:${EXAMPLE_IMAGE_TAG}"
+# The conformance component's steps.
+# shellcheck source=scripts/bundle/conformance.sh
+source "$BUNDLE_DIR/conformance.sh"
 
 wants() { [[ " ${COMPONENTS[*]} " == *" $1 "* ]]; }
 
@@ -651,7 +658,8 @@ main() {
   if [[ -n $ONLY ]]; then
     IFS=, read -r -a COMPONENTS <<<"$ONLY"
     for c in "${COMPONENTS[@]}"; do
-      [[ " ${ALL_COMPONENTS[*]} " == *" $c "* ]] || { echo "error: unknown component '$c' (known: ${ALL_COMPONENTS[*]})" >&2; exit 2; }
+      [[ " ${ALL_COMPONENTS[*]} ${OPTIONAL_COMPONENTS[*]} " == *" $c "* ]] ||
+        { echo "error: unknown component '$c' (known: ${ALL_COMPONENTS[*]} ${OPTIONAL_COMPONENTS[*]})" >&2; exit 2; }
     done
   fi
 
@@ -695,12 +703,17 @@ main() {
     done
   done
   use_release PINNED_
-  for c in "${ALL_COMPONENTS[@]}"; do
+  for c in "${ALL_COMPONENTS[@]}" "${OPTIONAL_COMPONENTS[@]}"; do
     if wants "$c" && [[ " ${PER_RELEASE[*]} " != *" $c "* ]]; then "comp_${c//-/_}"; fi
   done
 
-  # A machine-readable index of what this bundle holds, for kinit and the tests.
-  {
+  # A machine-readable index of what this bundle holds, for kinit and the tests (left as it
+  # is by a run that built only optional components, which kinit never reads).
+  local only_optional=1
+  for c in "${COMPONENTS[@]}"; do
+    [[ " ${OPTIONAL_COMPONENTS[*]} " == *" $c "* ]] || only_optional=0
+  done
+  [[ $only_optional -eq 1 && -f $OUT_DIR/bundle.env ]] || {
     echo "# Written by scripts/build-bundle.sh; paths are relative to this file."
     grep -E '^[A-Z_]+=' "$SCRIPT_DIR/versions.env"
     echo "BUNDLE_COMPONENTS=\"${COMPONENTS[*]}\""
