@@ -76,26 +76,33 @@ CONF="$KINIT_BUNDLE_DIR/conformance"
 source "$REPO/scripts/versions.env"
 E2E="$CONF/bin/e2e.test" GINKGO="$CONF/bin/ginkgo"
 
-if [[ -z $kinit ]]; then
+# find_kinit: --kinit, else kinit on PATH, else this checkout's build.
+find_kinit() {
+  [[ -z $kinit ]] || return 0
+  local k
   for k in "$(command -v kinit || true)" "${CARGO_TARGET_DIR:-$REPO/target}"/{release,debug}/kinit; do
-    [[ -n $k && -x $k ]] && { kinit=$k; break; }
+    [[ -n $k && -x $k ]] && { kinit=$k; return 0; }
   done
-  [[ -n $kinit ]] || die "no kinit binary: pass --kinit PATH, or cargo build --release"
-fi
-say "kinit: $kinit ($("$kinit" --version))"
+  die "no kinit binary: pass --kinit PATH, or cargo build --release"
+}
 
 # The suite's images: the test images, and the bundle's pause and etcd (a test that
-# empties Docker's image store may have removed them).
-say "test images into Docker (those it lacks)"
+# empties Docker's image store may have removed them). `kinit images load` loads only what
+# Docker lacks.
 load_images() {
   local out
   out=$("$kinit" images load "$1") || die "kinit images load $1 failed"
   say "  $(grep -c '^loaded' <<<"$out" || true) loaded, $(grep -c '^present' <<<"$out" || true) present ($1)"
 }
-load_images "$CONF/images"
-[[ ! -d $KINIT_BUNDLE_DIR/images ]] || load_images "$KINIT_BUNDLE_DIR"
-unbuilt=$(grep '^not built' "$CONF/images-status.txt" | awk '{print $3}' | paste -sd' ' || true)
-[[ -z $unbuilt ]] || say "not built (no conformance test runs them): $unbuilt"
+if [[ $dry_run -eq 0 ]]; then
+  find_kinit
+  say "kinit: $kinit ($("$kinit" --version))"
+  say "test images into Docker (those it lacks)"
+  load_images "$CONF/images"
+  [[ ! -d $KINIT_BUNDLE_DIR/images ]] || load_images "$KINIT_BUNDLE_DIR"
+fi
+say "$(grep -c '^not built' "$CONF/images-status.txt" || true) listed images not built (no conformance" \
+  "test runs them): see $CONF/images-status.txt"
 [[ $build_only -eq 0 ]] || { say "built and loaded in $((SECONDS - t_start))s"; exit 0; }
 
 # ---- the cluster ------------------------------------------------------------------------
@@ -105,18 +112,43 @@ report_dir=$(cd "$report_dir" && pwd)
 kubectl="$KINIT_BUNDLE_DIR/release/$KUBERNETES_VERSION/bin/linux/$(go env GOARCH)/kubectl"
 [[ -x $kubectl ]] || kubectl=$(command -v kubectl) || die "no kubectl"
 
+# The kubelet removes images no container uses once the image filesystem is fuller than its
+# GC threshold (85%, as statfs reports it to unprivileged users: on hosts that reserve much
+# of the disk for root, as this project's test machines do, always). A test image removed
+# between two tests cannot be pulled back where no registry is reachable, and the next
+# test's pod would wait for it in ImagePullBackOff. So for the run, each test image is held
+# by a container created from it and never started (Docker refuses to remove an image a
+# container uses); they are removed at the end.
+HOLD_LABEL="kinit-conformance.hold"
+hold_images() {
+  release_images
+  local ref n=0
+  while read -r _ ref; do
+    docker create --label "$HOLD_LABEL=true" --name "kinit-conformance-hold-$n" \
+      --network none --entrypoint /hold "$ref" >/dev/null || die "cannot hold $ref"
+    n=$((n + 1))
+  done < <(grep -E '^(built|bundle) ' "$CONF/images-status.txt")
+  say "holding $n test images for the run (containers labelled $HOLD_LABEL)"
+}
+release_images() {
+  local ids
+  mapfile -t ids < <(docker ps -aq --filter "label=$HOLD_LABEL=true")
+  [[ ${#ids[@]} -eq 0 ]] || docker rm "${ids[@]}" >/dev/null
+}
+
 state=""
 # shellcheck disable=SC2317 # called by the EXIT trap
 cleanup() {
+  release_images
   [[ -n $state ]] || return 0
   say "removing the throwaway cluster (kinit down --purge)"
   "$kinit" --state-dir "$state" down --purge >"$report_dir/kinit-down.log" 2>&1 ||
     { cat "$report_dir/kinit-down.log" >&2; echo "error: kinit down --purge failed" >&2; }
   rm -rf "$state"
 }
+[[ $dry_run -eq 1 ]] || { hold_images; trap cleanup EXIT; }
 if [[ $up -eq 1 && $dry_run -eq 0 ]]; then
   state=$(mktemp -d /var/tmp/kinit-conformance-state.XXXXXX)
-  trap cleanup EXIT
   say "bringing up a throwaway cluster (state in $state; log in $report_dir/kinit-up.log)"
   t0=$SECONDS
   "$kinit" --state-dir "$state" up --bundle "$KINIT_BUNDLE_DIR" --bin-dir "$state/bin" \
@@ -125,7 +157,7 @@ if [[ $up -eq 1 && $dry_run -eq 0 ]]; then
   say "cluster up in $((SECONDS - t0))s"
   kubeconfig="$state/admin.kubeconfig"
   "$kinit" --state-dir "$state" kubeconfig >"$kubeconfig"
-elif [[ -z $kubeconfig ]]; then
+elif [[ -z $kubeconfig && $dry_run -eq 0 ]]; then
   kubeconfig="$report_dir/admin.kubeconfig"
   "$kinit" kubeconfig >"$kubeconfig" 2>"$report_dir/kubeconfig.err" ||
     { cat "$report_dir/kubeconfig.err" >&2; die "no running kinit cluster (sudo kinit up), or pass --kubeconfig / --up"; }
@@ -182,8 +214,9 @@ run_pass() {
   local f
   for f in ${focus[@]+"${focus[@]}"}; do args+=(--focus="$f"); done
   for f in ${skip[@]+"${skip[@]}"}; do args+=(--skip="$f"); done
+  # Ginkgo lists (--dry-run) only in one process.
+  [[ $dry_run -eq 0 ]] || { args+=(--dry-run -v); n=1; }
   [[ $n -le 1 ]] || args+=(--procs="$n")
-  [[ $dry_run -eq 0 ]] || args+=(--dry-run -v)
   say "$name pass: $labels${focus[*]:+, focus ${focus[*]}}, $n process(es); log in $dir/ginkgo.log"
   local t0=$SECONDS rc=0
   # The e2e flags as upstream's hack/ginkgo-e2e.sh passes them for a cluster of one node

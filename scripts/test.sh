@@ -2,9 +2,11 @@
 # The whole test suite, on a fresh Debian/Ubuntu machine with Rust (Go is fetched when missing): installs and
 # starts what the tests need (Docker engine, curl, openssl, dnsmasq, iptables, Vagrant),
 # builds the whole offline bundle (the cluster test runs it; the bundle tests check every
-# component of it; cached after the first run), then runs every test tier: cargo's (unit,
-# CLI, Docker, cluster end to end, SOCKS, bundle), install.sh in a clean Debian root
-# filesystem, and `vagrant validate`.
+# component of it) and the upstream conformance suite with its test images (cached after
+# the first run), then runs every test tier: cargo's (unit, CLI, Docker, cluster end to end,
+# SOCKS, bundle), a fixed subset of the upstream conformance tests on a cluster of its own
+# (scripts/conformance.sh --ci), install.sh in a clean Debian root filesystem, and
+# `vagrant validate`.
 #
 #   scripts/test.sh [extra cargo test arguments]
 #
@@ -20,9 +22,13 @@ apt_ensure curl:curl openssl:openssl setpriv:util-linux dnsmasq:dnsmasq-base pyt
 ensure_cargo
 ensure_docker
 ensure_bundle ""   # every component
+ensure_bundle conformance   # e2e.test, ginkgo and the test images (scripts/conformance.sh)
 
 say "cargo test (unit, CLI, Docker, cluster, SOCKS and bundle tiers)"
 cargo test --locked "$@"
+
+say "conformance subset (scripts/conformance-ci.txt) on a cluster of its own"
+"$REPO/scripts/conformance.sh" --ci --up --kinit "${CARGO_TARGET_DIR:-$REPO/target}/debug/kinit"
 
 say "install.sh in a clean Debian root filesystem"
 "$REPO/scripts/test-install.sh"

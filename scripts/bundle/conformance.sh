@@ -105,6 +105,60 @@ build_sample_apiserver() {
   "$out/bin/sample-apiserver" --help 2>&1 | head -n 3
 }
 
+# deb_source PKG UPSTREAM_VERSION DIR: the Debian source package of PKG whose upstream
+# version is UPSTREAM_VERSION, from the first Debian release in DEBIAN_SOURCE_SUITES that
+# carries it, downloaded into DIR by apt (which checks it against Debian's keyring) with a
+# private state directory: the host's apt sources are neither read nor changed.
+DEBIAN_MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
+DEBIAN_SOURCE_SUITES=(bookworm trixie forky)
+deb_source() {
+  local pkg=$1 version=$2 dir=$3 apt="$STEP_WORK/apt" keyring=/usr/share/keyrings/debian-archive-keyring.gpg
+  [[ -f $keyring ]] || die "$keyring is missing (apt-get install debian-archive-keyring)"
+  mkdir -p "$apt/lists/partial" "$apt/cache/archives/partial" "$dir"
+  local suite
+  for suite in "${DEBIAN_SOURCE_SUITES[@]}"; do
+    echo "deb-src [signed-by=$keyring] $DEBIAN_MIRROR $suite main"
+  done >"$apt/sources.list"
+  local opts=(-o "Dir::Etc::SourceList=$apt/sources.list" -o Dir::Etc::SourceParts=/dev/null
+    -o "Dir::State::Lists=$apt/lists" -o "Dir::Cache=$apt/cache" -o APT::Sandbox::User=root)
+  apt-get "${opts[@]}" update
+  # Versions look like [EPOCH:]UPSTREAM-REVISION.
+  local full
+  full=$(apt-cache "${opts[@]}" showsrc "$pkg" | sed -n 's/^Version: //p' |
+    awk -v v="$version" '{ u = $0; sub(/^[0-9]+:/, "", u); sub(/-[^-]*$/, "", u); if (u == v) { print; exit } }')
+  [[ -n $full ]] || die "no Debian source package of $pkg $version in ${DEBIAN_SOURCE_SUITES[*]}"
+  (cd "$dir" && apt-get "${opts[@]}" source --download-only "$pkg=$full")
+  ls -l "$dir"
+}
+
+# busybox: upstream's release at the version the e2e busybox tag names, built static with
+# its defconfig, as the busybox image upstream's is made from. Not Debian's binary package:
+# Debian reverts (debian/patches/revert-9c143ce5...) upstream's passing on of environment
+# variables whose names are no shell names, so its `sh -c env` drops `1-data-1=...`, which
+# the relaxed environment-variable-name tests print. The source is Debian's source package
+# (its orig tarball is upstream's release tarball); Debian's patches are not applied. Also
+# the small commands of the images upstream builds on Alpine, whose are busybox's too.
+build_busybox() {
+  local out=$1 ref version
+  ref=$(e2e_refs e2e-test-images/busybox | sort -V | tail -n 1)
+  version=${ref##*:}; version=${version%-*}
+  deb_source busybox "$version" "$STEP_WORK/src"
+  tar -xjf "$STEP_WORK/src/busybox_$version.orig.tar.bz2" -C "$STEP_WORK"
+  cd "$STEP_WORK/busybox-$version" || return
+  make defconfig >/dev/null
+  # Static; tc left out (it does not build against the kernel headers of Linux 6.8+, which
+  # dropped CBQ, and no test runs it).
+  sed -i -e 's/^# CONFIG_STATIC is not set$/CONFIG_STATIC=y/' -e 's/^CONFIG_TC=y$/# CONFIG_TC is not set/' .config
+  make oldconfig </dev/null >/dev/null
+  make -j"$(nproc)" busybox
+  mkdir -p "$out/bin"
+  install -m 0755 busybox "$out/bin/busybox"
+  file "$out/bin/busybox"
+  "$out/bin/busybox" | head -n 1 | tee "$STEP_WORK/banner"
+  grep -q "BusyBox v$version " "$STEP_WORK/banner"
+  env '1-data-1=value-1' "$out/bin/busybox" sh -c env | grep -x '1-data-1=value-1'
+}
+
 # The source directory of test/images/NAME in the kubernetes module (data files the images
 # carry: porter's certificate, the kitten and nautilus pages).
 test_images_src() {
@@ -114,10 +168,12 @@ test_images_src() {
   echo "$dir/test/images/$1"
 }
 
-# busybox_applets ROOTFS: a link for every busybox applet that has no program of its own in
-# the root filesystem, in /bin (as busybox's own image, where alpine's base has them too).
-busybox_applets() {
+# busybox_rootfs ROOTFS: the built busybox in /bin with a link for every applet that has no
+# program of its own in the root filesystem (as busybox's image; Alpine's base has them too).
+busybox_rootfs() {
   local r=$1 a
+  mkdir -p "$r/bin"
+  install -m 0755 "${STEP_DIR[busybox]}/bin/busybox" "$r/bin/busybox"
   for a in $("$r/bin/busybox" --list); do
     [[ -e $r/bin/$a || -e $r/usr/bin/$a || -e $r/sbin/$a || -e $r/usr/sbin/$a ]] ||
       ln -s busybox "$r/bin/$a"
@@ -155,10 +211,11 @@ e2e_refs() { grep -E "^registry\.k8s\.io/$1:" "${STEP_DIR[e2e]}/images.txt"; }
 agnhost_rootfs() {
   local r=$1 src
   src=$(test_images_src agnhost)
-  debs_rootfs "$r" busybox-static bash dash coreutils grep sed findutils procps bind9-dnsutils \
-    curl netcat-openbsd iproute2 iperf util-linux
-  ln -sf dash "$r/bin/sh"
-  busybox_applets "$r"
+  debs_rootfs "$r" bash coreutils grep sed findutils procps bind9-dnsutils curl netcat-openbsd \
+    iproute2 iperf util-linux
+  # /bin/sh is busybox's ash, as on Alpine.
+  rm -f "$r/bin/sh"
+  busybox_rootfs "$r"
   base_rootfs "$r"
   cat >>"$r/etc/passwd" <<'EOF'
 user-defined-in-image:x:1000:1000::/home/user-defined-in-image:/bin/sh
@@ -201,15 +258,16 @@ webserver_image() {
 image_e2e_kitten() { webserver_image "$1" kitten; }
 image_e2e_nautilus() { webserver_image "$1" nautilus; }
 
-# busybox: Debian's busybox-static with every applet linked in /bin, as busybox's image.
+# busybox (both tags): the built busybox with every applet linked in /bin, as busybox's image.
 image_e2e_busybox() {
   local out=$1 r="$STEP_WORK/rootfs" refs
   mapfile -t refs < <(e2e_refs e2e-test-images/busybox)
-  debs_rootfs "$r" busybox-static
-  busybox_applets "$r"
+  busybox_rootfs "$r"
   base_rootfs "$r"
   e2e_image "$out" "$r" "${refs[@]}" -- "ENV PATH=$IMAGE_PATH" 'CMD ["sh"]'
   smoke "${refs[0]}" sh -c 'busybox | head -n 1; ls /bin | wc -l; id'
+  # Environment variables whose names are no shell names reach the shell's children.
+  smoke -e '1-data-1=value-1' "${refs[0]}" sh -c env | grep -x '1-data-1=value-1'
 }
 
 # nginx (both tags): Debian's nginx set up as the official image is (nginx.conf and
@@ -220,8 +278,8 @@ image_e2e_busybox() {
 image_e2e_nginx() {
   local out=$1 r="$STEP_WORK/rootfs" refs
   mapfile -t refs < <(e2e_refs e2e-test-images/nginx)
-  debs_rootfs "$r" nginx busybox-static
-  busybox_applets "$r"
+  debs_rootfs "$r" nginx
+  busybox_rootfs "$r"
   base_rootfs "$r"
   echo 'nginx:x:101:101:nginx user:/nonexistent:/bin/false' >>"$r/etc/passwd"
   echo 'nginx:x:101:' >>"$r/etc/group"
@@ -273,8 +331,7 @@ image_e2e_nonroot() {
 image_e2e_nonewprivs() {
   local out=$1 r="$STEP_WORK/rootfs" ref
   ref=$(e2e_refs e2e-test-images/nonewprivs)
-  debs_rootfs "$r" busybox-static
-  busybox_applets "$r"
+  busybox_rootfs "$r"
   base_rootfs "$r"
   install -m 4755 "${STEP_DIR[e2e]}/bin/nonewprivs" "$r/usr/local/bin/nnp"
   e2e_image "$out" "$r" "$ref" -- "ENV PATH=$IMAGE_PATH" 'CMD ["nnp"]'
@@ -284,8 +341,8 @@ image_e2e_nonewprivs() {
 image_e2e_ipc_utils() {
   local out=$1 r="$STEP_WORK/rootfs" ref
   ref=$(e2e_refs e2e-test-images/ipc-utils)
-  debs_rootfs "$r" busybox-static util-linux
-  busybox_applets "$r"
+  debs_rootfs "$r" util-linux
+  busybox_rootfs "$r"
   base_rootfs "$r"
   e2e_image "$out" "$r" "$ref" -- "ENV PATH=$IMAGE_PATH" 'CMD ["sh"]'
   smoke "$ref" ipcs -V
@@ -335,7 +392,7 @@ image_e2e_distroless_iptables() {
   smoke "$ref" iptables-nft --version
 }
 
-E2E_IMAGE_HELPERS=(test_images_src busybox_applets e2e_image e2e_refs agnhost_rootfs
+E2E_IMAGE_HELPERS=(test_images_src busybox_rootfs e2e_image e2e_refs agnhost_rootfs
   webserver_image debian_base)
 
 # conformance_images: each listed image and what becomes of it here.
@@ -358,6 +415,9 @@ comp_conformance() {
   ref=$(e2e_refs e2e-test-images/sample-apiserver)
   v=$(sample_apiserver_module_version "${ref##*:}")
   run_step sample-apiserver "$v" build_sample_apiserver
+  ref=$(e2e_refs e2e-test-images/busybox | sort -V | tail -n 1)
+  v=${ref##*:}
+  run_step busybox "${v%-*}" build_busybox
   # The helpers the image steps share, as one more input of each image's stamp.
   local helpers="$WORK/conformance-helpers"
   { declare -f "${E2E_IMAGE_HELPERS[@]}"; declare -p AGNHOST_CHANGES; } >"$helpers"
@@ -370,7 +430,7 @@ comp_conformance() {
     [[ -n $tag ]] || die "e2e.test no longer lists registry.k8s.io/$repo (update scripts/bundle/conformance.sh)"
     step="image-e2e-${repo##*/}"
     run_step "$step" "$tag" "$f" "$helpers" "$(stamp_of e2e)" "$(stamp_of coredns)" \
-      "$(stamp_of sample-apiserver)" "$BUNDLE_DIR/iptables-wrapper" "$BUNDLE_DIR/nginx.conf" \
+      "$(stamp_of sample-apiserver)" "$(stamp_of busybox)" "$BUNDLE_DIR/iptables-wrapper" "$BUNDLE_DIR/nginx.conf" \
       "$BUNDLE_DIR/nginx-default.conf" "$BUNDLE_DIR/nginx-index.html"
     export_e2e_image "$step" "$dest/images"
   done
@@ -378,7 +438,7 @@ comp_conformance() {
   place "${STEP_DIR[e2e]}/bin/ginkgo" "$dest/bin/ginkgo"
   place "${STEP_DIR[e2e]}/images.txt" "$dest/images.txt"
   conformance_images >"$dest/images-status.txt"
-  log "    conformance: $(grep -c '^built' "$dest/images-status.txt") test images built," \
+  log "    conformance: of the images e2e.test lists, $(grep -c '^built' "$dest/images-status.txt") built here," \
     "$(grep -c '^bundle' "$dest/images-status.txt") from the bundle," \
     "$(grep -c '^not built' "$dest/images-status.txt") not built (see $dest/images-status.txt)"
 }
