@@ -88,7 +88,7 @@ build_e2e() {
   grep -q "${ginkgo_version#v}" "$STEP_WORK/ginkgo-version"
   "$out/bin/e2e.test" --list-images | sort -u >"$out/images.txt"
   cat "$out/images.txt"
-  "$out/bin/agnhost" --help | head -n 3
+  "$out/bin/agnhost" --help | sed -n 1,3p
 }
 
 # k8s.io/sample-apiserver at the module version the image tag names (its own go.mod and
@@ -102,7 +102,7 @@ build_sample_apiserver() {
   go_copy_replaces "$mod"
   go get "$mod"
   go_build "$out/bin" "" k8s.io/sample-apiserver
-  "$out/bin/sample-apiserver" --help 2>&1 | head -n 3
+  "$out/bin/sample-apiserver" --help 2>&1 | sed -n 1,3p
 }
 
 # deb_source PKG UPSTREAM_VERSION DIR: the Debian source package of PKG whose upstream
@@ -154,7 +154,7 @@ build_busybox() {
   mkdir -p "$out/bin"
   install -m 0755 busybox "$out/bin/busybox"
   file "$out/bin/busybox"
-  "$out/bin/busybox" | head -n 1 | tee "$STEP_WORK/banner"
+  "$out/bin/busybox" | sed -n 1p | tee "$STEP_WORK/banner"
   grep -q "BusyBox v$version " "$STEP_WORK/banner"
   env '1-data-1=value-1' "$out/bin/busybox" sh -c env | grep -x '1-data-1=value-1'
 }
@@ -213,8 +213,10 @@ agnhost_rootfs() {
   src=$(test_images_src agnhost)
   debs_rootfs "$r" bash coreutils grep sed findutils procps bind9-dnsutils curl netcat-openbsd \
     iproute2 iperf util-linux
-  # /bin/sh is busybox's ash, as on Alpine.
+  # /bin/sh is busybox's ash, as on Alpine; nc is OpenBSD's (Debian names it through
+  # update-alternatives, a maintainer script that is not run).
   rm -f "$r/bin/sh"
+  ln -s nc.openbsd "$r/bin/nc"
   busybox_rootfs "$r"
   base_rootfs "$r"
   cat >>"$r/etc/passwd" <<'EOF'
@@ -240,9 +242,11 @@ image_e2e_agnhost() {
   mapfile -t refs < <(e2e_refs e2e-test-images/agnhost)
   agnhost_rootfs "$r"
   e2e_image "$out" "$r" "${refs[@]}" -- "${AGNHOST_CHANGES[@]}"
-  smoke "${refs[0]}" --help | head -n 3
+  smoke "${refs[0]}" --help | sed -n 1,3p
   smoke --entrypoint /agnhost-2 "${refs[0]}" entrypoint-tester a b
-  smoke --entrypoint sh "${refs[0]}" -c 'dig -v; curl --version | head -n 1; nc -h 2>&1 | head -n 1; ss -V; iperf -v; ipcs -V; /coredns -version; id user-defined-in-image; wget --help 2>&1 | head -n 1'
+  smoke --entrypoint sh "${refs[0]}" -c 'dig -v; curl --version | head -n 1; ss -V; iperf -v; ipcs -V; /coredns -version; id user-defined-in-image; wget --help 2>&1 | head -n 1'
+  # The tests' nc options (-t, -u, -v, -w) are OpenBSD netcat's.
+  smoke --entrypoint sh "${refs[0]}" -c 'nc -h 2>&1 | head -n 1' | grep OpenBSD
 }
 
 # kitten and nautilus: agnhost with a picture and data.json served by test-webserver.
@@ -309,7 +313,7 @@ image_e2e_sample_apiserver() {
   base_rootfs "$r"
   install -m 0755 "${STEP_DIR[sample-apiserver]}/bin/sample-apiserver" "$r/sample-apiserver"
   e2e_image "$out" "$r" "$ref" -- 'ENTRYPOINT ["/sample-apiserver"]'
-  smoke "$ref" --help | head -n 3
+  smoke "$ref" --help | sed -n 1,3p
 }
 
 # A small Debian (as registry.k8s.io/build-image/debian-base): shell, coreutils and friends.
