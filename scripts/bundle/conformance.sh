@@ -181,7 +181,10 @@ busybox_rootfs() {
 }
 
 # e2e_image OUT ROOTFS REF... [-- DOCKERFILE-CHANGE...]: image_from_rootfs under the first
-# REF, the others tagged beside it and saved in the same archive.
+# REF; every other REF an image of its own from it (the same layer, a label naming the tag),
+# all saved in the same archive. Not one image with several tags: the kubelet's image GC
+# untags an image with several tags even while a container uses it, and scripts/conformance.sh
+# protects the test images from it with a container on each.
 e2e_image() {
   local out=$1 r=$2; shift 2
   local refs=() changes=()
@@ -189,12 +192,14 @@ e2e_image() {
   [[ $# -eq 0 ]] || shift
   changes=("$@")
   image_from_rootfs "$out" "$r" "${refs[0]}" "${changes[@]}"
+  [[ ${#refs[@]} -gt 1 ]] || return 0
   local ref
-  for ref in "${refs[@]:1}"; do docker tag "${refs[0]}" "$ref"; done
-  if [[ ${#refs[@]} -gt 1 ]]; then
-    printf '%s\n' "${refs[@]}" >"$out/image.ref"
-    docker save -o "$out/image.tar" "${refs[@]}"
-  fi
+  for ref in "${refs[@]:1}"; do
+    printf 'FROM %s\nLABEL kinit-conformance.tag=%s\n' "${refs[0]}" "$ref" |
+      DOCKER_BUILDKIT=0 docker build -q -t "$ref" - >/dev/null
+  done
+  printf '%s\n' "${refs[@]}" >"$out/image.ref"
+  docker save -o "$out/image.tar" "${refs[@]}"
 }
 
 # The refs `e2e.test --list-images` prints for a repository (several tags: agnhost, nginx).
@@ -202,7 +207,7 @@ e2e_refs() { grep -E "^registry\.k8s\.io/$1:" "${STEP_DIR[e2e]}/images.txt"; }
 
 # agnhost, as test/images/agnhost/Dockerfile on alpine: /agnhost (also as /agnhost-2, the
 # entrypoint-tester's second name), porter's localhost.crt/key in /, /uploads for netexec,
-# user 1000 in group 50000, and the tools its tests run inside it: dig and nslookup, curl,
+# user 1000 in group 50000, and the tools its tests run inside it: dig and nslookup, getent, curl,
 # nc (OpenBSD's), ss and ip, iperf, bash, ipcs, and a CoreDNS (the bundle's). Busybox
 # supplies the small commands alpine's base has. The fake registry server's
 # /var/registry (a copy of registry.k8s.io's pause, fetched by upstream's build) is left
@@ -211,8 +216,8 @@ e2e_refs() { grep -E "^registry\.k8s\.io/$1:" "${STEP_DIR[e2e]}/images.txt"; }
 agnhost_rootfs() {
   local r=$1 src
   src=$(test_images_src agnhost)
-  debs_rootfs "$r" bash coreutils grep sed findutils procps bind9-dnsutils curl netcat-openbsd \
-    iproute2 iperf util-linux
+  debs_rootfs "$r" bash coreutils grep sed findutils procps libc-bin bind9-dnsutils curl \
+    netcat-openbsd iproute2 iperf util-linux
   # /bin/sh is busybox's ash, as on Alpine; nc is OpenBSD's (Debian names it through
   # update-alternatives, a maintainer script that is not run).
   rm -f "$r/bin/sh"
@@ -244,7 +249,7 @@ image_e2e_agnhost() {
   e2e_image "$out" "$r" "${refs[@]}" -- "${AGNHOST_CHANGES[@]}"
   smoke "${refs[0]}" --help | sed -n 1,3p
   smoke --entrypoint /agnhost-2 "${refs[0]}" entrypoint-tester a b
-  smoke --entrypoint sh "${refs[0]}" -c 'dig -v; curl --version | head -n 1; ss -V; iperf -v; ipcs -V; /coredns -version; id user-defined-in-image; wget --help 2>&1 | head -n 1'
+  smoke --entrypoint sh "${refs[0]}" -c 'dig -v; getent hosts localhost; curl --version | head -n 1; ss -V; iperf -v; ipcs -V; /coredns -version; id user-defined-in-image; wget --help 2>&1 | head -n 1'
   # The tests' nc options (-t, -u, -v, -w) are OpenBSD netcat's.
   smoke --entrypoint sh "${refs[0]}" -c 'nc -h 2>&1 | head -n 1' | grep OpenBSD
 }
@@ -450,10 +455,14 @@ comp_conformance() {
 # export_e2e_image STEP DIR: as export_image, into DIR, and not listed in BUNDLE_IMAGES (the
 # images `kinit up --bundle` loads).
 export_e2e_image() {
-  local dir=${STEP_DIR[$1]} refs id
+  local dir=${STEP_DIR[$1]} refs id ref missing=0
   mapfile -t refs <"$dir/image.ref"
   id=$(<"$dir/image.id")
-  if [[ $(docker image inspect -f '{{.Id}}' "${refs[0]}" 2>/dev/null) != "$id" ]]; then
+  [[ $(docker image inspect -f '{{.Id}}' "${refs[0]}" 2>/dev/null) == "$id" ]] || missing=1
+  for ref in "${refs[@]:1}"; do
+    docker image inspect "$ref" >/dev/null 2>&1 || missing=1
+  done
+  if [[ $missing -eq 1 ]]; then
     log "    loading ${refs[*]} into Docker from the cache"
     docker load -q -i "$dir/image.tar" >/dev/null
   fi
