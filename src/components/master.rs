@@ -9,7 +9,11 @@ use anyhow::Result;
 use serde::Serialize;
 
 use crate::cgroup;
-use crate::cluster::{self, API_SERVER_PORT, Settings};
+use crate::cluster::component::{
+    API_SERVER_PORT, CONTROLLER_MANAGER_PORT, ETCD_CLIENT_PORT, KUBELET_HEALTHZ_PORT,
+    SCHEDULER_PORT,
+};
+use crate::cluster::{self, Settings};
 use crate::docker::{ContainerSpec, Docker, EngineInfo};
 use crate::fs::Mode;
 use crate::layout::Layout;
@@ -24,16 +28,11 @@ pub const BRIDGE: &str = "cni0";
 pub const CGROUP_ROOT: &str = cgroup::KUBELET_ROOT;
 /// The CNI network's name; the bridge plugin tags its iptables rules with it.
 pub const NETWORK: &str = "kinit";
-pub const KUBELET_PORT: u16 = 10250;
-/// The kubelet's health endpoint (plain HTTP, loopback only).
-pub const KUBELET_HEALTHZ: &str = "http://127.0.0.1:10248/healthz";
 
-/// The control-plane pods the kubelet runs from static manifests, by container name.
-pub const STATIC_PODS: [&str; 3] = [
-    "kube-apiserver",
-    "kube-controller-manager",
-    "kube-scheduler",
-];
+/// The kubelet's health endpoint (plain HTTP, loopback only).
+pub fn kubelet_healthz() -> String {
+    format!("http://127.0.0.1:{KUBELET_HEALTHZ_PORT}/healthz")
+}
 
 /// A file kinit renders for the master.
 #[derive(Debug)]
@@ -61,6 +60,10 @@ struct Values {
     node_host: String,
     hostname: String,
     api_port: u16,
+    etcd_port: u16,
+    kubelet_healthz_port: u16,
+    controller_manager_port: u16,
+    scheduler_port: u16,
     service_cidr: String,
     /// iptables or ip6tables, for the Service range's family.
     service_iptables: &'static str,
@@ -192,18 +195,22 @@ pub fn render(
         optional_host_paths: host.optional_paths.clone(),
         node_ip: settings.node_ip.to_string(),
         node_host: url_host(settings.node_ip),
-        hostname: settings.hostname.clone(),
+        hostname: settings.hostname.to_string(),
         api_port: API_SERVER_PORT,
+        etcd_port: ETCD_CLIENT_PORT,
+        kubelet_healthz_port: KUBELET_HEALTHZ_PORT,
+        controller_manager_port: CONTROLLER_MANAGER_PORT,
+        scheduler_port: SCHEDULER_PORT,
         service_cidr: settings.service_cidr.to_string(),
-        service_iptables: match settings.service_cidr {
+        service_iptables: match settings.service_cidr.net() {
             ipnet::IpNet::V4(_) => "iptables",
             ipnet::IpNet::V6(_) => "ip6tables",
         },
         pod_cidr: settings.pod_cidr.to_string(),
-        node_pod_cidr: settings.node_pod_cidr().to_string(),
+        node_pod_cidr: settings.pod_cidr.node_range().to_string(),
         node_cidr_prefix: cluster::NODE_CIDR_PREFIX,
-        dns_ip: settings.dns_service_ip().to_string(),
-        dns_domain: settings.dns_domain.clone(),
+        dns_ip: settings.service_cidr.dns_ip().to_string(),
+        dns_domain: settings.dns_domain.to_string(),
         cgroup_driver: host.cgroup.kubelet_driver(),
         cgroup_root: host.cgroup.kubelet_root(),
         cgroup_slice: host.cgroup.root_slice(),
@@ -342,10 +349,18 @@ mod tests {
     }
 
     fn rendered_for(host: &Host) -> Master {
-        let layout = Layout::new("/var/lib/kinit");
-        render(
+        rendered_with(
             &cluster::test_settings(),
-            &layout,
+            &Layout::new("/var/lib/kinit"),
+            host,
+        )
+    }
+
+    /// The master for these settings, state directory and host, with credentials `c0ffee`.
+    fn rendered_with(settings: &Settings, layout: &Layout, host: &Host) -> Master {
+        render(
+            settings,
+            layout,
             host,
             &Images::default(),
             "kinit/node:test",
@@ -369,6 +384,7 @@ mod tests {
         let m = rendered();
         let spec = &m.spec;
         assert_eq!(spec.container_name(), "kinit-master");
+        assert_eq!(spec.component, cluster::Container::Master.label());
         assert!(spec.privileged && spec.host_pid && spec.host_namespaces);
         assert_eq!(spec.devices, ["/dev/kmsg"]);
         let state = spec
@@ -412,6 +428,7 @@ mod tests {
         assert_eq!(kubelet["podCIDR"].as_str(), Some("10.244.0.0/24"));
         assert_eq!(kubelet["authentication"]["anonymous"]["enabled"], false);
         assert_eq!(kubelet["readOnlyPort"].as_i64(), Some(0));
+        assert_eq!(kubelet["healthzPort"].as_i64(), Some(10248));
         let apiserver = contents(&m, "kube-apiserver.yaml");
         for flag in [
             "--etcd-servers=https://10.0.2.15:2379",
@@ -424,12 +441,30 @@ mod tests {
         assert!(!apiserver.contains("--insecure-port"));
         let kcm = contents(&m, "kube-controller-manager.yaml");
         assert!(kcm.contains("--cluster-cidr=10.244.0.0/16"));
+        // Each serves and is probed on the port preflight keeps free for it.
+        for (pod, port, probes) in [
+            ("kube-controller-manager", 10257, 2),
+            ("kube-scheduler", 10259, 3),
+        ] {
+            let manifest = contents(&m, &format!("{pod}.yaml"));
+            assert!(
+                manifest.contains(&format!("- --secure-port={port}\n")),
+                "{pod}"
+            );
+            let probed = manifest
+                .matches(&format!("port: {port}, scheme: HTTPS"))
+                .count();
+            assert_eq!(probed, probes, "{pod}");
+        }
     }
 
     #[test]
     fn every_static_pod_carries_the_credentials_it_started_with() {
         let m = rendered();
-        for pod in STATIC_PODS {
+        for pod in cluster::Component::STATIC_PODS
+            .into_iter()
+            .filter_map(cluster::Component::pod)
+        {
             let manifest: serde_yaml::Value =
                 serde_yaml::from_str(&contents(&m, &format!("{pod}.yaml"))).unwrap();
             assert_eq!(
@@ -447,17 +482,7 @@ mod tests {
             kubernetes_version: crate::versions::SUPPORTED[1].kubernetes.into(),
             ..cluster::test_settings()
         };
-        let layout = Layout::new("/var/lib/kinit");
-        let m = render(
-            &previous,
-            &layout,
-            &host(),
-            &Images::default(),
-            "kinit/node:test",
-            2,
-            "c0ffee",
-        )
-        .unwrap();
+        let m = rendered_with(&previous, &Layout::new("/var/lib/kinit"), &host());
         let kubelet = contents(&m, "kubelet.yaml");
         assert!(!kubelet.contains("ExtendWebSocketsToKubelet"), "{kubelet}");
         let _: serde_yaml::Value = serde_yaml::from_str(&kubelet).unwrap();
@@ -465,17 +490,11 @@ mod tests {
 
     #[test]
     fn the_entrypoint_quotes_every_path() {
-        let layout = Layout::new("/srv/it's mine");
-        let m = render(
+        let m = rendered_with(
             &cluster::test_settings(),
-            &layout,
+            &Layout::new("/srv/it's mine"),
             &host(),
-            &Images::default(),
-            "kinit/node:test",
-            2,
-            "c0ffee",
-        )
-        .unwrap();
+        );
         let script = contents(&m, "master-entrypoint.sh");
         assert!(
             script.contains(r"--root-dir='/srv/it'\''s mine/kubelet'"),
