@@ -49,7 +49,7 @@ pub async fn run(state_dir: Option<&Path>, args: &ExampleArgs) -> Result<()> {
             layout.root().display()
         );
     };
-    let manifest = example.render(&args.image_override, &settings.dns_domain)?;
+    let manifest = example.render(&args.image_override, settings.dns_domain.as_str())?;
     let kube = Kube::connect(&credentials(&layout)?).await?;
 
     let mut steps = Steps::new();

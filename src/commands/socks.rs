@@ -76,7 +76,7 @@ pub async fn run(state_dir: Option<&Path>, args: &SocksArgs) -> Result<()> {
     let dns_server = args.dns_server.or_else(|| {
         settings
             .as_ref()
-            .map(|s| SocketAddr::new(s.dns_service_ip(), 53))
+            .map(|s| SocketAddr::new(s.service_cidr.dns_ip(), 53))
     });
     let proxy = Arc::new(Proxy {
         clients,
@@ -96,7 +96,7 @@ pub async fn run(state_dir: Option<&Path>, args: &SocksArgs) -> Result<()> {
         .context("cannot read the proxy's listening address")?;
     let ssh_host = settings
         .as_ref()
-        .map(|s| s.hostname.clone())
+        .map(|s| s.hostname.to_string())
         .or_else(|| {
             nix::unistd::gethostname()
                 .ok()
@@ -233,7 +233,11 @@ fn cluster_nets(
             layout.root().display()
         );
     };
-    Ok(vec![s.pod_cidr, s.service_cidr, IpNet::from(s.node_ip)])
+    Ok(vec![
+        s.pod_cidr.net(),
+        s.service_cidr.net(),
+        IpNet::from(s.node_ip),
+    ])
 }
 
 async fn listen(addr: SocketAddr) -> Result<TcpListener> {

@@ -32,17 +32,17 @@ pub async fn run(
             .transpose()?
             .unwrap_or_default(),
     };
-    let mut cluster_args = args.cluster.clone();
-    if cluster_args.kubernetes_version.is_none() {
-        cluster_args.kubernetes_version = config.kubernetes_version.clone();
+    let mut requested = args.cluster.requested();
+    if requested.kubernetes_version.is_none() {
+        requested.kubernetes_version = config.kubernetes_version.clone();
     }
     let mut settings = match Settings::load(&layout.settings_file())? {
-        Some(saved) => Settings::reconcile(saved, &cluster_args)?,
-        None => Settings::from_args(&cluster_args)?,
+        Some(saved) => Settings::reconcile(saved, &requested)?,
+        None => Settings::new(&requested)?,
     };
     // Certificates, etcd and the node follow; the pki step records the new address.
     if let Some(old) =
-        settings.follow_node_ip(cluster_args.node_ip, net::is_local_address, net::primary_ip)?
+        settings.follow_node_ip(requested.node_ip, net::is_local_address, net::primary_ip)?
     {
         progress::println(&format!(
             " ! The node's address moved from {old} to {}: its certificates and etcd follow it",

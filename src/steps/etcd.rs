@@ -73,7 +73,7 @@ async fn align_peer_url(ctx: &Context) -> Result<Option<String>> {
     let Some(member) = list
         .members
         .iter()
-        .find(|m| m.name == ctx.settings.hostname)
+        .find(|m| m.name == ctx.settings.hostname.as_str())
     else {
         bail!(
             "etcd has no member named {} (members: {})",

@@ -6,6 +6,7 @@ use std::time::Duration;
 use anyhow::{Result, anyhow};
 
 use super::{Context, wait_until};
+use crate::cluster::Component;
 use crate::components::master::{self, Host};
 use crate::docker::{self, Applied};
 use crate::kubernetes::Kube;
@@ -74,7 +75,10 @@ pub async fn run(ctx: &Context) -> Result<Outcome> {
         .iter()
         .any(|f| f.path.starts_with(ctx.layout.static_pods()));
     if replacing || pods_changed {
-        for pod in master::STATIC_PODS {
+        for pod in Component::STATIC_PODS
+            .into_iter()
+            .filter_map(Component::pod)
+        {
             for container in ctx.docker.pod_containers_of("kube-system", pod).await? {
                 ctx.docker.remove(&container).await?;
             }

@@ -9,25 +9,13 @@ use anyhow::{Context as _, Result, bail};
 
 use super::Context;
 use crate::cgroup::{self, Driver};
-use crate::components::etcd;
+use crate::cluster::component::{Component, Container, Port};
 use crate::docker::EngineInfo;
 use crate::net;
 use crate::progress::Outcome;
 
 /// Below this, etcd and the component images would soon fill the disk.
 const MIN_FREE_BYTES: u64 = 2 << 30;
-
-/// The ports a cluster needs, what uses them, and which kinit component holds them.
-const PORTS: &[(u16, &str, &str)] = &[
-    (etcd::CLIENT_PORT, "etcd clients", "etcd"),
-    (etcd::PEER_PORT, "etcd peers", "etcd"),
-    (6443, "the API server", "master"),
-    (10250, "the kubelet", "master"),
-    (10248, "the kubelet's health check", "master"),
-    (10257, "the controller-manager", "master"),
-    (10259, "the scheduler", "master"),
-    (10256, "kube-proxy's health check", "proxy"),
-];
 
 /// The host tools the node runs (its container mounts the host's system directories),
 /// the Debian/Ubuntu package that provides each, and whether a cluster works without it.
@@ -59,19 +47,19 @@ pub async fn run(ctx: &Context) -> Result<Outcome> {
     let engine = ctx.docker.engine_info().await?;
     let cgroup = cgroup::Setup::probe(&engine.cgroup_driver)?;
     cgroup.check_systemd(Path::exists)?;
-    let running: HashSet<String> = ctx
+    let running: HashSet<Container> = ctx
         .docker
         .list()
         .await?
         .into_iter()
         .filter(|c| c.running || c.status == "restarting")
-        .filter_map(|c| c.component)
+        .filter_map(|c| c.component.as_deref().and_then(Container::from_label))
         .collect();
     let missing_optional = check_host_tools(&host_tools(cgroup.driver), |t| {
         crate::fs::system_tool(t).is_some()
     })?;
     check_node_ip(ctx.settings.node_ip)?;
-    check_ports(PORTS, &running)?;
+    check_ports(&ports(), &running)?;
     check_foreign_pods(ctx).await?;
     check_disk(ctx.layout.root())?;
     // What kinit changed on the host, so the user knows.
@@ -173,15 +161,23 @@ fn swap_on() -> bool {
     std::fs::read_to_string("/proc/swaps").is_ok_and(|s| s.lines().count() > 1)
 }
 
-/// Every port must be free unless the kinit component that uses it is what holds it.
-fn check_ports(ports: &[(u16, &str, &str)], running: &HashSet<String>) -> Result<()> {
+/// The ports a cluster needs, each with the container of kinit's that holds it.
+fn ports() -> Vec<(Port, Container)> {
+    Component::ALL
+        .into_iter()
+        .flat_map(|c| c.ports().iter().map(move |&port| (port, c.container())))
+        .collect()
+}
+
+/// Every port must be free unless the kinit container that uses it is what holds it.
+fn check_ports(ports: &[(Port, Container)], running: &HashSet<Container>) -> Result<()> {
     let mut taken = Vec::new();
-    for &(port, purpose, component) in ports {
-        if running.contains(component) {
+    for &(Port { number, purpose }, container) in ports {
+        if running.contains(&container) {
             continue;
         }
-        if let Some(holder) = net::listeners(port).first() {
-            taken.push(format!("{port} ({purpose}) is held by {holder}"));
+        if let Some(holder) = net::listeners(number).first() {
+            taken.push(format!("{number} ({purpose}) is held by {holder}"));
         }
     }
     if !taken.is_empty() {
@@ -314,7 +310,13 @@ mod tests {
     fn a_taken_port_is_named_with_its_process_unless_kinit_holds_it() {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
-        let ports = [(port, "etcd clients", "etcd")];
+        let ports = [(
+            Port {
+                number: port,
+                purpose: "etcd clients",
+            },
+            Container::Etcd,
+        )];
         let err = check_ports(&ports, &HashSet::new())
             .unwrap_err()
             .to_string();
@@ -326,7 +328,11 @@ mod tests {
             err.contains(&format!("pid {}", std::process::id())),
             "{err}"
         );
-        check_ports(&ports, &HashSet::from(["etcd".to_string()])).unwrap();
+        check_ports(&ports, &HashSet::from([Container::Etcd])).unwrap();
+        // The control plane's ports are the kubelet's container's.
+        let held = super::ports();
+        let api = held.iter().find(|(p, _)| p.number == 6443).unwrap();
+        assert_eq!(api.1, Container::Master);
         drop(listener);
         check_ports(&ports, &HashSet::new()).unwrap();
     }

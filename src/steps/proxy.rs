@@ -34,7 +34,7 @@ pub async fn run(ctx: &Context) -> Result<Outcome> {
         "kube-proxy did not become healthy",
         READY_TIMEOUT,
         || async {
-            health::http_ok(proxy::HEALTHZ, Duration::from_secs(2))
+            health::http_ok(&proxy::healthz(), Duration::from_secs(2))
                 .await
                 .map(|()| true)
         },

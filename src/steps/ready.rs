@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::{Result, anyhow, bail};
 
 use super::{Context, wait_until};
-use crate::components::master::STATIC_PODS;
+use crate::cluster::Component;
 use crate::kubernetes::Kube;
 use crate::progress::Outcome;
 use crate::socks::dns::{self, Resolver};
@@ -20,7 +20,7 @@ const DNS_TIMEOUT: Duration = Duration::from_secs(120);
 
 pub async fn run(ctx: &Context) -> Result<Outcome> {
     let kube = Kube::connect(&ctx.layout.kubeconfig("admin.conf")).await?;
-    let node = &ctx.settings.hostname;
+    let node = ctx.settings.hostname.as_str();
     let result = async {
         wait_until(
             &format!("the node {node} did not become Ready"),
@@ -42,13 +42,13 @@ pub async fn run(ctx: &Context) -> Result<Outcome> {
         )
         .await?;
         let fqdn = format!("kubernetes.default.svc.{}", ctx.settings.dns_domain);
-        let expected = ctx.settings.first_service_ip();
+        let expected = ctx.settings.service_cidr.kubernetes_ip();
         let resolver = Resolver::new(
-            &ctx.settings.dns_domain,
-            Some(SocketAddr::new(ctx.settings.dns_service_ip(), 53)),
+            ctx.settings.dns_domain.as_str(),
+            Some(SocketAddr::new(ctx.settings.service_cidr.dns_ip(), 53)),
             Duration::from_secs(2),
         )?;
-        let name = dns::classify(&fqdn, &ctx.settings.dns_domain)
+        let name = dns::classify(&fqdn, ctx.settings.dns_domain.as_str())
             .ok_or_else(|| anyhow!("{fqdn} is not a cluster name"))?;
         wait_until("cluster DNS did not answer", DNS_TIMEOUT, || async {
             let found = resolver.lookup(&name).await.map_err(|e| anyhow!("{e}"))?;
@@ -76,8 +76,9 @@ pub async fn run(ctx: &Context) -> Result<Outcome> {
 /// that are missing altogether (their mirror pods appear a little after the node).
 fn not_ready(pods: &[crate::kubernetes::PodState], node: &str) -> Vec<String> {
     let present: BTreeSet<&str> = pods.iter().map(|p| p.name.as_str()).collect();
-    let mut pending: Vec<String> = STATIC_PODS
-        .iter()
+    let mut pending: Vec<String> = Component::STATIC_PODS
+        .into_iter()
+        .filter_map(Component::pod)
         .map(|c| format!("{c}-{node}"))
         .filter(|name| !present.contains(name.as_str()))
         .collect();

@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 
-use crate::cluster::Settings;
+use crate::cluster::{Container, Settings};
 use crate::components::{master, proxy};
 use crate::docker::Docker;
 use crate::download::Downloader;
@@ -114,18 +114,18 @@ pub async fn run(layout: &Layout, docker: &Docker, purge: bool, note: &dyn Fn(No
 /// between them the pods kinit's kubelet made, and no other kubelet's.
 async fn remove_containers(docker: &Docker, done: &impl Fn(String)) -> Result<()> {
     let containers = docker.list().await?;
-    let order = ["master", "proxy", "etcd"];
+    let order = [Container::Master, Container::Proxy, Container::Etcd];
     let mut removed = Vec::new();
     for component in order {
         for c in containers
             .iter()
-            .filter(|c| c.component.as_deref() == Some(component))
+            .filter(|c| c.component.as_deref() == Some(component.label()))
         {
             docker.stop(&c.name, STOP_GRACE_SECONDS).await?;
             docker.remove(&c.name).await?;
             removed.push(c.name.clone());
         }
-        if component == "master" {
+        if component == Container::Master {
             let pods = docker.pod_containers().await?;
             for pod in &pods.ours {
                 docker.remove(pod).await?;
@@ -235,7 +235,7 @@ fn clean_network(layout: &Layout, purge: bool, note: &dyn Fn(Note)) -> Result<()
             return Ok(());
         }
     };
-    match bridge::remove(settings.node_pod_cidr())? {
+    match bridge::remove(settings.pod_cidr.node_range())? {
         bridge::Outcome::Absent => {}
         bridge::Outcome::Deleted => {
             note(Note::Done(format!("Deleted the bridge {}", master::BRIDGE)))
