@@ -936,4 +936,26 @@ mod tests {
         assert_ne!(spec.hash(), other.hash());
         assert_eq!(spec.container_name(), "kinit-etcd");
     }
+
+    #[test]
+    fn spec_hash_is_pinned() {
+        let spec = ContainerSpec {
+            component: "etcd".into(),
+            image: "registry.k8s.io/etcd:3.6.8-0".into(),
+            args: vec!["etcd".into()],
+            env: vec!["A=1".into()],
+            binds: vec![Bind {
+                host: "/var/lib/kinit/etcd".into(),
+                container: "/var/lib/etcd".into(),
+                read_only: false,
+                propagation: Some(Propagation::Rshared),
+            }],
+            host_pid: true,
+            devices: vec!["/dev/kmsg".into()],
+            capabilities: vec!["CAP_NET_ADMIN".into()],
+            privileged: true,
+            ..Default::default()
+        };
+        assert_eq!(spec.hash(), "c2276dcf94ffddabdc98ee1d");
+    }
 }
