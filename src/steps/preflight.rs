@@ -145,7 +145,7 @@ fn check_host_tools(
 /// orphans), so refuse when there are pod containers kinit's kubelet did not make; kinit's
 /// own are in its cgroup root.
 async fn check_foreign_pods(ctx: &Context) -> Result<()> {
-    let pods = ctx.docker.pod_containers().await?.foreign;
+    let pods = ctx.docker.pod_containers(cgroup::is_kinits).await?.foreign;
     if let Some(first) = pods.first() {
         bail!(
             "this Docker engine already runs Kubernetes pods ({} containers, e.g. {first}) from \

@@ -126,7 +126,7 @@ async fn remove_containers(docker: &Docker, done: &impl Fn(String)) -> Result<()
             removed.push(c.name.clone());
         }
         if component == Container::Master {
-            let pods = docker.pod_containers().await?;
+            let pods = docker.pod_containers(crate::cgroup::is_kinits).await?;
             for pod in &pods.ours {
                 docker.remove(pod).await?;
             }
