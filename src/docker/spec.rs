@@ -53,6 +53,12 @@ pub struct ContainerSpec {
     /// Ask for `--privileged`; see [`super::Docker::apply`] for hosts that refuse it.
     #[serde(default)]
     pub privileged: bool,
+    /// A digest of the files the process reads only when it starts (its configuration,
+    /// its credentials): part of the hash and nothing else, so new files give a new
+    /// container. Left out of the hashed text when unset, so specs without it hash as they
+    /// did before it existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub files_digest: Option<String>,
 }
 
 /// A host path mounted into a component container.
@@ -246,6 +252,21 @@ mod tests {
             ..etcd()
         };
         assert_eq!(spec.hash(), "c2276dcf94ffddabdc98ee1d");
+    }
+
+    #[test]
+    fn the_files_digest_is_hashed_but_never_reaches_the_container() {
+        let spec = etcd();
+        let with_files = |digest: &str| ContainerSpec {
+            files_digest: Some(digest.into()),
+            ..etcd()
+        };
+        assert_ne!(spec.hash(), with_files("a").hash());
+        assert_ne!(with_files("a").hash(), with_files("b").hash());
+        assert_eq!(with_files("a").hash(), with_files("a").hash());
+        let body = container_body(&with_files("a"), "h", Privilege::None, &[]);
+        assert_eq!(body, container_body(&spec, "h", Privilege::None, &[]));
+        assert_eq!(body.env, Some(Vec::new()));
     }
 
     #[test]

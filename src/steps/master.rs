@@ -53,10 +53,7 @@ pub async fn run(ctx: &Context) -> Result<Outcome> {
     }
     // So are the kubelet's certificate and kubeconfig.
     started_with.extend_from_slice(credentials.as_bytes());
-    rendered.spec.env.push(format!(
-        "KINIT_FILES_HASH={}",
-        docker::short_digest(&started_with)
-    ));
+    rendered.spec.files_digest = Some(docker::short_digest(&started_with));
 
     // A control-plane pod made from an old manifest holds its ports (6443, 10257, 10259)
     // while the kubelet starts the new one, which then fails to listen and backs off for

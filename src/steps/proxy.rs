@@ -25,10 +25,7 @@ pub async fn run(ctx: &Context) -> Result<Outcome> {
     // And its kubeconfig: new credentials too.
     let mut started_with = rendered.config.contents.into_bytes();
     started_with.extend_from_slice(pki::digest(ctx.layout.root())?.as_bytes());
-    spec.env.push(format!(
-        "KINIT_FILES_HASH={}",
-        docker::short_digest(&started_with)
-    ));
+    spec.files_digest = Some(docker::short_digest(&started_with));
     let applied = ctx.docker.apply(&spec).await?;
     if let Err(e) = wait_until(
         "kube-proxy did not become healthy",
