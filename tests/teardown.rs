@@ -116,12 +116,15 @@ fn has_chain(save: &str, chain: &str) -> bool {
     save.lines().any(|l| l.starts_with(&format!(":{chain} ")))
 }
 
-/// The tests that make a cni0 bridge of their own need a host without one.
-fn no_cni0_yet() {
+/// A cni0 bridge with `address`, deleted by `undo`; on a host that has none already.
+fn cni0_bridge(undo: &mut Undo, address: &str) {
     assert!(
         !Path::new("/sys/class/net/cni0").exists(),
         "this host has a cni0 bridge already; this test makes its own and will not touch it"
     );
+    undo.add(&["ip", "link", "delete", "cni0"]);
+    run_ok(&["ip", "link", "add", "cni0", "type", "bridge"]);
+    run_ok(&["ip", "addr", "add", address, "dev", "cni0"]);
 }
 
 /// A pod container as cri-dockerd makes them, in the cgroup `parent`; never started.
@@ -179,14 +182,11 @@ fn purge_leaves_other_tools_iptables_rules_and_bridge() {
     let _turn = turn();
     let dir = tempfile::tempdir().unwrap();
     let state = state_dir(dir.path());
-    no_cni0_yet();
     let mut undo = Undo(vec![]);
 
     // Another tool's: a bridge named like kinit's, a chain with kube-proxy's prefix, a
     // chain of its own, another CNI network's pod chain, and a rule in FORWARD.
-    undo.add(&["ip", "link", "delete", "cni0"]);
-    run_ok(&["ip", "link", "add", "cni0", "type", "bridge"]);
-    run_ok(&["ip", "addr", "add", "192.0.2.1/24", "dev", "cni0"]);
+    cni0_bridge(&mut undo, "192.0.2.1/24");
     let foreign_rules: [(&str, &[&str]); 5] = [
         ("filter", &["-A", "KUBE-OTHER-TOOL", "-j", "RETURN"]),
         ("filter", &["-A", "FORWARD", "-j", "KUBE-OTHER-TOOL"]),
@@ -362,12 +362,9 @@ fn purge_deletes_the_bridge_kinit_made() {
     let _turn = turn();
     let dir = tempfile::tempdir().unwrap();
     let state = state_dir(dir.path());
-    no_cni0_yet();
     let mut undo = Undo(vec![]);
-    undo.add(&["ip", "link", "delete", "cni0"]);
     // As the bridge plugin leaves it: the gateway of the node's pod range.
-    run_ok(&["ip", "link", "add", "cni0", "type", "bridge"]);
-    run_ok(&["ip", "addr", "add", "10.244.0.1/24", "dev", "cni0"]);
+    cni0_bridge(&mut undo, "10.244.0.1/24");
     let out = ok(&state, &["down", "--purge"]);
     assert!(!Path::new("/sys/class/net/cni0").exists(), "{out}");
     assert!(out.contains("Deleted the bridge cni0"), "{out}");
