@@ -5,13 +5,13 @@ use std::time::Duration;
 
 use anyhow::{Result, anyhow};
 
-use super::{Context, wait_until};
+use super::Context;
 use crate::cluster::Component;
 use crate::components::master::{self, Host};
 use crate::docker::{self, Applied};
 use crate::kubernetes::Kube;
 use crate::progress::Outcome;
-use crate::{fs, pki};
+use crate::{fs, pki, wait};
 
 /// A cold start on two cores takes about 10 s; images being loaded or a slow disk more.
 const READY_TIMEOUT: Duration = Duration::from_secs(240);
@@ -92,7 +92,7 @@ pub async fn run(ctx: &Context) -> Result<Outcome> {
     };
     super::node::remove_older_images(ctx).await?;
     let kube = Kube::connect(&ctx.layout.kubeconfig("admin.conf")).await?;
-    if let Err(e) = wait_until(
+    if let Err(e) = wait::until(
         "the API server did not become ready",
         READY_TIMEOUT,
         || async { kube.readyz().await.map(|()| true) },

@@ -5,11 +5,11 @@ use std::time::Duration;
 
 use anyhow::{Result, anyhow};
 
-use super::{Context, wait_until};
+use super::Context;
 use crate::components::proxy;
 use crate::docker::{self, Applied};
 use crate::progress::Outcome;
-use crate::{fs, health, pki};
+use crate::{fs, health, pki, wait};
 
 const READY_TIMEOUT: Duration = Duration::from_secs(120);
 
@@ -27,7 +27,7 @@ pub async fn run(ctx: &Context) -> Result<Outcome> {
     started_with.extend_from_slice(pki::digest(ctx.layout.root())?.as_bytes());
     spec.files_digest = Some(docker::short_digest(&started_with));
     let applied = ctx.docker.apply(&spec).await?;
-    if let Err(e) = wait_until(
+    if let Err(e) = wait::until(
         "kube-proxy did not become healthy",
         READY_TIMEOUT,
         || async {

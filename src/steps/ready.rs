@@ -8,11 +8,12 @@ use std::time::Duration;
 
 use anyhow::{Result, anyhow, bail};
 
-use super::{Context, wait_until};
+use super::Context;
 use crate::cluster::Component;
-use crate::kubernetes::Kube;
+use crate::kubernetes::{Kube, PodState};
 use crate::progress::Outcome;
 use crate::socks::dns::{self, Resolver};
+use crate::wait;
 
 const NODE_TIMEOUT: Duration = Duration::from_secs(180);
 const PODS_TIMEOUT: Duration = Duration::from_secs(300);
@@ -22,22 +23,25 @@ pub async fn run(ctx: &Context) -> Result<Outcome> {
     let kube = Kube::connect(&ctx.layout.kubeconfig("admin.conf")).await?;
     let node = ctx.settings.hostname.as_str();
     let result = async {
-        wait_until(
+        wait::within(
             &format!("the node {node} did not become Ready"),
             NODE_TIMEOUT,
-            || async { Ok(kube.node_ready(node).await? == Some(true)) },
+            async |seen| kube.wait_node_ready(node, seen).await,
         )
         .await?;
-        wait_until(
+        wait::within(
             "the kube-system pods did not all become ready",
             PODS_TIMEOUT,
-            || async {
-                let pending = not_ready(&kube.pods("kube-system").await?, node);
-                if pending.is_empty() {
-                    Ok(true)
-                } else {
-                    bail!("waiting for {}", pending.join(", "))
-                }
+            async |seen| {
+                kube.wait_pods("kube-system", None, seen, |pods| {
+                    let pending = not_ready(pods, node);
+                    if pending.is_empty() {
+                        Ok(())
+                    } else {
+                        Err(format!("waiting for {}", pending.join(", ")))
+                    }
+                })
+                .await
             },
         )
         .await?;
@@ -50,7 +54,7 @@ pub async fn run(ctx: &Context) -> Result<Outcome> {
         )?;
         let name = dns::classify(&fqdn, ctx.settings.dns_domain.as_str())
             .ok_or_else(|| anyhow!("{fqdn} is not a cluster name"))?;
-        wait_until("cluster DNS did not answer", DNS_TIMEOUT, || async {
+        wait::until("cluster DNS did not answer", DNS_TIMEOUT, || async {
             let found = resolver.lookup(&name).await.map_err(|e| anyhow!("{e}"))?;
             if found.contains(&expected) {
                 Ok(true)
@@ -74,7 +78,7 @@ pub async fn run(ctx: &Context) -> Result<Outcome> {
 
 /// The names of the pods that are not running and ready, and of the control-plane pods
 /// that are missing altogether (their mirror pods appear a little after the node).
-fn not_ready(pods: &[crate::kubernetes::PodState], node: &str) -> Vec<String> {
+fn not_ready(pods: &[PodState], node: &str) -> Vec<String> {
     let present: BTreeSet<&str> = pods.iter().map(|p| p.name.as_str()).collect();
     let mut pending: Vec<String> = Component::STATIC_PODS
         .into_iter()
