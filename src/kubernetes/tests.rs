@@ -123,6 +123,23 @@ fn pod(name: &str, phase: &str, ready: bool, version: &str) -> Value {
                {"type": "Ready", "status": if ready { "True" } else { "False" }}]}})
 }
 
+fn pod_list(version: &str, items: &[Value]) -> Reply {
+    reply(
+        200,
+        &json!({"apiVersion": "v1", "kind": "PodList",
+                "metadata": {"resourceVersion": version}, "items": items}),
+    )
+}
+
+/// Waits up to `seconds` for every kube-system pod to be ready; how many there are.
+async fn all_pods_ready(kube: &Kube, seconds: u64) -> Result<usize> {
+    let what = "the pods did not become ready";
+    wait::within(what, Duration::from_secs(seconds), async |seen| {
+        kube.wait_pods("kube-system", None, seen, all_ready).await
+    })
+    .await
+}
+
 fn all_ready(pods: &[PodState]) -> Result<usize, String> {
     if pods.iter().all(|p| p.ready) {
         Ok(pods.len())
@@ -155,22 +172,15 @@ async fn a_wait_watches_through_a_failed_list_until_the_pods_are_ready() {
                 &json!({"kind": "Status", "code": 503, "message": "restarting"}),
             );
         }
-        let items = [
-            pod("a", "Running", true, "9"),
-            pod("b", "Pending", false, "10"),
-        ];
-        reply(
-            200,
-            &json!({"apiVersion": "v1", "kind": "PodList",
-                    "metadata": {"resourceVersion": "10"}, "items": items}),
+        pod_list(
+            "10",
+            &[
+                pod("a", "Running", true, "9"),
+                pod("b", "Pending", false, "10"),
+            ],
         )
     });
-    let ready = wait::within("the pods did not become ready", Duration::from_secs(60), {
-        let kube = &kube;
-        async move |seen| kube.wait_pods("kube-system", None, seen, all_ready).await
-    })
-    .await
-    .unwrap();
+    let ready = all_pods_ready(&kube, 60).await.unwrap();
     assert_eq!(ready, 2);
     assert_eq!(seen_lists.load(Ordering::SeqCst), 2);
 }
@@ -182,19 +192,9 @@ async fn a_wait_that_runs_out_names_what_it_last_saw() {
         if query.contains("watch=true") {
             return watch(&[]);
         }
-        let items = [pod("coredns-1", "Pending", false, "5")];
-        reply(
-            200,
-            &json!({"apiVersion": "v1", "kind": "PodList",
-                    "metadata": {"resourceVersion": "5"}, "items": items}),
-        )
+        pod_list("5", &[pod("coredns-1", "Pending", false, "5")])
     });
-    let err = wait::within("the pods did not become ready", Duration::from_secs(300), {
-        let kube = &kube;
-        async move |seen| kube.wait_pods("kube-system", None, seen, all_ready).await
-    })
-    .await
-    .unwrap_err();
+    let err = all_pods_ready(&kube, 300).await.unwrap_err();
     assert_eq!(
         format!("{err:#}"),
         "the pods did not become ready within 300s (last check: waiting for coredns-1)"
