@@ -29,7 +29,7 @@ use kube::runtime::{WatchStreamExt, reflector, watcher};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
-use crate::pki::kubeconfig::CONTEXT;
+use crate::kubeconfig::CONTEXT;
 use crate::wait::Seen;
 
 /// The field manager for server-side apply: objects kinit owns say so.

@@ -13,7 +13,7 @@ use crate::fs::Lock;
 use crate::kubernetes::{JobState, Kube, PodState};
 use crate::layout::{LOCK_FILE, Layout};
 use crate::progress::{self, Outcome, Steps};
-use crate::{steps, wait};
+use crate::wait;
 
 /// First runs pull images from Docker Hub; give them time.
 const READY_TIMEOUT: Duration = Duration::from_secs(600);
@@ -104,7 +104,7 @@ fn credentials(layout: &Layout) -> Result<PathBuf> {
     if std::fs::File::open(&admin).is_ok() {
         return Ok(admin);
     }
-    let user = steps::kubeconfig::resolve_target(None)?.path;
+    let user = crate::kubeconfig::resolve_target(None)?.path;
     if user.exists() {
         Ok(user)
     } else {

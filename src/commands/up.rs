@@ -55,7 +55,7 @@ pub async fn run(
         args.image_repository.as_deref(),
         args.bundle.as_deref(),
     )?;
-    let user_kubeconfig = Some(steps::kubeconfig::resolve_target(args.kubeconfig.as_deref())?.path);
+    let user_kubeconfig = Some(crate::kubeconfig::resolve_target(args.kubeconfig.as_deref())?.path);
     if sources.image_repository.is_some() {
         settings.image_repository = sources.image_repository.clone();
     }

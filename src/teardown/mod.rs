@@ -1,4 +1,4 @@
-//! Taking a cluster down, the counterpart of the bring-up in [`crate::steps`]: kinit's
+//! Taking a cluster down, the counterpart of the bring-up (the `steps` module): kinit's
 //! containers and pods, what those held on the host, kinit's network state and, with
 //! `purge`, its files.
 //!
@@ -21,9 +21,9 @@ use crate::components::{master, proxy};
 use crate::docker::Docker;
 use crate::download::Downloader;
 use crate::fs;
+use crate::kubeconfig;
 use crate::layout::Layout;
 use crate::socks::detach;
-use crate::steps::kubeconfig;
 
 /// Seconds a component gets to shut down cleanly (etcd flushes its WAL).
 const STOP_GRACE_SECONDS: i32 = 10;
