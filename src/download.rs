@@ -443,7 +443,7 @@ mod tests {
 
     #[tokio::test]
     async fn github_asset_digests_are_read_from_the_release_api() {
-        crate::install_crypto_provider();
+        crate::tls::install_crypto_provider();
         let digest = "a".repeat(64);
         let body: &'static str = Box::leak(
             format!(

@@ -36,19 +36,11 @@ pub mod runtime_proxy;
 pub mod socks;
 pub mod steps;
 pub mod teardown;
+pub mod tls;
 pub mod versions;
 pub mod wait;
 
 use std::process::ExitCode;
-
-/// Installs ring as rustls's crypto provider for the whole process: every TLS client
-/// (reqwest's, kube's) takes it from there, and reqwest panics when there is none. Process
-/// state belongs to the program, not to the library: `main` calls this before anything
-/// else, and so must a test that builds a client. Calling it again changes nothing.
-pub fn install_crypto_provider() {
-    // Fails only when a provider is installed already, which is what we want anyway.
-    let _ = rustls::crypto::ring::default_provider().install_default();
-}
 
 /// Prints an error chain on one line, the way every kinit failure reaches the user.
 pub fn report(err: &anyhow::Error) -> ExitCode {

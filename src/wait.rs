@@ -1,7 +1,7 @@
 //! Waiting with a time limit, and the one way a wait that ran out is reported: what was
 //! awaited, for how long, and the last thing seen. [`until`] polls what has nothing to
 //! watch (a health endpoint, `/readyz`); waits on Kubernetes objects watch them instead
-//! (see [`crate::kubernetes`]) and tell what they see to a [`Seen`].
+//! (in the `kubernetes` module) and tell what they see to a [`Seen`].
 
 use std::future::Future;
 use std::sync::{Mutex, PoisonError};
