@@ -455,7 +455,10 @@ where
             Ok(watcher::Event::Init | watcher::Event::InitApply(_)) => {}
             Ok(_) => match check(&store.state()) {
                 Ok(done) => return Ok(done),
-                Err(state) => seen.set(state),
+                Err(state) => {
+                    tracing::debug!("still waiting: {state}");
+                    seen.set(state);
+                }
             },
             Err(e) => {
                 tracing::debug!("watching {}: {e}", K::plural(&()));
