@@ -414,7 +414,7 @@ fn node_readiness(node: &Node) -> Result<(), String> {
         .flatten()
         .find(|c| c.type_ == "Ready")
     {
-        Some(c) if c.status == "True" => Ok(()),
+        Some(c) if c.status == "True" => pressure(node),
         Some(c) => Err(format!(
             "Ready is {} ({})",
             c.status,
@@ -424,6 +424,24 @@ fn node_readiness(node: &Node) -> Result<(), String> {
                 .unwrap_or("no reason given")
         )),
         None => Err("the node reports no Ready condition yet".into()),
+    }
+}
+
+/// A Ready node under disk, memory or PID pressure is tainted: no new pod is scheduled
+/// on it, so the cluster is not usable yet.
+fn pressure(node: &Node) -> Result<(), String> {
+    let conditions = node.status.as_ref().and_then(|s| s.conditions.as_ref());
+    match conditions
+        .into_iter()
+        .flatten()
+        .find(|c| c.type_.ends_with("Pressure") && c.status == "True")
+    {
+        Some(c) => Err(format!(
+            "{} is True ({})",
+            c.type_,
+            c.message.as_deref().unwrap_or("no reason given")
+        )),
+        None => Ok(()),
     }
 }
 

@@ -35,6 +35,12 @@ pub fn kubelet_healthz() -> String {
 }
 
 /// A file kinit renders for the master.
+/// The kubelet evicts pods, and taints the node against new ones, when less than this
+/// share of the filesystem of its root directory (nodefs) or of Docker's (imagefs) is
+/// free. A test cluster shares its host's disk with everything else: evict only when
+/// nearly full. Preflight refuses a disk already past it.
+pub const EVICTION_FREE_PERCENT: u8 = 5;
+
 #[derive(Debug)]
 pub struct File {
     pub path: PathBuf,
@@ -46,6 +52,8 @@ pub struct File {
 #[derive(Debug, Serialize)]
 struct Values {
     image: String,
+    /// [`EVICTION_FREE_PERCENT`], for the kubelet's evictionHard.
+    eviction_free_percent: u8,
     /// [`crate::pki::digest`]: the static pods carry it, so new credentials restart them.
     credentials: String,
     state_dir: String,
@@ -185,6 +193,7 @@ pub fn render(
     let cni = layout.cni();
     let values = Values {
         image: node_image.to_string(),
+        eviction_free_percent: EVICTION_FREE_PERCENT,
         credentials: credentials.to_string(),
         state_dir: path(layout.root().to_path_buf()),
         entrypoint: path(config.join("master-entrypoint.sh")),

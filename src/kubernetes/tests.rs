@@ -224,4 +224,13 @@ fn a_node_is_ready_when_its_ready_condition_is_true() {
         )),
         Err("the node reports no Ready condition yet".into())
     );
+    // Ready, but tainted against new pods.
+    assert_eq!(
+        node_readiness(&node(json!([
+            {"type": "Ready", "status": "True"},
+            {"type": "MemoryPressure", "status": "False"},
+            {"type": "DiskPressure", "status": "True", "message": "kubelet has disk pressure"},
+        ]))),
+        Err("DiskPressure is True (kubelet has disk pressure)".into())
+    );
 }

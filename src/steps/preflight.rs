@@ -10,6 +10,7 @@ use anyhow::{Context as _, Result, bail};
 use super::Context;
 use crate::cgroup::{self, Driver};
 use crate::cluster::component::{Component, Container, Port};
+use crate::components::master::EVICTION_FREE_PERCENT;
 use crate::docker::EngineInfo;
 use crate::net;
 use crate::progress::Outcome;
@@ -61,7 +62,7 @@ pub async fn run(ctx: &Context) -> Result<Outcome> {
     check_node_ip(ctx.settings.node_ip)?;
     check_ports(&ports(), &running)?;
     check_foreign_pods(ctx).await?;
-    check_disk(ctx.layout.root())?;
+    check_disk(ctx.layout.root(), Path::new(&engine.root_dir))?;
     // What kinit changed on the host, so the user knows.
     let changed = crate::host::prepare()?;
     let swap = if swap_on() {
@@ -199,21 +200,41 @@ fn check_node_ip(ip: IpAddr) -> Result<()> {
     Ok(())
 }
 
-fn check_disk(state_dir: &Path) -> Result<()> {
-    // The state directory may not exist yet; its filesystem is that of its nearest parent.
-    let existing = state_dir
-        .ancestors()
-        .find(|p| p.exists())
-        .unwrap_or(Path::new("/"));
-    let stat = nix::sys::statvfs::statvfs(existing)
-        .with_context(|| format!("cannot read the free space of {}", existing.display()))?;
-    let free = stat.blocks_available() as u64 * stat.fragment_size() as u64;
-    if free < MIN_FREE_BYTES {
+/// Checks the filesystems of the state directory (the kubelet's nodefs) and of Docker's
+/// root (its imagefs): each must keep [`MIN_FREE_BYTES`] free above the share at which the
+/// kubelet would evict pods and taint the node, so user pods are scheduled once it is up.
+fn check_disk(state_dir: &Path, docker_root: &Path) -> Result<()> {
+    for dir in [state_dir, docker_root] {
+        // The state directory may not exist yet; its filesystem is that of its nearest parent.
+        let existing = dir
+            .ancestors()
+            .find(|p| p.exists())
+            .unwrap_or(Path::new("/"));
+        let stat = nix::sys::statvfs::statvfs(existing)
+            .with_context(|| format!("cannot read the free space of {}", existing.display()))?;
+        let block = stat.fragment_size() as u64;
+        check_free(
+            existing,
+            stat.blocks_available() as u64 * block,
+            stat.blocks() as u64 * block,
+        )?;
+    }
+    Ok(())
+}
+
+fn check_free(dir: &Path, free: u64, size: u64) -> Result<()> {
+    let eviction = size / 100 * u64::from(EVICTION_FREE_PERCENT);
+    let needed = eviction + MIN_FREE_BYTES;
+    if free < needed {
         bail!(
-            "only {} MiB free on the filesystem of {}; kinit needs at least {} MiB — free some space first",
+            "only {} MiB free on the filesystem of {} ({} MiB): the kubelet stops running pods \
+             when less than {EVICTION_FREE_PERCENT}% ({} MiB) is free, and kinit needs {} MiB \
+             above that — free some space first",
             free >> 20,
-            existing.display(),
-            MIN_FREE_BYTES >> 20
+            dir.display(),
+            size >> 20,
+            eviction >> 20,
+            MIN_FREE_BYTES >> 20,
         );
     }
     Ok(())
@@ -222,6 +243,20 @@ fn check_disk(state_dir: &Path) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_disk_the_kubelet_would_call_full_is_refused() {
+        const GIB: u64 = 1 << 30;
+        let dir = Path::new("/var/lib/kinit");
+        // 250 GiB: eviction at 12.5 GiB free, so 14.5 GiB are needed.
+        assert!(check_free(dir, 15 * GIB, 250 * GIB).is_ok());
+        let err = check_free(dir, 7 * GIB, 250 * GIB).unwrap_err().to_string();
+        assert!(err.contains("only 7168 MiB free"), "{err}");
+        assert!(err.contains("less than 5% (12800 MiB)"), "{err}");
+        // A small disk: the 2 GiB kinit needs decide.
+        assert!(check_free(dir, 3 * GIB, 20 * GIB).is_ok());
+        assert!(check_free(dir, 2 * GIB, 20 * GIB).is_err());
+    }
 
     #[test]
     fn missing_host_tools_are_named_with_their_packages() {
