@@ -21,10 +21,12 @@ declare -A rank=(
 # The top-level module a file belongs to: src/steps/etcd.rs -> steps, src/fs.rs -> fs.
 module_of() { local f=${1#./}; f=${f%.rs}; echo "${f%%/*}"; }
 
-# Every top-level module a file names through crate::, including grouped imports
-# (`use crate::{fs, net::Cidr}`).
+# Every top-level module a file's code names through crate::, including grouped imports
+# over several lines (`use crate::{fs, net::Cidr}`). Comments do not count, nor do macros
+# (#[macro_export] puts them at the crate root; progress.rs defines kinit's).
 uses_of() {
-  grep -ohE 'crate::(\{[^}]*\}|[a-z_]+)' "$1" \
+  grep -vE '^[[:space:]]*//' "$1" | tr '\n' ' ' \
+    | grep -oE 'crate::(\{[^}]*\}|[a-z_]+!?)' \
     | sed -E 's/^crate:://; s/[{}]//g' | tr ',' '\n' \
     | sed -E 's/^[[:space:]]+//; s/::.*//; s/[[:space:]].*//' | grep -E '^[a-z_]+$' || true
 }

@@ -6,17 +6,14 @@
 use std::collections::HashMap;
 use std::fmt::Debug;
 use std::path::Path;
-use std::pin::pin;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail};
-use futures_util::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Node, Pod};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use kube::Resource;
 use kube::api::{
     Api, ApiResource, DeleteParams, DynamicObject, ListParams, LogParams, Patch, PatchParams,
     PropagationPolicy,
@@ -25,12 +22,12 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::core::{GroupVersion, GroupVersionKind};
 use kube::discovery::{self, ApiCapabilities, Scope};
 use kube::runtime::wait::{Condition, conditions};
-use kube::runtime::{WatchStreamExt, reflector, watcher};
+use kube::runtime::watcher;
 use serde::Deserialize;
-use serde::de::DeserializeOwned;
 
 use crate::kubeconfig::CONTEXT;
 use crate::wait::Seen;
+use watch::{by_name, node_readiness, watch_until};
 
 /// The field manager for server-side apply: objects kinit owns say so.
 const FIELD_MANAGER: &str = "kinit";
@@ -406,87 +403,6 @@ impl PodState {
     }
 }
 
-/// `Ok` when the node reports Ready, else what it reports instead.
-fn node_readiness(node: &Node) -> Result<(), String> {
-    let conditions = node.status.as_ref().and_then(|s| s.conditions.as_ref());
-    match conditions
-        .into_iter()
-        .flatten()
-        .find(|c| c.type_ == "Ready")
-    {
-        Some(c) if c.status == "True" => pressure(node),
-        Some(c) => Err(format!(
-            "Ready is {} ({})",
-            c.status,
-            c.message
-                .as_deref()
-                .or(c.reason.as_deref())
-                .unwrap_or("no reason given")
-        )),
-        None => Err("the node reports no Ready condition yet".into()),
-    }
-}
-
-/// A Ready node under disk, memory or PID pressure is tainted: no new pod is scheduled
-/// on it, so the cluster is not usable yet.
-fn pressure(node: &Node) -> Result<(), String> {
-    let conditions = node.status.as_ref().and_then(|s| s.conditions.as_ref());
-    match conditions
-        .into_iter()
-        .flatten()
-        .find(|c| c.type_.ends_with("Pressure") && c.status == "True")
-    {
-        Some(c) => Err(format!(
-            "{} is True ({})",
-            c.type_,
-            c.message.as_deref().unwrap_or("no reason given")
-        )),
-        None => Ok(()),
-    }
-}
-
-/// Selects one object by name.
-fn by_name(name: &str) -> watcher::Config {
-    watcher::Config::default().fields(&format!("metadata.name={name}"))
-}
-
-/// Watches the objects `api` and `config` select until `check` accepts them all at once:
-/// `Ok` ends the wait, `Err` (what is still missing) goes to `seen`. The watch is kube's
-/// watcher with its backoff: a failed list or watch (the API server restarting) is tried
-/// again, and told to `seen`, rather than ending the wait, which only time can end.
-async fn watch_until<K, T>(
-    api: Api<K>,
-    config: watcher::Config,
-    seen: &Seen,
-    check: impl Fn(&[Arc<K>]) -> Result<T, String>,
-) -> Result<T>
-where
-    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
-{
-    let (store, writer) = reflector::store();
-    // The server ends each watch before the client's read timeout would cut it as idle.
-    let events = watcher(api, config.timeout(WATCH_SECONDS)).default_backoff();
-    let mut events = pin!(reflector(writer, events));
-    while let Some(event) = events.next().await {
-        match event {
-            // While a list is read, the store still holds the last complete one.
-            Ok(watcher::Event::Init | watcher::Event::InitApply(_)) => {}
-            Ok(_) => match check(&store.state()) {
-                Ok(done) => return Ok(done),
-                Err(state) => {
-                    tracing::debug!("still waiting: {state}");
-                    seen.set(state);
-                }
-            },
-            Err(e) => {
-                tracing::debug!("watching {}: {e}", K::plural(&()));
-                seen.set(format!("cannot watch {}: {e}", K::plural(&())));
-            }
-        }
-    }
-    bail!("the watch of {} ended", K::plural(&()))
-}
-
 /// The objects of a multi-document YAML text, skipping empty documents.
 fn parse_objects(yaml: &str) -> Result<Vec<DynamicObject>> {
     let mut objects = Vec::new();
@@ -502,3 +418,4 @@ fn parse_objects(yaml: &str) -> Result<Vec<DynamicObject>> {
 
 #[cfg(test)]
 mod tests;
+mod watch;

@@ -42,9 +42,17 @@ pub mod wait;
 
 use std::process::ExitCode;
 
-/// Prints an error chain on one line, the way every kinit failure reaches the user.
+/// Prints an error chain on one line, the way every kinit failure reaches the user. A
+/// closed standard output (`kinit images list | head`) is the reader having had enough,
+/// as for any Unix tool: no message, and success.
 pub fn report(err: &anyhow::Error) -> ExitCode {
     progress::clear();
+    if err.chain().any(|e| {
+        e.downcast_ref::<progress::StdoutError>()
+            .is_some_and(progress::StdoutError::is_closed_pipe)
+    }) {
+        return ExitCode::SUCCESS;
+    }
     eprintln!("error: {err:#}");
     ExitCode::FAILURE
 }

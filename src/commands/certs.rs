@@ -20,12 +20,12 @@ pub fn run(state_dir: Option<&Path>, args: &CertsArgs) -> Result<()> {
     };
     fs::check_writable(&args.out)?;
     let report = pki::ensure(&args.out, &settings)?;
-    println!(
+    crate::outln!(
         "Certificates for {} ({}) in {}: {report}.",
         settings.hostname,
         settings.node_ip,
         args.out.display()
-    );
+    )?;
     Ok(())
 }
 

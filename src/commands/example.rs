@@ -24,7 +24,7 @@ pub async fn run(state_dir: Option<&Path>, args: &ExampleArgs) -> Result<()> {
     if args.list {
         for e in &examples::ALL {
             let images: Vec<String> = e.images.iter().map(|(s, i)| format!("{s}={i}")).collect();
-            println!("{:<10} {} ({})", e.name, e.summary, images.join(", "));
+            crate::outln!("{:<10} {} ({})", e.name, e.summary, images.join(", "))?;
         }
         return Ok(());
     }

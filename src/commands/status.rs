@@ -172,13 +172,11 @@ pub async fn run(state_dir: Option<&Path>, args: &StatusArgs) -> Result<()> {
         socks: detach::running(&layout)?,
     };
     match args.output {
-        OutputFormat::Json => {
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&status).context("cannot serialize the status")?
-            )
-        }
-        OutputFormat::Text => print_text(&status),
+        OutputFormat::Json => crate::outln!(
+            "{}",
+            serde_json::to_string_pretty(&status).context("cannot serialize the status")?
+        )?,
+        OutputFormat::Text => print_text(&status)?,
     }
     Ok(())
 }
@@ -210,21 +208,21 @@ fn verdict(result: Result<()>) -> String {
     }
 }
 
-fn print_text(s: &Status) {
+fn print_text(s: &Status) -> Result<()> {
     match &s.cluster {
-        Some(c) => println!(
+        Some(c) => crate::outln!(
             "Cluster: node {} ({}), API server {}, state in {}",
             c.hostname,
             c.node_ip,
             s.api_endpoint.as_deref().unwrap_or("-"),
             s.state_dir
-        ),
-        None => println!("No cluster in {} (run `sudo kinit up`).", s.state_dir),
+        )?,
+        None => crate::outln!("No cluster in {} (run `sudo kinit up`).", s.state_dir)?,
     }
     if let Some(node) = &s.node {
-        println!("Node: {} {}", node.name, node.state);
+        crate::outln!("Node: {} {}", node.name, node.state)?;
     }
-    println!(
+    crate::outln!(
         "Versions: kinit {}, Kubernetes {} (API server reports {}), etcd {}, CoreDNS {}; Docker {}",
         s.versions.kinit,
         s.versions.kubernetes,
@@ -232,32 +230,38 @@ fn print_text(s: &Status) {
         s.versions.etcd,
         s.versions.coredns,
         s.docker.version
-    );
-    println!();
-    println!(
+    )?;
+    crate::outln!()?;
+    crate::outln!(
         "{:<20} {:<14} {:<12} HEALTH",
-        "COMPONENT", "CONTAINER", "STATE"
-    );
+        "COMPONENT",
+        "CONTAINER",
+        "STATE"
+    )?;
     for c in &s.components {
         let (container, state) = match &c.container {
             Some(ct) => (short(&ct.name), ct.status.as_str()),
             None => ("-".to_string(), "missing"),
         };
-        println!(
+        crate::outln!(
             "{:<20} {:<14} {:<12} {}",
-            c.name, container, state, c.health
-        );
+            c.name,
+            container,
+            state,
+            c.health
+        )?;
     }
-    println!();
+    crate::outln!()?;
     match &s.socks {
-        Some(r) => println!(
+        Some(r) => crate::outln!(
             "kinit socks: running (pid {}) on {}, log {}",
             r.pid,
             r.listen,
             r.log.display()
-        ),
-        None => println!("kinit socks: not running in the background"),
+        )?,
+        None => crate::outln!("kinit socks: not running in the background")?,
     }
+    Ok(())
 }
 
 /// Pod containers have long generated names; the first part says enough.

@@ -1,4 +1,7 @@
 use std::convert::Infallible;
+use std::sync::Arc;
+
+use futures_util::StreamExt;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use bytes::Bytes;
