@@ -48,7 +48,8 @@ start_docker() {
     systemctl start docker
   else
     say "starting dockerd (no systemd; log in /var/log/kinit-dockerd.log)"
-    nohup dockerd >>/var/log/kinit-dockerd.log 2>&1 &
+    # Its own session: the daemon outlives the script (and the terminal) that started it.
+    setsid nohup dockerd >>/var/log/kinit-dockerd.log 2>&1 </dev/null &
   fi
   local i
   for i in $(seq 60); do

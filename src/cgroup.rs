@@ -358,4 +358,6 @@ impl Teardown {
 }
 
 #[cfg(test)]
+mod fixtures;
+#[cfg(test)]
 pub(crate) mod tests;

@@ -3,11 +3,13 @@
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 
+use clap::builder::PossibleValue;
 use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
 use ipnet::IpNet;
 
+use crate::cluster::{self, Component, DnsDomain, NodeName, PodCidr, ServiceCidr};
 use crate::socks::policy;
-use crate::{cluster, config, versions};
+use crate::{config, versions};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -118,25 +120,39 @@ pub struct ClusterArgs {
     pub node_ip: Option<IpAddr>,
 
     /// The node's name [default: this host's name].
-    #[arg(long, value_name = "NAME", value_parser = cluster::parse_hostname)]
-    pub hostname: Option<String>,
+    #[arg(long, value_name = "NAME")]
+    pub hostname: Option<NodeName>,
 
     /// The range Service IPs come from [default: 10.96.0.0/12].
-    #[arg(long, value_name = "CIDR", value_parser = cluster::parse_service_cidr)]
-    pub service_cidr: Option<IpNet>,
+    #[arg(long, value_name = "CIDR")]
+    pub service_cidr: Option<ServiceCidr>,
 
     /// The cluster's DNS domain [default: cluster.local].
-    #[arg(long, value_name = "DOMAIN", value_parser = cluster::parse_dns_domain)]
-    pub dns_domain: Option<String>,
+    #[arg(long, value_name = "DOMAIN")]
+    pub dns_domain: Option<DnsDomain>,
 
     /// The range pod IPs come from; the node gets its first /24 [default: 10.244.0.0/16].
-    #[arg(long, value_name = "CIDR", value_parser = cluster::parse_pod_cidr)]
-    pub pod_cidr: Option<IpNet>,
+    #[arg(long, value_name = "CIDR")]
+    pub pod_cidr: Option<PodCidr>,
 
     /// The Kubernetes version of a new cluster: the pinned one or the previous minor's
     /// (`kinit version` lists them) [default: from the config file, else the newest].
     #[arg(long, value_name = "VERSION", value_parser = versions::parse_kubernetes_version)]
     pub kubernetes_version: Option<String>,
+}
+
+impl ClusterArgs {
+    /// What these flags ask of the cluster.
+    pub fn requested(&self) -> cluster::Requested {
+        cluster::Requested {
+            node_ip: self.node_ip,
+            hostname: self.hostname.clone(),
+            service_cidr: self.service_cidr,
+            dns_domain: self.dns_domain.clone(),
+            pod_cidr: self.pod_cidr,
+            kubernetes_version: self.kubernetes_version.clone(),
+        }
+    }
 }
 
 #[derive(Debug, Args)]
@@ -286,7 +302,7 @@ pub struct SocksArgs {
 pub struct LogsArgs {
     /// The component whose logs to show.
     #[arg(value_enum)]
-    pub component: LogComponent,
+    pub component: Component,
 
     /// Keep printing new lines as they come.
     #[arg(short, long)]
@@ -297,20 +313,29 @@ pub struct LogsArgs {
     pub tail: Option<u32>,
 }
 
-/// Components whose logs kinit can show.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum LogComponent {
-    Etcd,
-    Apiserver,
-    ControllerManager,
-    Scheduler,
-    /// The kubelet and cri-dockerd (the kinit-master container).
-    Kubelet,
-    /// kube-proxy.
-    Proxy,
-    Coredns,
-    /// What kinit-boot did when the Docker daemon last started.
-    Boot,
+/// `kinit logs` takes every component, by the name `kinit status` shows.
+impl ValueEnum for Component {
+    fn value_variants<'a>() -> &'a [Self] {
+        &Component::ALL
+    }
+
+    fn to_possible_value(&self) -> Option<PossibleValue> {
+        let help = match self {
+            Component::Kubelet => Some("The kubelet and cri-dockerd (the kinit-master container)"),
+            Component::Proxy => Some("kube-proxy"),
+            Component::Boot => Some("What kinit-boot did when the Docker daemon last started"),
+            Component::Etcd
+            | Component::ApiServer
+            | Component::ControllerManager
+            | Component::Scheduler
+            | Component::CoreDns => None,
+        };
+        let value = PossibleValue::new(self.name());
+        Some(match help {
+            Some(help) => value.help(help),
+            None => value,
+        })
+    }
 }
 
 #[derive(Debug, Args)]

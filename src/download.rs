@@ -289,7 +289,6 @@ async fn get(url: &str) -> Result<reqwest::Response> {
 }
 
 fn http_client() -> Result<reqwest::Client> {
-    crate::health::install_crypto_provider();
     reqwest::Client::builder()
         .user_agent(concat!("kinit/", env!("CARGO_PKG_VERSION")))
         .connect_timeout(Duration::from_secs(15))
@@ -334,22 +333,36 @@ mod tests {
         std::fs::write(dir.join(format!("{rel}.sha256")), digest.unwrap_or(&real)).unwrap();
     }
 
-    #[tokio::test]
-    async fn fetches_verifies_and_caches_from_a_file_mirror() {
+    /// A file mirror holding kubectl, an empty cache, and a downloader reading that mirror.
+    struct Fixture {
+        mirror: tempfile::TempDir,
+        cache: tempfile::TempDir,
+        kubectl: Artifact,
+        downloader: Downloader,
+    }
+
+    /// kubectl on the mirror is `content`, published with `digest` (`None`: its real one);
+    /// the mirror's URL is spelled with `trailing` after its path ("/" or "").
+    fn fixture(content: &[u8], digest: Option<&str>, trailing: &str) -> Fixture {
         let mirror = tempfile::tempdir().unwrap();
         let cache = tempfile::tempdir().unwrap();
         let kubectl = Artifact::kubectl("v1.36.3");
-        mirror_with(
-            mirror.path(),
-            &kubectl.path,
-            b"#!/bin/sh\necho kubectl\n",
-            None,
-        );
-        let d = Downloader::new(
-            Some(&format!("file://{}/", mirror.path().display())),
-            cache.path(),
-        );
-        let got = d.fetch(&kubectl).await.unwrap();
+        mirror_with(mirror.path(), &kubectl.path, content, digest);
+        let url = format!("file://{}{trailing}", mirror.path().display());
+        let downloader = Downloader::new(Some(&url), cache.path());
+        Fixture {
+            mirror,
+            cache,
+            kubectl,
+            downloader,
+        }
+    }
+
+    #[tokio::test]
+    async fn fetches_verifies_and_caches_from_a_file_mirror() {
+        let f = fixture(b"#!/bin/sh\necho kubectl\n", None, "/");
+        let (d, kubectl) = (&f.downloader, &f.kubectl);
+        let got = d.fetch(kubectl).await.unwrap();
         assert_eq!(got.how, Fetched::Downloaded);
         assert_eq!(got.size, 23);
         assert_eq!(
@@ -357,28 +370,17 @@ mod tests {
             b"#!/bin/sh\necho kubectl\n"
         );
         // The second run reads nothing remote: the mirror may be gone.
-        drop(mirror);
-        let again = d.fetch(&kubectl).await.unwrap();
+        drop(f.mirror);
+        let again = d.fetch(kubectl).await.unwrap();
         assert_eq!(again.how, Fetched::Cached);
         assert_eq!(again.sha256, got.sha256);
     }
 
     #[tokio::test]
     async fn a_wrong_digest_is_refused_and_nothing_is_cached() {
-        let mirror = tempfile::tempdir().unwrap();
-        let cache = tempfile::tempdir().unwrap();
-        let kubectl = Artifact::kubectl("v1.36.3");
-        mirror_with(
-            mirror.path(),
-            &kubectl.path,
-            b"tampered",
-            Some(&"0".repeat(64)),
-        );
-        let d = Downloader::new(
-            Some(&format!("file://{}", mirror.path().display())),
-            cache.path(),
-        );
-        let err = format!("{:#}", d.fetch(&kubectl).await.unwrap_err());
+        let f = fixture(b"tampered", Some(&"0".repeat(64)), "");
+        let (d, kubectl, cache) = (&f.downloader, &f.kubectl, &f.cache);
+        let err = format!("{:#}", d.fetch(kubectl).await.unwrap_err());
         assert!(
             err.contains("does not match its published SHA-256"),
             "{err}"
@@ -397,24 +399,18 @@ mod tests {
 
     #[tokio::test]
     async fn a_corrupted_cache_file_is_fetched_again_and_purge_keeps_foreign_files() {
-        let mirror = tempfile::tempdir().unwrap();
-        let cache = tempfile::tempdir().unwrap();
-        let kubectl = Artifact::kubectl("v1.36.3");
-        mirror_with(mirror.path(), &kubectl.path, b"kubectl", None);
-        let d = Downloader::new(
-            Some(&format!("file://{}", mirror.path().display())),
-            cache.path(),
-        );
-        let first = d.fetch(&kubectl).await.unwrap();
+        let f = fixture(b"kubectl", None, "");
+        let (d, kubectl, cache, mirror) = (&f.downloader, &f.kubectl, &f.cache, &f.mirror);
+        let first = d.fetch(kubectl).await.unwrap();
         std::fs::write(&first.path, b"bit rot").unwrap();
-        let again = d.fetch(&kubectl).await.unwrap();
+        let again = d.fetch(kubectl).await.unwrap();
         assert_eq!(again.how, Fetched::Downloaded);
         assert_eq!(std::fs::read(&again.path).unwrap(), b"kubectl");
 
         let sums = mirror.path().join(format!("{}.sha256", kubectl.path));
         std::fs::write(&sums, "not-a-digest").unwrap();
         std::fs::remove_file(&again.path).unwrap();
-        let err = format!("{:#}", d.fetch(&kubectl).await.unwrap_err());
+        let err = format!("{:#}", d.fetch(kubectl).await.unwrap_err());
         assert!(err.contains("does not hold a SHA-256 digest"), "{err}");
 
         std::fs::write(cache.path().join("kinit-node-x.tar"), b"").unwrap();
@@ -447,6 +443,7 @@ mod tests {
 
     #[tokio::test]
     async fn github_asset_digests_are_read_from_the_release_api() {
+        crate::tls::install_crypto_provider();
         let digest = "a".repeat(64);
         let body: &'static str = Box::leak(
             format!(

@@ -1,7 +1,6 @@
 //! Health checks over TLS with the cluster's own client certificates.
 
 use std::path::Path;
-use std::sync::Once;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
@@ -52,7 +51,6 @@ pub fn tls_client(
     key: &Path,
     timeout: Duration,
 ) -> Result<reqwest::Client> {
-    install_crypto_provider();
     let read =
         |p: &Path| fs::read_optional(p)?.with_context(|| format!("{} is missing", p.display()));
     let ca = reqwest::Certificate::from_pem(&read(ca)?).context("the CA certificate is not PEM")?;
@@ -67,15 +65,6 @@ pub fn tls_client(
         .connect_timeout(timeout)
         .build()
         .context("cannot set up a TLS client")
-}
-
-/// rustls needs one process-wide crypto provider; kinit uses ring throughout.
-pub fn install_crypto_provider() {
-    static ONCE: Once = Once::new();
-    ONCE.call_once(|| {
-        // Fails only when a provider is installed already, which is what we want anyway.
-        let _ = rustls::crypto::ring::default_provider().install_default();
-    });
 }
 
 /// A plain-HTTP health endpoint on loopback (the kubelet's and kube-proxy's `/healthz`).

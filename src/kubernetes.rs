@@ -1,8 +1,12 @@
 //! Everything kinit asks of the Kubernetes API goes through this module: readiness,
 //! applying manifests, and the state of nodes and pods. Authenticates with the admin
-//! client certificate kinit issued.
+//! client certificate kinit issued. Waits watch the objects they wait for (kube's
+//! runtime), and say what they saw when they run out of time (see [`crate::wait`]).
 
+use std::collections::HashMap;
+use std::fmt::Debug;
 use std::path::Path;
+use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail};
@@ -11,20 +15,36 @@ use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Node, Pod};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{
-    Api, DeleteParams, DynamicObject, ListParams, LogParams, Patch, PatchParams, PropagationPolicy,
+    Api, ApiResource, DeleteParams, DynamicObject, ListParams, LogParams, Patch, PatchParams,
+    PropagationPolicy,
 };
 use kube::config::{KubeConfigOptions, Kubeconfig};
-use kube::core::GroupVersionKind;
-use kube::discovery::{self, Scope};
+use kube::core::{GroupVersion, GroupVersionKind};
+use kube::discovery::{self, ApiCapabilities, Scope};
+use kube::runtime::wait::{Condition, conditions};
+use kube::runtime::watcher;
 use serde::Deserialize;
 
-use crate::pki::kubeconfig::CONTEXT;
+use crate::kubeconfig::CONTEXT;
+use crate::wait::Seen;
+use watch::{by_name, node_readiness, watch_until};
 
 /// The field manager for server-side apply: objects kinit owns say so.
 const FIELD_MANAGER: &str = "kinit";
 
+/// How long the server keeps one watch open: less than the client's read timeout, so an
+/// object that does not change for a while never looks like a hung connection.
+const WATCH_SECONDS: u32 = 25;
+const READ_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The resources of a group/version, as API discovery found them.
+type Resources = Vec<(ApiResource, ApiCapabilities)>;
+
 pub struct Kube {
     client: kube::Client,
+    /// Discovery by group/version ("v1", "apps/v1"), asked once per client: applying
+    /// manifests needs it for every object.
+    discovered: Mutex<HashMap<String, Resources>>,
 }
 
 /// A pod's state as `kinit up` reports it while waiting.
@@ -36,10 +56,9 @@ pub struct PodState {
     pub ip: Option<String>,
 }
 
-/// How a Job ended, if it has.
+/// How a Job ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum JobState {
-    Running,
     Succeeded,
     Failed,
 }
@@ -47,7 +66,6 @@ pub enum JobState {
 impl Kube {
     /// A client for the cluster in `kubeconfig` (kinit's admin.conf).
     pub async fn connect(kubeconfig: &Path) -> Result<Self> {
-        crate::health::install_crypto_provider();
         let file = Kubeconfig::read_from(kubeconfig)
             .with_context(|| format!("cannot read the kubeconfig {}", kubeconfig.display()))?;
         let options = KubeConfigOptions {
@@ -58,9 +76,16 @@ impl Kube {
             .await
             .with_context(|| format!("cannot use the kubeconfig {}", kubeconfig.display()))?;
         config.connect_timeout = Some(Duration::from_secs(5));
-        config.read_timeout = Some(Duration::from_secs(30));
+        config.read_timeout = Some(READ_TIMEOUT);
         let client = kube::Client::try_from(config).context("cannot set up a Kubernetes client")?;
-        Ok(Self { client })
+        Ok(Self::new(client))
+    }
+
+    fn new(client: kube::Client) -> Self {
+        Self {
+            client,
+            discovered: Mutex::default(),
+        }
     }
 
     /// The API server's `/readyz`: Ok once it serves requests with its storage ready.
@@ -161,9 +186,7 @@ impl Kube {
             .clone()
             .ok_or_else(|| anyhow!("a {} without a name", gvk.kind))?;
         let what = format!("{} {name}", gvk.kind);
-        let (resource, caps) = discovery::pinned_kind(&self.client, &gvk)
-            .await
-            .with_context(|| format!("the API server does not know {}", gvk.kind))?;
+        let (resource, caps) = self.resource(&gvk).await?;
         let api = match caps.scope {
             Scope::Namespaced => {
                 let namespace = object.metadata.namespace.as_deref().unwrap_or("default");
@@ -174,23 +197,36 @@ impl Kube {
         Ok((api, name, what))
     }
 
-    /// Whether the node reports Ready; `None` when it has not registered yet.
-    pub async fn node_ready(&self, name: &str) -> Result<Option<bool>> {
-        let nodes: Api<Node> = Api::all(self.client.clone());
-        let Some(node) = nodes
-            .get_opt(name)
+    /// The resource of a kind and its scope. Discovery runs once per group/version, and
+    /// once more when the kind is missing: a CRD applied since may have added it.
+    async fn resource(&self, gvk: &GroupVersionKind) -> Result<(ApiResource, ApiCapabilities)> {
+        let api_version = gvk.api_version();
+        let find =
+            |resources: &Resources| resources.iter().find(|(r, _)| r.kind == gvk.kind).cloned();
+        let cached = self.discovered_lock().get(&api_version).and_then(find);
+        if let Some(found) = cached {
+            return Ok(found);
+        }
+        let gv = GroupVersion::gv(&gvk.group, &gvk.version);
+        let resources = discovery::pinned_group(&self.client, &gv)
             .await
-            .with_context(|| format!("cannot read the node {name}"))?
-        else {
-            return Ok(None);
-        };
-        let ready = node
-            .status
-            .and_then(|s| s.conditions)
-            .unwrap_or_default()
-            .iter()
-            .any(|c| c.type_ == "Ready" && c.status == "True");
-        Ok(Some(ready))
+            .with_context(|| format!("the API server does not know {}", gvk.kind))?
+            .versioned_resources(&gvk.version);
+        let found = find(&resources);
+        self.discovered_lock().insert(api_version, resources);
+        found.ok_or_else(|| {
+            anyhow!(
+                "the API server does not know {} in {}",
+                gvk.kind,
+                gvk.api_version()
+            )
+        })
+    }
+
+    fn discovered_lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Resources>> {
+        self.discovered
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Every pod of a namespace with its phase and readiness.
@@ -213,64 +249,7 @@ impl Kube {
             .list(&params)
             .await
             .with_context(|| format!("cannot list the pods in {namespace}"))?;
-        Ok(list
-            .items
-            .into_iter()
-            .map(|p| {
-                let status = p.status.unwrap_or_default();
-                PodState {
-                    name: p.metadata.name.unwrap_or_default(),
-                    phase: status.phase.unwrap_or_else(|| "Unknown".into()),
-                    ready: status
-                        .conditions
-                        .unwrap_or_default()
-                        .iter()
-                        .any(|c| c.type_ == "Ready" && c.status == "True"),
-                    ip: status.pod_ip,
-                }
-            })
-            .collect())
-    }
-
-    /// A Job's state; `None` when there is no such Job.
-    pub async fn job_state(&self, namespace: &str, name: &str) -> Result<Option<JobState>> {
-        let jobs: Api<Job> = Api::namespaced(self.client.clone(), namespace);
-        let Some(job) = jobs
-            .get_opt(name)
-            .await
-            .with_context(|| format!("cannot read the job {namespace}/{name}"))?
-        else {
-            return Ok(None);
-        };
-        let conditions = job.status.and_then(|s| s.conditions).unwrap_or_default();
-        let has = |t: &str| {
-            conditions
-                .iter()
-                .any(|c| c.type_ == t && c.status == "True")
-        };
-        Ok(Some(if has("Complete") {
-            JobState::Succeeded
-        } else if has("Failed") {
-            JobState::Failed
-        } else {
-            JobState::Running
-        }))
-    }
-
-    /// How many ready endpoints a Service has (what kube-proxy sends traffic to).
-    pub async fn ready_endpoints(&self, namespace: &str, service: &str) -> Result<usize> {
-        let slices: Api<EndpointSlice> = Api::namespaced(self.client.clone(), namespace);
-        let params = ListParams::default().labels(&format!("kubernetes.io/service-name={service}"));
-        let list = slices
-            .list(&params)
-            .await
-            .with_context(|| format!("cannot read the endpoints of {namespace}/{service}"))?;
-        Ok(list
-            .items
-            .iter()
-            .flat_map(|s| s.endpoints.iter().flatten())
-            .filter(|e| e.conditions.as_ref().and_then(|c| c.ready).unwrap_or(false))
-            .count())
+        Ok(list.items.iter().map(PodState::of).collect())
     }
 
     /// A pod's output (its only or first container).
@@ -281,25 +260,146 @@ impl Kube {
             .with_context(|| format!("cannot read the logs of {namespace}/{pod}"))
     }
 
-    /// Ready replicas of a Deployment against the replicas it wants, once it has caught up
-    /// with its latest spec; `None` when there is no such Deployment.
-    pub async fn deployment_ready(&self, namespace: &str, name: &str) -> Result<Option<bool>> {
-        let deployments: Api<Deployment> = Api::namespaced(self.client.clone(), namespace);
-        let Some(d) = deployments
+    /// Whether the node reports Ready; `None` when it has not registered yet.
+    pub async fn node_ready(&self, name: &str) -> Result<Option<bool>> {
+        let nodes: Api<Node> = Api::all(self.client.clone());
+        let node = nodes
             .get_opt(name)
             .await
-            .with_context(|| format!("cannot read the deployment {namespace}/{name}"))?
-        else {
-            return Ok(None);
+            .with_context(|| format!("cannot read the node {name}"))?;
+        Ok(node.map(|n| node_readiness(&n).is_ok()))
+    }
+
+    /// Waits until the node reports Ready. Endless: bound it with [`crate::wait::within`].
+    pub async fn wait_node_ready(&self, name: &str, seen: &Seen) -> Result<()> {
+        let nodes: Api<Node> = Api::all(self.client.clone());
+        watch_until(nodes, by_name(name), seen, |found| match found.first() {
+            Some(node) => node_readiness(node),
+            None => Err("the node has not registered yet".into()),
+        })
+        .await
+    }
+
+    /// Waits until `check` accepts the pods of a namespace (those matching a label selector
+    /// with `Some`), sorted by name, all at once: `Ok` ends the wait with its value, `Err`
+    /// says what it still waits for. Endless: bound it with [`crate::wait::within`].
+    pub async fn wait_pods<T>(
+        &self,
+        namespace: &str,
+        selector: Option<&str>,
+        seen: &Seen,
+        check: impl Fn(&[PodState]) -> Result<T, String>,
+    ) -> Result<T> {
+        let pods: Api<Pod> = Api::namespaced(self.client.clone(), namespace);
+        let config = match selector {
+            Some(s) => watcher::Config::default().labels(s),
+            None => watcher::Config::default(),
         };
-        let wanted = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
-        let generation = d.metadata.generation.unwrap_or(0);
-        let status = d.status.unwrap_or_default();
-        Ok(Some(
-            status.observed_generation.unwrap_or(0) >= generation
-                && status.updated_replicas.unwrap_or(0) == wanted
-                && status.ready_replicas.unwrap_or(0) == wanted,
-        ))
+        watch_until(pods, config, seen, |found| {
+            let mut pods: Vec<PodState> = found.iter().map(|p| PodState::of(p)).collect();
+            pods.sort_by(|a, b| a.name.cmp(&b.name));
+            check(&pods)
+        })
+        .await
+    }
+
+    /// Waits until a Deployment has caught up with its latest spec: every replica it wants
+    /// updated and ready. Endless: bound it with [`crate::wait::within`].
+    pub async fn wait_deployment(&self, namespace: &str, name: &str, seen: &Seen) -> Result<()> {
+        let deployments: Api<Deployment> = Api::namespaced(self.client.clone(), namespace);
+        watch_until(deployments, by_name(name), seen, |found| {
+            let Some(d) = found.first() else {
+                return Err(format!("no Deployment {name} yet"));
+            };
+            let wanted = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+            let generation = d.metadata.generation.unwrap_or(0);
+            let status = d.status.clone().unwrap_or_default();
+            let updated = status.updated_replicas.unwrap_or(0);
+            let ready = status.ready_replicas.unwrap_or(0);
+            if status.observed_generation.unwrap_or(0) >= generation
+                && updated == wanted
+                && ready == wanted
+            {
+                Ok(())
+            } else {
+                Err(format!(
+                    "Deployment {name}: {ready} of {wanted} replicas ready, {updated} updated"
+                ))
+            }
+        })
+        .await
+    }
+
+    /// Waits until a Job has finished; how it ended. Endless: bound it with [`crate::wait::within`].
+    pub async fn wait_job(&self, namespace: &str, name: &str, seen: &Seen) -> Result<JobState> {
+        let jobs: Api<Job> = Api::namespaced(self.client.clone(), namespace);
+        watch_until(jobs, by_name(name), seen, |found| {
+            let Some(job) = found.first() else {
+                return Err(format!("no Job {name} yet"));
+            };
+            let failed = job
+                .status
+                .as_ref()
+                .and_then(|s| s.conditions.as_ref())
+                .into_iter()
+                .flatten()
+                .any(|c| c.type_ == "Failed" && c.status == "True");
+            if conditions::is_job_completed().matches_object(Some(job)) {
+                Ok(JobState::Succeeded)
+            } else if failed {
+                Ok(JobState::Failed)
+            } else {
+                Err(format!("the Job {name} is running"))
+            }
+        })
+        .await
+    }
+
+    /// Waits until a Service has `want` ready endpoints (what kube-proxy sends traffic to).
+    /// Endless: bound it with [`crate::wait::within`].
+    pub async fn wait_endpoints(
+        &self,
+        namespace: &str,
+        service: &str,
+        want: usize,
+        seen: &Seen,
+    ) -> Result<()> {
+        let slices: Api<EndpointSlice> = Api::namespaced(self.client.clone(), namespace);
+        let config =
+            watcher::Config::default().labels(&format!("kubernetes.io/service-name={service}"));
+        watch_until(slices, config, seen, |found| {
+            let ready = found
+                .iter()
+                .flat_map(|s| s.endpoints.iter().flatten())
+                .filter(|e| e.conditions.as_ref().and_then(|c| c.ready).unwrap_or(false))
+                .count();
+            if ready == want {
+                Ok(())
+            } else {
+                Err(format!(
+                    "the Service {service} has {ready} of {want} ready endpoints"
+                ))
+            }
+        })
+        .await
+    }
+}
+
+impl PodState {
+    fn of(pod: &Pod) -> Self {
+        let status = pod.status.as_ref();
+        Self {
+            name: pod.metadata.name.clone().unwrap_or_default(),
+            phase: status
+                .and_then(|s| s.phase.clone())
+                .unwrap_or_else(|| "Unknown".into()),
+            ready: status
+                .and_then(|s| s.conditions.as_ref())
+                .into_iter()
+                .flatten()
+                .any(|c| c.type_ == "Ready" && c.status == "True"),
+            ip: status.and_then(|s| s.pod_ip.clone()),
+        }
     }
 }
 
@@ -315,3 +415,7 @@ fn parse_objects(yaml: &str) -> Result<Vec<DynamicObject>> {
     }
     Ok(objects)
 }
+
+#[cfg(test)]
+mod tests;
+mod watch;

@@ -4,7 +4,8 @@
 //! counterpart ([`teardown`]); everything that talks to Docker sits in [`docker`],
 //! everything that talks to the Kubernetes API in [`kubernetes`], everything that writes
 //! files in [`fs`], what kinit changes on the host outside its state directory in [`host`]
-//! and [`cgroup`], and the PKI in [`pki`]; the `kinit socks` proxy is [`socks`]. The CLI
+//! and [`cgroup`], the PKI in [`pki`] and kubeconfig files in [`kubeconfig`]; waits with a
+//! time limit go through [`wait`]; the `kinit socks` proxy is [`socks`]. The CLI
 //! ([`cli`], [`commands`]) only parses flags and calls into these.
 
 pub mod bundle;
@@ -21,6 +22,7 @@ pub mod examples;
 pub mod fs;
 pub mod health;
 pub mod host;
+pub mod kubeconfig;
 pub mod kubernetes;
 pub mod layout;
 pub mod logging;
@@ -34,13 +36,23 @@ pub mod runtime_proxy;
 pub mod socks;
 pub mod steps;
 pub mod teardown;
+pub mod tls;
 pub mod versions;
+pub mod wait;
 
 use std::process::ExitCode;
 
-/// Prints an error chain on one line, the way every kinit failure reaches the user.
+/// Prints an error chain on one line, the way every kinit failure reaches the user. A
+/// closed standard output (`kinit images list | head`) is the reader having had enough,
+/// as for any Unix tool: no message, and success.
 pub fn report(err: &anyhow::Error) -> ExitCode {
     progress::clear();
+    if err.chain().any(|e| {
+        e.downcast_ref::<progress::StdoutError>()
+            .is_some_and(progress::StdoutError::is_closed_pipe)
+    }) {
+        return ExitCode::SUCCESS;
+    }
     eprintln!("error: {err:#}");
     ExitCode::FAILURE
 }

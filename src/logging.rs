@@ -8,7 +8,7 @@ pub fn init(verbose: u8) {
     // fast-socks5 reports each misbehaving SOCKS client as an error (kinit logs those
     // itself, at debug level) and logs passwords at debug level: keep both out.
     let default = match verbose {
-        0 => "warn,kinit=info,fast_socks5=off,kube_client=off",
+        0 => "warn,kinit=info,fast_socks5=off,kube_client=off,kube_runtime=off",
         1 => "warn,kinit=debug,fast_socks5=off",
         _ => "debug,kinit=trace,fast_socks5=info",
     };

@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
+    kinit::tls::install_crypto_provider();
     let cli = kinit::cli::Cli::parse();
     kinit::logging::init(cli.verbose);
     // Joining another mount namespace needs a single-threaded process: before the runtime.

@@ -117,3 +117,45 @@ pub fn format_duration(d: Duration) -> String {
         format!("{:.1}s", d.as_secs_f64())
     }
 }
+
+/// A failed write to standard output.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot write to standard output: {0}")]
+pub struct StdoutError(#[source] std::io::Error);
+
+impl StdoutError {
+    /// The reader went away (`kinit images list | head`).
+    pub fn is_closed_pipe(&self) -> bool {
+        self.0.kind() == std::io::ErrorKind::BrokenPipe
+    }
+}
+
+/// Writes to standard output. Unlike `print!`, a reader that went away is an error the
+/// caller returns rather than a panic; [`crate::report`] ends the command quietly then.
+pub fn out(args: std::fmt::Arguments, newline: bool) -> Result<(), StdoutError> {
+    let mut stdout = std::io::stdout().lock();
+    stdout.write_fmt(args).map_err(StdoutError)?;
+    if newline {
+        stdout.write_all(b"\n").map_err(StdoutError)?;
+    }
+    stdout.flush().map_err(StdoutError)
+}
+
+/// `println!` through [`out`].
+#[macro_export]
+macro_rules! outln {
+    () => {
+        $crate::progress::out(format_args!(""), true)
+    };
+    ($($arg:tt)*) => {
+        $crate::progress::out(format_args!($($arg)*), true)
+    };
+}
+
+/// `print!` through [`out`].
+#[macro_export]
+macro_rules! out {
+    ($($arg:tt)*) => {
+        $crate::progress::out(format_args!($($arg)*), false)
+    };
+}

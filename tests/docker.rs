@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::Mutex;
 
+use caps::{CapSet, Capability};
 use kinit::docker::{Applied, ContainerSpec, Docker};
 
 mod common;
@@ -125,22 +126,13 @@ async fn privileged_fallback() {
     // Whichever way the host allowed it, the process must hold CAP_SYS_ADMIN and
     // CAP_NET_ADMIN, which a default container lacks.
     let pid = state.pid.expect("running container has a pid");
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let cap_eff = status
-        .lines()
-        .find_map(|l| l.strip_prefix("CapEff:"))
-        .unwrap()
-        .trim();
-    let cap_eff = u64::from_str_radix(cap_eff, 16).unwrap();
-    assert!(cap_eff & (1 << 21) != 0, "no CAP_SYS_ADMIN: {cap_eff:x}");
-    assert!(cap_eff & (1 << 12) != 0, "no CAP_NET_ADMIN: {cap_eff:x}");
+    let held = kinit::docker::held_capabilities(Some(pid.try_into().unwrap())).unwrap();
+    for cap in [Capability::CAP_SYS_ADMIN, Capability::CAP_NET_ADMIN] {
+        assert!(held.contains(&cap), "no {cap}: {held:?}");
+    }
     let privileged = inspect(name, "{{.HostConfig.Privileged}}");
-    let own_bounding = std::fs::read_to_string("/proc/self/status").unwrap();
-    let host_is_restricted = own_bounding
-        .lines()
-        .find_map(|l| l.strip_prefix("CapBnd:"))
-        .map(|v| u64::from_str_radix(v.trim(), 16).unwrap() & (1 << 24) == 0)
-        .unwrap();
+    let host_is_restricted =
+        !caps::has_cap(None, CapSet::Bounding, Capability::CAP_SYS_RESOURCE).unwrap();
     if host_is_restricted {
         assert_eq!(
             privileged, "false",

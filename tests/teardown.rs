@@ -15,7 +15,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 mod common;
-use common::{docker_cli, require_engine, text};
+use common::cluster::container_exists;
+use common::{docker_cli, iptables_save, require_engine, run_ok, text};
 
 /// The tests change the same host-wide things (containers, iptables), so they take turns.
 static HOST: Mutex<()> = Mutex::new(());
@@ -105,30 +106,30 @@ impl Drop for Undo {
     }
 }
 
-fn run(cmd: &[&str]) {
-    let out = Command::new(cmd[0]).args(&cmd[1..]).output().unwrap();
-    assert!(out.status.success(), "{cmd:?}: {}", text(&out));
-}
-
 fn iptables(args: &[&str]) {
     let mut cmd = vec!["iptables", "-w"];
     cmd.extend(args);
-    run(&cmd);
-}
-
-fn iptables_save() -> String {
-    let out = Command::new("iptables-save").output().unwrap();
-    assert!(out.status.success(), "iptables-save: {}", text(&out));
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    run_ok(&cmd);
 }
 
 fn has_chain(save: &str, chain: &str) -> bool {
     save.lines().any(|l| l.starts_with(&format!(":{chain} ")))
 }
 
+/// A cni0 bridge with `address`, deleted by `undo`; on a host that has none already.
+fn cni0_bridge(undo: &mut Undo, address: &str) {
+    assert!(
+        !Path::new("/sys/class/net/cni0").exists(),
+        "this host has a cni0 bridge already; this test makes its own and will not touch it"
+    );
+    undo.add(&["ip", "link", "delete", "cni0"]);
+    run_ok(&["ip", "link", "add", "cni0", "type", "bridge"]);
+    run_ok(&["ip", "addr", "add", address, "dev", "cni0"]);
+}
+
 /// A pod container as cri-dockerd makes them, in the cgroup `parent`; never started.
 fn pod_container(name: &str, image: &str, parent: &str) {
-    run(&[
+    run_ok(&[
         "docker",
         "create",
         "--name",
@@ -146,12 +147,6 @@ fn pod_container(name: &str, image: &str, parent: &str) {
     ]);
 }
 
-fn container_exists(name: &str) -> bool {
-    docker_cli(&["inspect", "--type", "container", name])
-        .status
-        .success()
-}
-
 #[test]
 fn down_and_purge_leave_another_kubelets_pods() {
     let _turn = turn();
@@ -162,8 +157,8 @@ fn down_and_purge_leave_another_kubelets_pods() {
     // An empty image will do: the containers are created, never started.
     let image = "kinit-test-teardown-pod:1";
     let empty = dir.path().join("empty.tar");
-    run(&["tar", "-cf", empty.to_str().unwrap(), "-T", "/dev/null"]);
-    run(&["docker", "import", empty.to_str().unwrap(), image]);
+    run_ok(&["tar", "-cf", empty.to_str().unwrap(), "-T", "/dev/null"]);
+    run_ok(&["docker", "import", empty.to_str().unwrap(), image]);
     undo.add(&["docker", "rmi", image]);
     let foreign = "kinit-test-other-kubelets-pod";
     let ours = "kinit-test-kinits-pod";
@@ -187,17 +182,11 @@ fn purge_leaves_other_tools_iptables_rules_and_bridge() {
     let _turn = turn();
     let dir = tempfile::tempdir().unwrap();
     let state = state_dir(dir.path());
-    assert!(
-        !Path::new("/sys/class/net/cni0").exists(),
-        "this host has a cni0 bridge already; this test makes its own and will not touch it"
-    );
     let mut undo = Undo(vec![]);
 
     // Another tool's: a bridge named like kinit's, a chain with kube-proxy's prefix, a
     // chain of its own, another CNI network's pod chain, and a rule in FORWARD.
-    undo.add(&["ip", "link", "delete", "cni0"]);
-    run(&["ip", "link", "add", "cni0", "type", "bridge"]);
-    run(&["ip", "addr", "add", "192.0.2.1/24", "dev", "cni0"]);
+    cni0_bridge(&mut undo, "192.0.2.1/24");
     let foreign_rules: [(&str, &[&str]); 5] = [
         ("filter", &["-A", "KUBE-OTHER-TOOL", "-j", "RETURN"]),
         ("filter", &["-A", "FORWARD", "-j", "KUBE-OTHER-TOOL"]),
@@ -373,15 +362,9 @@ fn purge_deletes_the_bridge_kinit_made() {
     let _turn = turn();
     let dir = tempfile::tempdir().unwrap();
     let state = state_dir(dir.path());
-    assert!(
-        !Path::new("/sys/class/net/cni0").exists(),
-        "this host has a cni0 bridge already; this test makes its own and will not touch it"
-    );
     let mut undo = Undo(vec![]);
-    undo.add(&["ip", "link", "delete", "cni0"]);
     // As the bridge plugin leaves it: the gateway of the node's pod range.
-    run(&["ip", "link", "add", "cni0", "type", "bridge"]);
-    run(&["ip", "addr", "add", "10.244.0.1/24", "dev", "cni0"]);
+    cni0_bridge(&mut undo, "10.244.0.1/24");
     let out = ok(&state, &["down", "--purge"]);
     assert!(!Path::new("/sys/class/net/cni0").exists(), "{out}");
     assert!(out.contains("Deleted the bridge cni0"), "{out}");

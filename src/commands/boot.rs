@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use anyhow::Result;
 use tracing::{info, warn};
 
+use crate::cluster::Container;
 use crate::docker::Docker;
 use crate::host;
 
@@ -39,7 +40,10 @@ async fn start_failed(docker: &Docker) -> Result<()> {
     loop {
         let mut waiting = Vec::new();
         for c in docker.list().await? {
-            if c.component.as_deref() == Some("boot") || c.running || c.status == "restarting" {
+            if c.component.as_deref() == Some(Container::Boot.label())
+                || c.running
+                || c.status == "restarting"
+            {
                 continue;
             }
             if let Some(error) = &c.error {

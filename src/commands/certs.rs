@@ -11,7 +11,7 @@ use crate::layout::{LOCK_FILE, Layout};
 use crate::{fs, pki};
 
 pub fn run(state_dir: Option<&Path>, args: &CertsArgs) -> Result<()> {
-    let settings = Settings::from_args(&args.cluster)?;
+    let settings = Settings::new(&args.cluster.requested())?;
     // Into the cluster's own state directory, this would race a `kinit up` or `down`.
     let _lock = if is_cluster_state_dir(state_dir, &args.out) {
         Some(Lock::acquire(Path::new(LOCK_FILE))?)
@@ -20,12 +20,12 @@ pub fn run(state_dir: Option<&Path>, args: &CertsArgs) -> Result<()> {
     };
     fs::check_writable(&args.out)?;
     let report = pki::ensure(&args.out, &settings)?;
-    println!(
+    crate::outln!(
         "Certificates for {} ({}) in {}: {report}.",
         settings.hostname,
         settings.node_ip,
         args.out.display()
-    );
+    )?;
     Ok(())
 }
 

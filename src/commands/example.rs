@@ -10,10 +10,10 @@ use crate::cli::ExampleArgs;
 use crate::cluster::Settings;
 use crate::examples::{self, Example, Shape};
 use crate::fs::Lock;
-use crate::kubernetes::{JobState, Kube};
+use crate::kubernetes::{JobState, Kube, PodState};
 use crate::layout::{LOCK_FILE, Layout};
 use crate::progress::{self, Outcome, Steps};
-use crate::steps::{self, wait_until};
+use crate::wait;
 
 /// First runs pull images from Docker Hub; give them time.
 const READY_TIMEOUT: Duration = Duration::from_secs(600);
@@ -24,7 +24,7 @@ pub async fn run(state_dir: Option<&Path>, args: &ExampleArgs) -> Result<()> {
     if args.list {
         for e in &examples::ALL {
             let images: Vec<String> = e.images.iter().map(|(s, i)| format!("{s}={i}")).collect();
-            println!("{:<10} {} ({})", e.name, e.summary, images.join(", "));
+            crate::outln!("{:<10} {} ({})", e.name, e.summary, images.join(", "))?;
         }
         return Ok(());
     }
@@ -49,7 +49,7 @@ pub async fn run(state_dir: Option<&Path>, args: &ExampleArgs) -> Result<()> {
             layout.root().display()
         );
     };
-    let manifest = example.render(&args.image_override, &settings.dns_domain)?;
+    let manifest = example.render(&args.image_override, settings.dns_domain.as_str())?;
     let kube = Kube::connect(&credentials(&layout)?).await?;
 
     let mut steps = Steps::new();
@@ -57,14 +57,19 @@ pub async fn run(state_dir: Option<&Path>, args: &ExampleArgs) -> Result<()> {
         steps
             .run(&format!("Removing the {name} example"), async {
                 let deleted = kube.delete(&manifest).await?;
-                wait_until(
+                wait::within(
                     &format!("the {name} example's pods did not go away"),
                     DELETE_TIMEOUT,
-                    || async {
-                        let left = kube
-                            .pods_matching(NAMESPACE, Some(&example.selector()))
-                            .await?;
-                        Ok(left.is_empty())
+                    async |seen| {
+                        let selector = example.selector();
+                        kube.wait_pods(NAMESPACE, Some(&selector), seen, |left| {
+                            if left.is_empty() {
+                                Ok(())
+                            } else {
+                                Err(format!("{} still there", names(left)))
+                            }
+                        })
+                        .await
                     },
                 )
                 .await?;
@@ -99,7 +104,7 @@ fn credentials(layout: &Layout) -> Result<PathBuf> {
     if std::fs::File::open(&admin).is_ok() {
         return Ok(admin);
     }
-    let user = steps::kubeconfig::resolve_target(None)?.path;
+    let user = crate::kubeconfig::resolve_target(None)?.path;
     if user.exists() {
         Ok(user)
     } else {
@@ -113,39 +118,48 @@ fn credentials(layout: &Layout) -> Result<PathBuf> {
 
 async fn wait_ready(kube: &Kube, example: &Example) -> Result<Outcome> {
     let what = format!("the {} example did not become ready", example.name);
-    match example.shape {
+    wait::within(&what, READY_TIMEOUT, async |seen| match example.shape {
         Shape::Pods | Shape::Deployment => {
+            if example.shape == Shape::Deployment {
+                kube.wait_deployment(NAMESPACE, example.name, seen).await?;
+            }
             // Every pod ready, and every one of them behind the Service.
-            wait_until(&what, READY_TIMEOUT, || async {
-                let pods = kube
-                    .pods_matching(NAMESPACE, Some(&example.selector()))
-                    .await?;
-                let ready = pods.iter().filter(|p| p.ready).count();
-                let all_ready = !pods.is_empty() && ready == pods.len();
-                if example.shape == Shape::Deployment
-                    && kube.deployment_ready(NAMESPACE, example.name).await? != Some(true)
-                {
-                    return Ok(false);
-                }
-                Ok(all_ready && kube.ready_endpoints(NAMESPACE, example.name).await? == ready)
-            })
-            .await?
-        }
-        Shape::Job => {
-            wait_until(&what, READY_TIMEOUT, || async {
-                match kube.job_state(NAMESPACE, "hello").await? {
-                    Some(JobState::Succeeded) => Ok(true),
-                    Some(JobState::Failed) => {
-                        let logs = job_output(kube).await.unwrap_or_default();
-                        Err(anyhow!("the Job failed; its output:\n{logs}"))
+            let selector = example.selector();
+            let ready = kube
+                .wait_pods(NAMESPACE, Some(&selector), seen, |pods| {
+                    if pods.is_empty() {
+                        Err("no pods yet".into())
+                    } else if pods.iter().all(|p| p.ready) {
+                        Ok(pods.len())
+                    } else {
+                        Err(format!(
+                            "waiting for {}",
+                            names(pods.iter().filter(|p| !p.ready))
+                        ))
                     }
-                    _ => Ok(false),
-                }
-            })
-            .await?
+                })
+                .await?;
+            kube.wait_endpoints(NAMESPACE, example.name, ready, seen)
+                .await
         }
-    }
+        Shape::Job => match kube.wait_job(NAMESPACE, "hello", seen).await? {
+            JobState::Succeeded => Ok(()),
+            JobState::Failed => {
+                let logs = job_output(kube).await.unwrap_or_default();
+                bail!("{what}: the Job failed; its output:\n{logs}")
+            }
+        },
+    })
+    .await?;
     Ok(Outcome::Done("ready".into()))
+}
+
+/// Pod names and phases for a message: "a (Pending), b (Running)".
+fn names<'a>(pods: impl IntoIterator<Item = &'a PodState>) -> String {
+    pods.into_iter()
+        .map(|p| format!("{} ({})", p.name, p.phase))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 async fn job_output(kube: &Kube) -> Result<String> {

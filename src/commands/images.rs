@@ -13,10 +13,10 @@ pub async fn run(cmd: &ImagesCommand) -> Result<()> {
         ImagesCommand::Load { dir, all } => {
             let report = bundle::load_missing(&docker, dir, *all).await?;
             for image in &report.loaded {
-                println!("loaded  {image}");
+                crate::outln!("loaded  {image}")?;
             }
             for image in &report.present {
-                println!("present {image}");
+                crate::outln!("present {image}")?;
             }
         }
         ImagesCommand::List => {
@@ -26,7 +26,7 @@ pub async fn run(cmd: &ImagesCommand) -> Result<()> {
                 } else {
                     "missing"
                 };
-                println!("{state:<8}{image}");
+                crate::outln!("{state:<8}{image}")?;
             }
         }
     }

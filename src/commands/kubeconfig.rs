@@ -28,6 +28,6 @@ pub fn run(state_dir: Option<&Path>) -> Result<()> {
             }
         },
     };
-    print!("{}", String::from_utf8_lossy(&bytes));
+    crate::out!("{}", String::from_utf8_lossy(&bytes))?;
     Ok(())
 }

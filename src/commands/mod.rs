@@ -27,10 +27,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Logs(args) => logs::run(&args).await,
         Command::Certs(args) => certs::run(state_dir, &args),
         Command::Images(cmd) => images::run(&cmd).await,
-        Command::Version => {
-            version();
-            Ok(())
-        }
+        Command::Version => version(),
         Command::Socks(args) => socks::run(state_dir, &args).await,
         Command::Kubeconfig => kubeconfig::run(state_dir),
         Command::Example(args) => example::run(state_dir, &args).await,
@@ -61,17 +58,21 @@ pub async fn run(cli: Cli) -> Result<()> {
     }
 }
 
-fn version() {
-    println!("kinit {}", env!("CARGO_PKG_VERSION"));
+fn version() -> Result<()> {
+    crate::outln!("kinit {}", env!("CARGO_PKG_VERSION"))?;
     for (i, release) in versions::SUPPORTED.iter().enumerate() {
         let default = if i == 0 { " (default)" } else { "" };
-        println!(
+        crate::outln!(
             "kubernetes {}{default}: etcd {}, coredns {}, pause {}",
-            release.kubernetes, release.etcd, release.coredns, release.pause
-        );
+            release.kubernetes,
+            release.etcd,
+            release.coredns,
+            release.pause
+        )?;
     }
-    println!("cri-dockerd {}", versions::CRI_DOCKERD_VERSION);
-    println!("cni-plugins {}", versions::CNI_PLUGINS_VERSION);
+    crate::outln!("cri-dockerd {}", versions::CRI_DOCKERD_VERSION)?;
+    crate::outln!("cni-plugins {}", versions::CNI_PLUGINS_VERSION)?;
+    Ok(())
 }
 
 /// Commands that change the host need root; say so before touching anything.

@@ -34,20 +34,20 @@ pub async fn run(state_dir: Option<&Path>, args: &SocksArgs) -> Result<()> {
         .as_ref()
         .map_or(cluster::DEFAULT_DNS_DOMAIN, |s| s.dns_domain.as_str());
     if args.pac {
-        print!("{}", pac::pac(args.port, domain, &cluster_nets));
+        crate::out!("{}", pac::pac(args.port, domain, &cluster_nets))?;
         return Ok(());
     }
     let auth = credentials(args)?;
     check_exposure(args, auth.is_some())?;
     if args.detach {
         let (record, banner) = detach::spawn(&layout, auth.as_ref())?;
-        print!("{banner}");
-        println!(
+        crate::out!("{banner}")?;
+        crate::outln!(
             "Running in the background as pid {} (log: {}); `sudo kinit down` or `kill {}` stops it.",
             record.pid,
             record.log.display(),
             record.pid
-        );
+        )?;
         return Ok(());
     }
     raise_open_files_limit();
@@ -76,7 +76,7 @@ pub async fn run(state_dir: Option<&Path>, args: &SocksArgs) -> Result<()> {
     let dns_server = args.dns_server.or_else(|| {
         settings
             .as_ref()
-            .map(|s| SocketAddr::new(s.dns_service_ip(), 53))
+            .map(|s| SocketAddr::new(s.service_cidr.dns_ip(), 53))
     });
     let proxy = Arc::new(Proxy {
         clients,
@@ -96,7 +96,7 @@ pub async fn run(state_dir: Option<&Path>, args: &SocksArgs) -> Result<()> {
         .context("cannot read the proxy's listening address")?;
     let ssh_host = settings
         .as_ref()
-        .map(|s| s.hostname.clone())
+        .map(|s| s.hostname.to_string())
         .or_else(|| {
             nix::unistd::gethostname()
                 .ok()
@@ -112,7 +112,7 @@ pub async fn run(state_dir: Option<&Path>, args: &SocksArgs) -> Result<()> {
         dns: dns_server,
         auth_user: proxy.auth.as_ref().map(|c| c.user.as_str()),
     };
-    print!("{}", banner.render());
+    crate::out!("{}", banner.render())?;
     // Scripts (and the tests) wait for the banner's first line to know the port.
     let _ = std::io::stdout().flush();
     // Only after the banner: `--detach` reads it from the file it started the log in.
@@ -233,7 +233,11 @@ fn cluster_nets(
             layout.root().display()
         );
     };
-    Ok(vec![s.pod_cidr, s.service_cidr, IpNet::from(s.node_ip)])
+    Ok(vec![
+        s.pod_cidr.net(),
+        s.service_cidr.net(),
+        IpNet::from(s.node_ip),
+    ])
 }
 
 async fn listen(addr: SocketAddr) -> Result<TcpListener> {

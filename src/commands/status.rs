@@ -8,11 +8,11 @@ use anyhow::{Context, Result};
 use serde::Serialize;
 
 use crate::cli::{OutputFormat, StatusArgs};
-use crate::cluster::Settings;
+use crate::cluster::{Component, Settings};
 use crate::components::{master, proxy};
 use crate::docker::{self, ContainerState, Docker};
 use crate::health;
-use crate::kubernetes::Kube;
+use crate::kubernetes::{Kube, PodState};
 use crate::layout::Layout;
 use crate::socks::detach;
 use crate::versions::Release;
@@ -29,7 +29,7 @@ struct Status {
     docker: docker::EngineInfo,
     versions: Versions,
     node: Option<NodeStatus>,
-    components: Vec<Component>,
+    components: Vec<ComponentStatus>,
     /// `kinit socks --detach`, when one runs.
     socks: Option<detach::Record>,
 }
@@ -54,36 +54,13 @@ struct NodeStatus {
 
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
-struct Component {
-    name: String,
+struct ComponentStatus {
+    name: &'static str,
     /// The container, or `None` when it does not exist.
     container: Option<ContainerState>,
     /// "healthy", "unhealthy: <why>", "not running" or "unknown (...)".
     health: String,
 }
-
-/// How each component is found and checked.
-enum Check {
-    Etcd,
-    Kubelet,
-    ApiServer,
-    /// Running pod container; its readiness comes from the API.
-    Pod(&'static str),
-    Proxy,
-    /// Idle once it has done its work; running is all there is to check.
-    Boot,
-}
-
-const COMPONENTS: [(&str, Check); 8] = [
-    ("etcd", Check::Etcd),
-    ("kubelet", Check::Kubelet),
-    ("apiserver", Check::ApiServer),
-    ("controller-manager", Check::Pod("kube-controller-manager")),
-    ("scheduler", Check::Pod("kube-scheduler")),
-    ("proxy", Check::Proxy),
-    ("coredns", Check::Pod("coredns")),
-    ("boot", Check::Boot),
-];
 
 pub async fn run(state_dir: Option<&Path>, args: &StatusArgs) -> Result<()> {
     let layout = Layout::resolve(state_dir)?;
@@ -103,48 +80,45 @@ pub async fn run(state_dir: Option<&Path>, args: &StatusArgs) -> Result<()> {
     let needs_root = "unknown (run `sudo kinit status` to check health)".to_string();
 
     let mut components = Vec::new();
-    for (name, check) in &COMPONENTS {
-        let container = match check {
-            Check::Etcd => docker.inspect(&docker::container_name("etcd")).await?,
-            Check::Kubelet => docker.inspect(&docker::container_name("master")).await?,
-            Check::Proxy => docker.inspect(&docker::container_name("proxy")).await?,
-            Check::Boot => docker.inspect(&docker::container_name("boot")).await?,
-            Check::ApiServer => pod_container(&docker, "kube-apiserver").await?,
-            Check::Pod(c) => pod_container(&docker, c).await?,
+    for component in Component::ALL {
+        let container = match component.pod() {
+            Some(pod) => pod_container(&docker, pod).await?,
+            None => {
+                let name = docker::container_name(component.container().label());
+                docker.inspect(&name).await?
+            }
         };
         let running = container.as_ref().is_some_and(|c| c.running);
         let health = if !running {
             "not running".to_string()
         } else {
-            match check {
-                Check::Etcd if root => verdict(health::etcd(&layout, CHECK_TIMEOUT).await),
-                Check::Kubelet => {
-                    verdict(health::http_ok(master::KUBELET_HEALTHZ, CHECK_TIMEOUT).await)
+            match component {
+                Component::Etcd if root => verdict(health::etcd(&layout, CHECK_TIMEOUT).await),
+                Component::Etcd => needs_root.clone(),
+                Component::Kubelet => {
+                    verdict(health::http_ok(&master::kubelet_healthz(), CHECK_TIMEOUT).await)
                 }
-                Check::Proxy => verdict(health::http_ok(proxy::HEALTHZ, CHECK_TIMEOUT).await),
-                Check::Boot => "healthy".into(),
-                Check::ApiServer => match &kube {
+                Component::Proxy => {
+                    verdict(health::http_ok(&proxy::healthz(), CHECK_TIMEOUT).await)
+                }
+                // Idle once it has done its work; running is all there is to check.
+                Component::Boot => "healthy".into(),
+                Component::ApiServer => match &kube {
                     Some(k) => verdict(k.readyz().await),
                     None if root => "unhealthy: no admin kubeconfig".into(),
                     None => needs_root.clone(),
                 },
-                Check::Pod(c) => match &pods {
-                    Some(pods) => {
-                        let mine: Vec<_> = pods.iter().filter(|p| p.name.starts_with(c)).collect();
-                        if !mine.is_empty() && mine.iter().all(|p| p.ready) {
-                            "healthy".into()
-                        } else {
-                            "unhealthy: its pod is not ready".into()
-                        }
+                Component::ControllerManager | Component::Scheduler | Component::CoreDns => {
+                    match &pods {
+                        Some(pods) => pod_health(pods, component),
+                        None if root => "unknown: the API server does not answer".into(),
+                        None => needs_root.clone(),
                     }
-                    None if root => "unknown: the API server does not answer".into(),
-                    None => needs_root.clone(),
-                },
-                Check::Etcd => needs_root.clone(),
+                }
             }
         };
-        components.push(Component {
-            name: name.to_string(),
+        components.push(ComponentStatus {
+            name: component.name(),
             container,
             health,
         });
@@ -152,9 +126,9 @@ pub async fn run(state_dir: Option<&Path>, args: &StatusArgs) -> Result<()> {
 
     let node = match &cluster {
         Some(s) => Some(NodeStatus {
-            name: s.hostname.clone(),
+            name: s.hostname.to_string(),
             state: match &kube {
-                Some(k) => match k.node_ready(&s.hostname).await {
+                Some(k) => match k.node_ready(s.hostname.as_str()).await {
                     Ok(Some(true)) => "Ready".into(),
                     Ok(Some(false)) => "NotReady".into(),
                     Ok(None) => "not registered".into(),
@@ -198,13 +172,11 @@ pub async fn run(state_dir: Option<&Path>, args: &StatusArgs) -> Result<()> {
         socks: detach::running(&layout)?,
     };
     match args.output {
-        OutputFormat::Json => {
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&status).context("cannot serialize the status")?
-            )
-        }
-        OutputFormat::Text => print_text(&status),
+        OutputFormat::Json => crate::outln!(
+            "{}",
+            serde_json::to_string_pretty(&status).context("cannot serialize the status")?
+        )?,
+        OutputFormat::Text => print_text(&status)?,
     }
     Ok(())
 }
@@ -216,6 +188,19 @@ async fn pod_container(docker: &Docker, name: &str) -> Result<Option<ContainerSt
     }
 }
 
+/// A pod's readiness comes from the API: healthy when every pod of the component is ready.
+fn pod_health(pods: &[PodState], component: Component) -> String {
+    let mine: Vec<_> = pods
+        .iter()
+        .filter(|p| component.pod().is_some_and(|pod| p.name.starts_with(pod)))
+        .collect();
+    if !mine.is_empty() && mine.iter().all(|p| p.ready) {
+        "healthy".into()
+    } else {
+        "unhealthy: its pod is not ready".into()
+    }
+}
+
 fn verdict(result: Result<()>) -> String {
     match result {
         Ok(()) => "healthy".into(),
@@ -223,21 +208,21 @@ fn verdict(result: Result<()>) -> String {
     }
 }
 
-fn print_text(s: &Status) {
+fn print_text(s: &Status) -> Result<()> {
     match &s.cluster {
-        Some(c) => println!(
+        Some(c) => crate::outln!(
             "Cluster: node {} ({}), API server {}, state in {}",
             c.hostname,
             c.node_ip,
             s.api_endpoint.as_deref().unwrap_or("-"),
             s.state_dir
-        ),
-        None => println!("No cluster in {} (run `sudo kinit up`).", s.state_dir),
+        )?,
+        None => crate::outln!("No cluster in {} (run `sudo kinit up`).", s.state_dir)?,
     }
     if let Some(node) = &s.node {
-        println!("Node: {} {}", node.name, node.state);
+        crate::outln!("Node: {} {}", node.name, node.state)?;
     }
-    println!(
+    crate::outln!(
         "Versions: kinit {}, Kubernetes {} (API server reports {}), etcd {}, CoreDNS {}; Docker {}",
         s.versions.kinit,
         s.versions.kubernetes,
@@ -245,32 +230,38 @@ fn print_text(s: &Status) {
         s.versions.etcd,
         s.versions.coredns,
         s.docker.version
-    );
-    println!();
-    println!(
+    )?;
+    crate::outln!()?;
+    crate::outln!(
         "{:<20} {:<14} {:<12} HEALTH",
-        "COMPONENT", "CONTAINER", "STATE"
-    );
+        "COMPONENT",
+        "CONTAINER",
+        "STATE"
+    )?;
     for c in &s.components {
         let (container, state) = match &c.container {
             Some(ct) => (short(&ct.name), ct.status.as_str()),
             None => ("-".to_string(), "missing"),
         };
-        println!(
+        crate::outln!(
             "{:<20} {:<14} {:<12} {}",
-            c.name, container, state, c.health
-        );
+            c.name,
+            container,
+            state,
+            c.health
+        )?;
     }
-    println!();
+    crate::outln!()?;
     match &s.socks {
-        Some(r) => println!(
+        Some(r) => crate::outln!(
             "kinit socks: running (pid {}) on {}, log {}",
             r.pid,
             r.listen,
             r.log.display()
-        ),
-        None => println!("kinit socks: not running in the background"),
+        )?,
+        None => crate::outln!("kinit socks: not running in the background")?,
     }
+    Ok(())
 }
 
 /// Pod containers have long generated names; the first part says enough.

@@ -32,17 +32,17 @@ pub async fn run(
             .transpose()?
             .unwrap_or_default(),
     };
-    let mut cluster_args = args.cluster.clone();
-    if cluster_args.kubernetes_version.is_none() {
-        cluster_args.kubernetes_version = config.kubernetes_version.clone();
+    let mut requested = args.cluster.requested();
+    if requested.kubernetes_version.is_none() {
+        requested.kubernetes_version = config.kubernetes_version.clone();
     }
     let mut settings = match Settings::load(&layout.settings_file())? {
-        Some(saved) => Settings::reconcile(saved, &cluster_args)?,
-        None => Settings::from_args(&cluster_args)?,
+        Some(saved) => Settings::reconcile(saved, &requested)?,
+        None => Settings::new(&requested)?,
     };
     // Certificates, etcd and the node follow; the pki step records the new address.
     if let Some(old) =
-        settings.follow_node_ip(cluster_args.node_ip, net::is_local_address, net::primary_ip)?
+        settings.follow_node_ip(requested.node_ip, net::is_local_address, net::primary_ip)?
     {
         progress::println(&format!(
             " ! The node's address moved from {old} to {}: its certificates and etcd follow it",
@@ -55,7 +55,7 @@ pub async fn run(
         args.image_repository.as_deref(),
         args.bundle.as_deref(),
     )?;
-    let user_kubeconfig = Some(steps::kubeconfig::resolve_target(args.kubeconfig.as_deref())?.path);
+    let user_kubeconfig = Some(crate::kubeconfig::resolve_target(args.kubeconfig.as_deref())?.path);
     if sources.image_repository.is_some() {
         settings.image_repository = sources.image_repository.clone();
     }

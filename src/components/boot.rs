@@ -32,6 +32,7 @@ mod tests {
     fn boot_runs_kinit_boot_in_the_host_pid_namespace() {
         let spec = spec("kinit/node:v1.36.3-abc", &["/usr".into(), "/lib".into()]).unwrap();
         assert_eq!(spec.container_name(), "kinit-boot");
+        assert_eq!(spec.component, crate::cluster::Container::Boot.label());
         assert_eq!(
             spec.entrypoint.as_deref(),
             Some(&["/kinit/bin/kinit".to_string(), "boot".into()][..])

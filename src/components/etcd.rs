@@ -4,14 +4,12 @@ use anyhow::Result;
 use serde::Serialize;
 
 use crate::cluster::Settings;
+use crate::cluster::component::{ETCD_CLIENT_PORT, ETCD_PEER_PORT};
 use crate::docker::ContainerSpec;
 use crate::layout::Layout;
 use crate::manifests;
 use crate::net::url_host;
 use crate::versions::Images;
-
-pub const CLIENT_PORT: u16 = 2379;
-pub const PEER_PORT: u16 = 2380;
 
 /// The values `manifests/components/etcd.yaml` is rendered with.
 #[derive(Debug, Serialize)]
@@ -22,27 +20,31 @@ struct Values {
     node_host: String,
     data_dir: String,
     pki_dir: String,
+    client_port: u16,
+    peer_port: u16,
 }
 
 /// The `kinit-etcd` container for this cluster.
 pub fn spec(settings: &Settings, layout: &Layout, images: &Images) -> Result<ContainerSpec> {
     manifests::ETCD.render(&Values {
         image: images.etcd(),
-        name: settings.hostname.clone(),
+        name: settings.hostname.to_string(),
         node_host: url_host(settings.node_ip),
         data_dir: layout.etcd_data().to_string_lossy().into_owned(),
         pki_dir: layout.etcd_pki().to_string_lossy().into_owned(),
+        client_port: ETCD_CLIENT_PORT,
+        peer_port: ETCD_PEER_PORT,
     })
 }
 
 /// Where kinit itself talks to etcd: loopback, so the check works whatever the node IP.
 pub fn local_endpoint() -> String {
-    format!("https://127.0.0.1:{CLIENT_PORT}")
+    format!("https://127.0.0.1:{ETCD_CLIENT_PORT}")
 }
 
 /// The peer URL the member advertises for this node address.
 pub fn peer_url(settings: &Settings) -> String {
-    format!("https://{}:{PEER_PORT}", url_host(settings.node_ip))
+    format!("https://{}:{ETCD_PEER_PORT}", url_host(settings.node_ip))
 }
 
 #[cfg(test)]
@@ -61,6 +63,7 @@ mod tests {
         let layout = Layout::new("/var/lib/kinit");
         let spec = spec(&settings("10.0.2.15"), &layout, &Images::default()).unwrap();
         assert_eq!(spec.container_name(), "kinit-etcd");
+        assert_eq!(spec.component, crate::cluster::Container::Etcd.label());
         assert_eq!(
             spec.image,
             format!("registry.k8s.io/etcd:{}", crate::versions::ETCD_IMAGE_TAG)

@@ -9,7 +9,11 @@ use anyhow::Result;
 use serde::Serialize;
 
 use crate::cgroup;
-use crate::cluster::{self, API_SERVER_PORT, Settings};
+use crate::cluster::component::{
+    API_SERVER_PORT, CONTROLLER_MANAGER_PORT, ETCD_CLIENT_PORT, KUBELET_HEALTHZ_PORT,
+    SCHEDULER_PORT,
+};
+use crate::cluster::{self, Settings};
 use crate::docker::{ContainerSpec, Docker, EngineInfo};
 use crate::fs::Mode;
 use crate::layout::Layout;
@@ -24,18 +28,19 @@ pub const BRIDGE: &str = "cni0";
 pub const CGROUP_ROOT: &str = cgroup::KUBELET_ROOT;
 /// The CNI network's name; the bridge plugin tags its iptables rules with it.
 pub const NETWORK: &str = "kinit";
-pub const KUBELET_PORT: u16 = 10250;
-/// The kubelet's health endpoint (plain HTTP, loopback only).
-pub const KUBELET_HEALTHZ: &str = "http://127.0.0.1:10248/healthz";
 
-/// The control-plane pods the kubelet runs from static manifests, by container name.
-pub const STATIC_PODS: [&str; 3] = [
-    "kube-apiserver",
-    "kube-controller-manager",
-    "kube-scheduler",
-];
+/// The kubelet's health endpoint (plain HTTP, loopback only).
+pub fn kubelet_healthz() -> String {
+    format!("http://127.0.0.1:{KUBELET_HEALTHZ_PORT}/healthz")
+}
 
 /// A file kinit renders for the master.
+/// The kubelet evicts pods, and taints the node against new ones, when less than this
+/// share of the filesystem of its root directory (nodefs) or of Docker's (imagefs) is
+/// free. A test cluster shares its host's disk with everything else: evict only when
+/// nearly full. Preflight refuses a disk already past it.
+pub const EVICTION_FREE_PERCENT: u8 = 5;
+
 #[derive(Debug)]
 pub struct File {
     pub path: PathBuf,
@@ -47,6 +52,8 @@ pub struct File {
 #[derive(Debug, Serialize)]
 struct Values {
     image: String,
+    /// [`EVICTION_FREE_PERCENT`], for the kubelet's evictionHard.
+    eviction_free_percent: u8,
     /// [`crate::pki::digest`]: the static pods carry it, so new credentials restart them.
     credentials: String,
     state_dir: String,
@@ -61,6 +68,10 @@ struct Values {
     node_host: String,
     hostname: String,
     api_port: u16,
+    etcd_port: u16,
+    kubelet_healthz_port: u16,
+    controller_manager_port: u16,
+    scheduler_port: u16,
     service_cidr: String,
     /// iptables or ip6tables, for the Service range's family.
     service_iptables: &'static str,
@@ -182,6 +193,7 @@ pub fn render(
     let cni = layout.cni();
     let values = Values {
         image: node_image.to_string(),
+        eviction_free_percent: EVICTION_FREE_PERCENT,
         credentials: credentials.to_string(),
         state_dir: path(layout.root().to_path_buf()),
         entrypoint: path(config.join("master-entrypoint.sh")),
@@ -192,18 +204,22 @@ pub fn render(
         optional_host_paths: host.optional_paths.clone(),
         node_ip: settings.node_ip.to_string(),
         node_host: url_host(settings.node_ip),
-        hostname: settings.hostname.clone(),
+        hostname: settings.hostname.to_string(),
         api_port: API_SERVER_PORT,
+        etcd_port: ETCD_CLIENT_PORT,
+        kubelet_healthz_port: KUBELET_HEALTHZ_PORT,
+        controller_manager_port: CONTROLLER_MANAGER_PORT,
+        scheduler_port: SCHEDULER_PORT,
         service_cidr: settings.service_cidr.to_string(),
-        service_iptables: match settings.service_cidr {
+        service_iptables: match settings.service_cidr.net() {
             ipnet::IpNet::V4(_) => "iptables",
             ipnet::IpNet::V6(_) => "ip6tables",
         },
         pod_cidr: settings.pod_cidr.to_string(),
-        node_pod_cidr: settings.node_pod_cidr().to_string(),
+        node_pod_cidr: settings.pod_cidr.node_range().to_string(),
         node_cidr_prefix: cluster::NODE_CIDR_PREFIX,
-        dns_ip: settings.dns_service_ip().to_string(),
-        dns_domain: settings.dns_domain.clone(),
+        dns_ip: settings.service_cidr.dns_ip().to_string(),
+        dns_domain: settings.dns_domain.to_string(),
         cgroup_driver: host.cgroup.kubelet_driver(),
         cgroup_root: host.cgroup.kubelet_root(),
         cgroup_slice: host.cgroup.root_slice(),
@@ -310,319 +326,4 @@ fn upstream_resolv_conf() -> PathBuf {
 }
 
 #[cfg(test)]
-mod tests {
-    use std::collections::BTreeSet;
-
-    use super::*;
-    use crate::cgroup::tests::Fixture;
-
-    /// This test machine as recorded: cgroup v1, Docker's cgroupfs driver.
-    fn host() -> Host {
-        recorded_host(&fixture("debian12-v1-cgroupfs"))
-    }
-
-    fn fixture(name: &str) -> Fixture {
-        cgroup::tests::fixtures()
-            .into_iter()
-            .find(|f| f.name == name)
-            .unwrap_or_else(|| panic!("no fixture {name}"))
-    }
-
-    fn recorded_host(fixture: &Fixture) -> Host {
-        Host::new(
-            fixture.engine.clone(),
-            fixture.setup(),
-            "/etc/resolv.conf".into(),
-            fixture.exists(),
-        )
-    }
-
-    fn rendered() -> Master {
-        rendered_for(&host())
-    }
-
-    fn rendered_for(host: &Host) -> Master {
-        let layout = Layout::new("/var/lib/kinit");
-        render(
-            &cluster::test_settings(),
-            &layout,
-            host,
-            &Images::default(),
-            "kinit/node:test",
-            2,
-            "c0ffee",
-        )
-        .unwrap()
-    }
-
-    fn contents(m: &Master, name: &str) -> String {
-        m.files
-            .iter()
-            .find(|f| f.path.ends_with(name))
-            .unwrap_or_else(|| panic!("no {name}"))
-            .contents
-            .clone()
-    }
-
-    #[test]
-    fn the_master_container_sees_the_host() {
-        let m = rendered();
-        let spec = &m.spec;
-        assert_eq!(spec.container_name(), "kinit-master");
-        assert!(spec.privileged && spec.host_pid && spec.host_namespaces);
-        assert_eq!(spec.devices, ["/dev/kmsg"]);
-        let state = spec
-            .binds
-            .iter()
-            .find(|b| b.host == "/var/lib/kinit")
-            .unwrap();
-        assert_eq!(state.container, "/var/lib/kinit");
-        assert_eq!(state.propagation, Some(crate::docker::Propagation::Rshared));
-        assert!(
-            spec.binds
-                .iter()
-                .any(|b| b.host == "/var/lib/docker/containers" && !b.read_only)
-        );
-        assert_eq!(spec.image, "kinit/node:test");
-        let usr = spec.binds.iter().find(|b| b.host == "/usr").unwrap();
-        assert!(usr.read_only && usr.container == "/usr");
-        assert!(spec.binds.iter().any(|b| b.host == "/etc" && b.read_only));
-    }
-
-    #[test]
-    fn every_config_file_is_valid_and_consistent() {
-        let m = rendered();
-        for f in &m.files {
-            let name = f.path.to_string_lossy();
-            if name.ends_with(".yaml") {
-                let _: serde_yaml::Value = serde_yaml::from_str(&f.contents)
-                    .unwrap_or_else(|e| panic!("{name}: {e}\n{}", f.contents));
-            }
-        }
-        let cni: serde_json::Value =
-            serde_json::from_str(&contents(&m, "10-kinit.conflist")).unwrap();
-        assert_eq!(
-            cni["plugins"][0]["ipam"]["ranges"][0][0]["subnet"],
-            "10.244.0.0/24"
-        );
-        assert_eq!(cni["plugins"][0]["bridge"], BRIDGE);
-        let kubelet: serde_yaml::Value =
-            serde_yaml::from_str(&contents(&m, "kubelet.yaml")).unwrap();
-        assert_eq!(kubelet["clusterDNS"][0].as_str(), Some("10.96.0.10"));
-        assert_eq!(kubelet["podCIDR"].as_str(), Some("10.244.0.0/24"));
-        assert_eq!(kubelet["authentication"]["anonymous"]["enabled"], false);
-        assert_eq!(kubelet["readOnlyPort"].as_i64(), Some(0));
-        let apiserver = contents(&m, "kube-apiserver.yaml");
-        for flag in [
-            "--etcd-servers=https://10.0.2.15:2379",
-            "--authorization-mode=Node,RBAC",
-            "--service-cluster-ip-range=10.96.0.0/12",
-            "--authentication-config=",
-        ] {
-            assert!(apiserver.contains(flag), "{flag} missing");
-        }
-        assert!(!apiserver.contains("--insecure-port"));
-        let kcm = contents(&m, "kube-controller-manager.yaml");
-        assert!(kcm.contains("--cluster-cidr=10.244.0.0/16"));
-    }
-
-    #[test]
-    fn every_static_pod_carries_the_credentials_it_started_with() {
-        let m = rendered();
-        for pod in STATIC_PODS {
-            let manifest: serde_yaml::Value =
-                serde_yaml::from_str(&contents(&m, &format!("{pod}.yaml"))).unwrap();
-            assert_eq!(
-                manifest["metadata"]["annotations"]["kinit.io/credentials"].as_str(),
-                Some("c0ffee"),
-                "{pod}"
-            );
-        }
-    }
-
-    #[test]
-    fn the_kubelet_gets_only_feature_gates_its_version_knows() {
-        assert!(contents(&rendered(), "kubelet.yaml").contains("ExtendWebSocketsToKubelet: false"));
-        let previous = Settings {
-            kubernetes_version: crate::versions::SUPPORTED[1].kubernetes.into(),
-            ..cluster::test_settings()
-        };
-        let layout = Layout::new("/var/lib/kinit");
-        let m = render(
-            &previous,
-            &layout,
-            &host(),
-            &Images::default(),
-            "kinit/node:test",
-            2,
-            "c0ffee",
-        )
-        .unwrap();
-        let kubelet = contents(&m, "kubelet.yaml");
-        assert!(!kubelet.contains("ExtendWebSocketsToKubelet"), "{kubelet}");
-        let _: serde_yaml::Value = serde_yaml::from_str(&kubelet).unwrap();
-    }
-
-    #[test]
-    fn the_entrypoint_quotes_every_path() {
-        let layout = Layout::new("/srv/it's mine");
-        let m = render(
-            &cluster::test_settings(),
-            &layout,
-            &host(),
-            &Images::default(),
-            "kinit/node:test",
-            2,
-            "c0ffee",
-        )
-        .unwrap();
-        let script = contents(&m, "master-entrypoint.sh");
-        assert!(
-            script.contains(r"--root-dir='/srv/it'\''s mine/kubelet'"),
-            "{script}"
-        );
-        assert!(
-            script.contains(" '/sys/fs/cgroup/memory/kinit' "),
-            "{script}"
-        );
-    }
-
-    #[test]
-    fn the_kubelet_gets_dockers_driver_and_kinits_root_on_every_recorded_host() {
-        for fixture in cgroup::tests::fixtures() {
-            let host = recorded_host(&fixture);
-            let m = rendered_for(&host);
-            let kubelet: serde_yaml::Value =
-                serde_yaml::from_str(&contents(&m, "kubelet.yaml")).unwrap();
-            let name = &fixture.name;
-            assert_eq!(
-                kubelet["cgroupDriver"].as_str(),
-                Some(fixture.engine.cgroup_driver.as_str()),
-                "{name}"
-            );
-            assert_eq!(kubelet["cgroupRoot"].as_str(), Some("/kinit"), "{name}");
-            let script = contents(&m, "master-entrypoint.sh");
-            let syntax = std::process::Command::new("sh")
-                .args(["-n", "-c", &script])
-                .output()
-                .unwrap();
-            assert!(syntax.status.success(), "{name}: {syntax:?}\n{script}");
-            let systemd = fixture.engine.cgroup_driver == "systemd";
-            assert_eq!(
-                script.contains("SYSTEMD_IGNORE_CHROOT=1 systemctl start 'kinit.slice' ||"),
-                systemd,
-                "{name}: {script}"
-            );
-            // The host's systemd sockets, read-only, under the systemd driver only.
-            let run: Vec<_> = m
-                .spec
-                .binds
-                .iter()
-                .filter(|b| b.host.starts_with("/run/"))
-                .collect();
-            if systemd {
-                let paths: Vec<&str> = run.iter().map(|b| b.host.as_str()).collect();
-                assert_eq!(paths, ["/run/systemd", "/run/dbus"], "{name}");
-                assert!(
-                    run.iter().all(|b| b.read_only && b.container == b.host),
-                    "{name}"
-                );
-            } else {
-                assert!(run.is_empty(), "{name}: {run:?}");
-            }
-        }
-    }
-
-    /// Runs the entrypoint's cgroup lines against a copy of each recorded /sys/fs/cgroup
-    /// (directories and symlinks as `ls -la` showed them) and compares what they made with
-    /// what the kubelet looks for.
-    #[test]
-    fn the_entrypoint_makes_the_root_where_the_kubelet_looks_on_every_recorded_host() {
-        for fixture in cgroup::tests::fixtures() {
-            let name = &fixture.name;
-            let sandbox = tempfile::tempdir().unwrap();
-            let root = sandbox.path().join("sys/fs/cgroup");
-            std::fs::create_dir_all(&root).unwrap();
-            for entry in &fixture.listing {
-                let path = root.join(&entry.name);
-                match (entry.kind, &entry.target) {
-                    ('d', _) => std::fs::create_dir(&path).unwrap(),
-                    ('l', Some(target)) => std::os::unix::fs::symlink(target, &path).unwrap(),
-                    _ => std::fs::write(&path, "").unwrap(),
-                }
-            }
-            let script = contents(
-                &rendered_for(&recorded_host(&fixture)),
-                "master-entrypoint.sh",
-            );
-            let start = script.find("for dir in").expect("the cgroup loop");
-            let end = start + script[start..].find("\ndone\n").expect("its end") + 5;
-            let cgroup_lines =
-                script[start..end].replace("/sys/fs/cgroup", &root.to_string_lossy());
-            let run = std::process::Command::new("sh")
-                .args(["-eu", "-c", &cgroup_lines])
-                .output()
-                .unwrap();
-            assert!(run.status.success(), "{name}: {run:?}\n{cgroup_lines}");
-
-            // Every directory there now that the recorded host did not have.
-            let recorded: BTreeSet<PathBuf> = fixture
-                .listing
-                .iter()
-                .filter(|e| e.kind == 'd')
-                .map(|e| root.join(&e.name))
-                .collect();
-            let made: BTreeSet<PathBuf> = directories(&root)
-                .into_iter()
-                .filter(|d| !recorded.contains(d))
-                .map(|d| Path::new("/").join(d.strip_prefix(sandbox.path()).unwrap()))
-                .collect();
-            let kinit_dir = if fixture.engine.cgroup_driver == "systemd" {
-                "kinit.slice"
-            } else {
-                "kinit"
-            };
-            let wanted: BTreeSet<PathBuf> = fixture
-                .setup()
-                .root_dirs()
-                .into_iter()
-                .inspect(|d| assert!(d.ends_with(kinit_dir), "{name}: {}", d.display()))
-                .collect();
-            assert_eq!(made, wanted, "{name}: the entrypoint made exactly the root");
-        }
-    }
-
-    /// The directories under `dir`, not through symlinks.
-    fn directories(dir: &Path) -> Vec<PathBuf> {
-        let mut found = Vec::new();
-        for entry in std::fs::read_dir(dir).unwrap() {
-            let entry = entry.unwrap();
-            if entry.file_type().unwrap().is_dir() {
-                found.push(entry.path());
-                found.extend(directories(&entry.path()));
-            }
-        }
-        found
-    }
-
-    #[test]
-    fn the_entrypoint_stops_when_the_hosts_layout_changed_since_kinit_up() {
-        // Rendered for a v1 host, run where that hierarchy is gone.
-        let script = contents(&rendered(), "master-entrypoint.sh");
-        let start = script.find("for dir in").unwrap();
-        let end = start + script[start..].find("\ndone\n").unwrap() + 5;
-        let sandbox = tempfile::tempdir().unwrap();
-        let lines = script[start..end].replace("/sys/fs/cgroup", &sandbox.path().to_string_lossy());
-        let run = std::process::Command::new("sh")
-            .args(["-eu", "-c", &lines])
-            .output()
-            .unwrap();
-        assert!(!run.status.success());
-        let err = String::from_utf8_lossy(&run.stderr);
-        assert!(
-            err.contains("the host's cgroup layout changed since `kinit up`"),
-            "{err}"
-        );
-        assert_eq!(std::fs::read_dir(sandbox.path()).unwrap().count(), 0);
-    }
-}
+mod tests;

@@ -6,6 +6,3 @@ pub mod boot;
 pub mod etcd;
 pub mod master;
 pub mod proxy;
-
-/// The component containers, in bring-up order.
-pub const ALL: [&str; 4] = ["boot", "etcd", "master", "proxy"];

@@ -7,6 +7,7 @@ use serde::Serialize;
 
 use super::master::File;
 use crate::cluster::Settings;
+use crate::cluster::component::PROXY_HEALTHZ_PORT;
 use crate::docker::ContainerSpec;
 use crate::fs::Mode;
 use crate::layout::Layout;
@@ -14,7 +15,9 @@ use crate::manifests;
 use crate::versions::Images;
 
 /// kube-proxy's health endpoint: 200 once it has programmed the rules.
-pub const HEALTHZ: &str = "http://127.0.0.1:10256/healthz";
+pub fn healthz() -> String {
+    format!("http://127.0.0.1:{PROXY_HEALTHZ_PORT}/healthz")
+}
 
 #[derive(Debug, Serialize)]
 struct Values {
@@ -24,6 +27,7 @@ struct Values {
     hostname: String,
     pod_cidr: String,
     modules: bool,
+    healthz_port: u16,
 }
 
 pub struct Proxy {
@@ -46,9 +50,10 @@ pub fn render(settings: &Settings, layout: &Layout, images: &Images) -> Result<P
             .kubeconfig("kube-proxy.conf")
             .to_string_lossy()
             .into_owned(),
-        hostname: settings.hostname.clone(),
+        hostname: settings.hostname.to_string(),
         pod_cidr: settings.pod_cidr.to_string(),
         modules: Path::new("/lib/modules").exists(),
+        healthz_port: PROXY_HEALTHZ_PORT,
     };
     Ok(Proxy {
         spec: manifests::PROXY.render(&values)?,
@@ -74,12 +79,17 @@ mod tests {
         )
         .unwrap();
         assert_eq!(p.spec.container_name(), "kinit-proxy");
+        assert_eq!(p.spec.component, crate::cluster::Container::Proxy.label());
         assert!(!p.spec.privileged);
         assert_eq!(p.spec.capabilities, ["CAP_NET_ADMIN", "CAP_NET_RAW"]);
         let config: serde_yaml::Value = serde_yaml::from_str(&p.config.contents).unwrap();
         assert_eq!(config["mode"].as_str(), Some("iptables"));
         assert_eq!(config["clusterCIDR"].as_str(), Some("10.244.0.0/16"));
         assert_eq!(config["conntrack"]["maxPerCore"].as_i64(), Some(0));
+        assert_eq!(
+            config["healthzBindAddress"].as_str(),
+            Some("127.0.0.1:10256")
+        );
         assert_eq!(
             config["clientConnection"]["kubeconfig"].as_str(),
             Some("/var/lib/kinit/kube-proxy.conf")

@@ -6,7 +6,6 @@
 //! within [`RENEW_BEFORE_DAYS`], is issued again, and nothing else is touched.
 
 pub mod inspect;
-pub mod kubeconfig;
 pub mod specs;
 
 use std::path::{Path, PathBuf};
@@ -22,8 +21,8 @@ use tracing::debug;
 
 use crate::cluster::Settings;
 use crate::fs::{self, Mode};
+use crate::kubeconfig;
 use inspect::CertInfo;
-use kubeconfig::Kubeconfig;
 use specs::{CaId, LeafSpec, Store};
 
 const CA_VALIDITY_DAYS: i64 = 3650;
@@ -319,16 +318,15 @@ fn current_leaf(
         }
         Store::Kubeconfig(file) => {
             let text = fs::read_optional(&dir.join(file))?.ok_or_else(|| anyhow!("missing"))?;
-            let (cert, key) = Kubeconfig::from_yaml(&text)?.client_credentials()?;
+            let (cert, key) = kubeconfig::client_credentials(&kubeconfig::parse(&text)?)?;
             // Server, CA and names must all still match: compare with what we would write.
-            let expected = Kubeconfig::new(
+            let expected = kubeconfig::to_yaml(&kubeconfig::new(
                 &settings.api_server_url(),
                 &ca.pem,
                 &leaf.common_name,
                 &cert,
                 &key,
-            )
-            .to_yaml()?;
+            ))?;
             if expected.as_bytes() != text.as_slice() {
                 bail!("server, CA or names changed");
             }
@@ -420,7 +418,7 @@ fn issue_leaf(
             },
         ],
         Store::Kubeconfig(file) => {
-            let kubeconfig = Kubeconfig::new(
+            let config = kubeconfig::new(
                 &settings.api_server_url(),
                 &ca.pem,
                 &leaf.common_name,
@@ -429,7 +427,7 @@ fn issue_leaf(
             );
             vec![Output {
                 path: dir.join(file),
-                bytes: kubeconfig.to_yaml()?.into(),
+                bytes: kubeconfig::to_yaml(&config)?.into(),
                 mode: Mode::Private,
             }]
         }

@@ -114,7 +114,7 @@ pub fn leaves(s: &Settings) -> Vec<LeafSpec> {
         IpAddr::V6(Ipv6Addr::LOCALHOST),
     ];
     let node_ips = [&[s.node_ip][..], &loopback].concat();
-    let apiserver_ips = [&[s.first_service_ip()][..], &node_ips].concat();
+    let apiserver_ips = [&[s.service_cidr.kubernetes_ip()][..], &node_ips].concat();
     let host = s.hostname.as_str();
     let node_names = [host.to_string(), "localhost".to_string()];
     let apiserver_names = [

@@ -7,6 +7,8 @@ use std::net::IpAddr;
 
 use ipnet::IpNet;
 
+use crate::cluster::cidr;
+
 /// A set of networks; an address is allowed when any of them holds it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Allowlist {
@@ -118,16 +120,9 @@ pub fn parse_cidr(s: &str) -> Result<IpNet, String> {
     if let Ok(ip) = s.parse::<IpAddr>() {
         return Ok(IpNet::from(ip));
     }
-    let net: IpNet = s
-        .parse()
-        .map_err(|_| format!("'{s}' is not a CIDR or an IP address (for example 10.96.0.0/12)"))?;
-    if net.trunc() != net {
-        return Err(format!(
-            "'{s}' has host bits set; did you mean {}?",
-            net.trunc()
-        ));
-    }
-    Ok(net)
+    cidr::parse_network(s, || {
+        format!("'{s}' is not a CIDR or an IP address (for example 10.96.0.0/12)")
+    })
 }
 
 /// RFC 1929 username and password. Debug output hides the password, since flags are

@@ -20,8 +20,8 @@ pub async fn run(ctx: &Context) -> Result<Outcome> {
     let kube = Kube::connect(&ctx.layout.kubeconfig("admin.conf")).await?;
     let values = Values {
         image: ctx.images.coredns(),
-        dns_ip: ctx.settings.dns_service_ip().to_string(),
-        dns_domain: ctx.settings.dns_domain.clone(),
+        dns_ip: ctx.settings.service_cidr.dns_ip().to_string(),
+        dns_domain: ctx.settings.dns_domain.to_string(),
     };
     let mut total = 0;
     let mut changed = 0;

@@ -1,7 +1,7 @@
 //! Starts `kinit-etcd` (or leaves it running) and waits until it answers its health
 //! endpoint over TLS with the health-check client certificate.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context as _, Result, anyhow, bail};
 use serde::Deserialize;
@@ -10,7 +10,7 @@ use super::Context;
 use crate::components::etcd;
 use crate::docker::Applied;
 use crate::progress::Outcome;
-use crate::{fs, health};
+use crate::{fs, health, wait};
 
 const READY_TIMEOUT: Duration = Duration::from_secs(90);
 
@@ -73,7 +73,7 @@ async fn align_peer_url(ctx: &Context) -> Result<Option<String>> {
     let Some(member) = list
         .members
         .iter()
-        .find(|m| m.name == ctx.settings.hostname)
+        .find(|m| m.name == ctx.settings.hostname.as_str())
     else {
         bail!(
             "etcd has no member named {} (members: {})",
@@ -99,19 +99,15 @@ async fn align_peer_url(ctx: &Context) -> Result<Option<String>> {
 }
 
 async fn wait_until_healthy(ctx: &Context, name: &str) -> Result<()> {
-    let deadline = Instant::now() + READY_TIMEOUT;
-    loop {
-        let last = match health::etcd(&ctx.layout, Duration::from_secs(2)).await {
-            Ok(()) => return Ok(()),
-            Err(e) => e,
-        };
-        if Instant::now() >= deadline {
-            let logs = ctx.docker.tail_logs(name, 20).await;
-            return Err(anyhow!(
-                "etcd did not become healthy within {}s (last check: {last:#}); its last log lines:\n{logs}",
-                READY_TIMEOUT.as_secs()
-            ));
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
+    let healthy = wait::until("etcd did not become healthy", READY_TIMEOUT, || async {
+        health::etcd(&ctx.layout, Duration::from_secs(2))
+            .await
+            .map(|()| true)
+    })
+    .await;
+    if let Err(e) = healthy {
+        let logs = ctx.docker.tail_logs(name, 20).await;
+        return Err(anyhow!("{e:#}; its last log lines:\n{logs}"));
     }
+    Ok(())
 }

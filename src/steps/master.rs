@@ -5,12 +5,13 @@ use std::time::Duration;
 
 use anyhow::{Result, anyhow};
 
-use super::{Context, wait_until};
+use super::Context;
+use crate::cluster::Component;
 use crate::components::master::{self, Host};
 use crate::docker::{self, Applied};
 use crate::kubernetes::Kube;
 use crate::progress::Outcome;
-use crate::{fs, pki};
+use crate::{fs, pki, wait};
 
 /// A cold start on two cores takes about 10 s; images being loaded or a slow disk more.
 const READY_TIMEOUT: Duration = Duration::from_secs(240);
@@ -52,10 +53,7 @@ pub async fn run(ctx: &Context) -> Result<Outcome> {
     }
     // So are the kubelet's certificate and kubeconfig.
     started_with.extend_from_slice(credentials.as_bytes());
-    rendered.spec.env.push(format!(
-        "KINIT_FILES_HASH={}",
-        docker::short_digest(&started_with)
-    ));
+    rendered.spec.files_digest = Some(docker::short_digest(&started_with));
 
     // A control-plane pod made from an old manifest holds its ports (6443, 10257, 10259)
     // while the kubelet starts the new one, which then fails to listen and backs off for
@@ -74,7 +72,10 @@ pub async fn run(ctx: &Context) -> Result<Outcome> {
         .iter()
         .any(|f| f.path.starts_with(ctx.layout.static_pods()));
     if replacing || pods_changed {
-        for pod in master::STATIC_PODS {
+        for pod in Component::STATIC_PODS
+            .into_iter()
+            .filter_map(Component::pod)
+        {
             for container in ctx.docker.pod_containers_of("kube-system", pod).await? {
                 ctx.docker.remove(&container).await?;
             }
@@ -91,7 +92,7 @@ pub async fn run(ctx: &Context) -> Result<Outcome> {
     };
     super::node::remove_older_images(ctx).await?;
     let kube = Kube::connect(&ctx.layout.kubeconfig("admin.conf")).await?;
-    if let Err(e) = wait_until(
+    if let Err(e) = wait::until(
         "the API server did not become ready",
         READY_TIMEOUT,
         || async { kube.readyz().await.map(|()| true) },

@@ -17,7 +17,6 @@ pub mod ready;
 
 use std::path::PathBuf;
 use std::sync::OnceLock;
-use std::time::{Duration, Instant};
 
 use anyhow::{Result, anyhow};
 
@@ -54,32 +53,5 @@ impl Context {
             .get()
             .map(String::as_str)
             .ok_or_else(|| anyhow!("the node image step has not run"))
-    }
-}
-
-/// Polls `check` every half second until it returns `Ok(true)` or `timeout` passes; the
-/// error then says what was awaited and what the last check saw.
-pub async fn wait_until<F, Fut>(what: &str, timeout: Duration, mut check: F) -> Result<()>
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Result<bool>>,
-{
-    let deadline = Instant::now() + timeout;
-    loop {
-        let last = match check().await {
-            Ok(true) => return Ok(()),
-            Ok(false) => None,
-            Err(e) => {
-                tracing::debug!("still waiting ({what}?): {e:#}");
-                Some(e)
-            }
-        };
-        if Instant::now() >= deadline {
-            return Err(match last {
-                Some(e) => anyhow!("{what} within {}s (last check: {e:#})", timeout.as_secs()),
-                None => anyhow!("{what} within {}s", timeout.as_secs()),
-            });
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
     }
 }

@@ -9,25 +9,14 @@ use anyhow::{Context as _, Result, bail};
 
 use super::Context;
 use crate::cgroup::{self, Driver};
-use crate::components::etcd;
+use crate::cluster::component::{Component, Container, Port};
+use crate::components::master::EVICTION_FREE_PERCENT;
 use crate::docker::EngineInfo;
 use crate::net;
 use crate::progress::Outcome;
 
 /// Below this, etcd and the component images would soon fill the disk.
 const MIN_FREE_BYTES: u64 = 2 << 30;
-
-/// The ports a cluster needs, what uses them, and which kinit component holds them.
-const PORTS: &[(u16, &str, &str)] = &[
-    (etcd::CLIENT_PORT, "etcd clients", "etcd"),
-    (etcd::PEER_PORT, "etcd peers", "etcd"),
-    (6443, "the API server", "master"),
-    (10250, "the kubelet", "master"),
-    (10248, "the kubelet's health check", "master"),
-    (10257, "the controller-manager", "master"),
-    (10259, "the scheduler", "master"),
-    (10256, "kube-proxy's health check", "proxy"),
-];
 
 /// The host tools the node runs (its container mounts the host's system directories),
 /// the Debian/Ubuntu package that provides each, and whether a cluster works without it.
@@ -59,21 +48,21 @@ pub async fn run(ctx: &Context) -> Result<Outcome> {
     let engine = ctx.docker.engine_info().await?;
     let cgroup = cgroup::Setup::probe(&engine.cgroup_driver)?;
     cgroup.check_systemd(Path::exists)?;
-    let running: HashSet<String> = ctx
+    let running: HashSet<Container> = ctx
         .docker
         .list()
         .await?
         .into_iter()
         .filter(|c| c.running || c.status == "restarting")
-        .filter_map(|c| c.component)
+        .filter_map(|c| c.component.as_deref().and_then(Container::from_label))
         .collect();
     let missing_optional = check_host_tools(&host_tools(cgroup.driver), |t| {
         crate::fs::system_tool(t).is_some()
     })?;
     check_node_ip(ctx.settings.node_ip)?;
-    check_ports(PORTS, &running)?;
+    check_ports(&ports(), &running)?;
     check_foreign_pods(ctx).await?;
-    check_disk(ctx.layout.root())?;
+    check_disk(ctx.layout.root(), Path::new(&engine.root_dir))?;
     // What kinit changed on the host, so the user knows.
     let changed = crate::host::prepare()?;
     let swap = if swap_on() {
@@ -157,7 +146,7 @@ fn check_host_tools(
 /// orphans), so refuse when there are pod containers kinit's kubelet did not make; kinit's
 /// own are in its cgroup root.
 async fn check_foreign_pods(ctx: &Context) -> Result<()> {
-    let pods = ctx.docker.pod_containers().await?.foreign;
+    let pods = ctx.docker.pod_containers(cgroup::is_kinits).await?.foreign;
     if let Some(first) = pods.first() {
         bail!(
             "this Docker engine already runs Kubernetes pods ({} containers, e.g. {first}) from \
@@ -173,15 +162,23 @@ fn swap_on() -> bool {
     std::fs::read_to_string("/proc/swaps").is_ok_and(|s| s.lines().count() > 1)
 }
 
-/// Every port must be free unless the kinit component that uses it is what holds it.
-fn check_ports(ports: &[(u16, &str, &str)], running: &HashSet<String>) -> Result<()> {
+/// The ports a cluster needs, each with the container of kinit's that holds it.
+fn ports() -> Vec<(Port, Container)> {
+    Component::ALL
+        .into_iter()
+        .flat_map(|c| c.ports().iter().map(move |&port| (port, c.container())))
+        .collect()
+}
+
+/// Every port must be free unless the kinit container that uses it is what holds it.
+fn check_ports(ports: &[(Port, Container)], running: &HashSet<Container>) -> Result<()> {
     let mut taken = Vec::new();
-    for &(port, purpose, component) in ports {
-        if running.contains(component) {
+    for &(Port { number, purpose }, container) in ports {
+        if running.contains(&container) {
             continue;
         }
-        if let Some(holder) = net::listeners(port).first() {
-            taken.push(format!("{port} ({purpose}) is held by {holder}"));
+        if let Some(holder) = net::listeners(number).first() {
+            taken.push(format!("{number} ({purpose}) is held by {holder}"));
         }
     }
     if !taken.is_empty() {
@@ -203,21 +200,41 @@ fn check_node_ip(ip: IpAddr) -> Result<()> {
     Ok(())
 }
 
-fn check_disk(state_dir: &Path) -> Result<()> {
-    // The state directory may not exist yet; its filesystem is that of its nearest parent.
-    let existing = state_dir
-        .ancestors()
-        .find(|p| p.exists())
-        .unwrap_or(Path::new("/"));
-    let stat = nix::sys::statvfs::statvfs(existing)
-        .with_context(|| format!("cannot read the free space of {}", existing.display()))?;
-    let free = stat.blocks_available() as u64 * stat.fragment_size() as u64;
-    if free < MIN_FREE_BYTES {
+/// Checks the filesystems of the state directory (the kubelet's nodefs) and of Docker's
+/// root (its imagefs): each must keep [`MIN_FREE_BYTES`] free above the share at which the
+/// kubelet would evict pods and taint the node, so user pods are scheduled once it is up.
+fn check_disk(state_dir: &Path, docker_root: &Path) -> Result<()> {
+    for dir in [state_dir, docker_root] {
+        // The state directory may not exist yet; its filesystem is that of its nearest parent.
+        let existing = dir
+            .ancestors()
+            .find(|p| p.exists())
+            .unwrap_or(Path::new("/"));
+        let stat = nix::sys::statvfs::statvfs(existing)
+            .with_context(|| format!("cannot read the free space of {}", existing.display()))?;
+        let block = stat.fragment_size() as u64;
+        check_free(
+            existing,
+            stat.blocks_available() as u64 * block,
+            stat.blocks() as u64 * block,
+        )?;
+    }
+    Ok(())
+}
+
+fn check_free(dir: &Path, free: u64, size: u64) -> Result<()> {
+    let eviction = size / 100 * u64::from(EVICTION_FREE_PERCENT);
+    let needed = eviction + MIN_FREE_BYTES;
+    if free < needed {
         bail!(
-            "only {} MiB free on the filesystem of {}; kinit needs at least {} MiB — free some space first",
+            "only {} MiB free on the filesystem of {} ({} MiB): the kubelet stops running pods \
+             when less than {EVICTION_FREE_PERCENT}% ({} MiB) is free, and kinit needs {} MiB \
+             above that — free some space first",
             free >> 20,
-            existing.display(),
-            MIN_FREE_BYTES >> 20
+            dir.display(),
+            size >> 20,
+            eviction >> 20,
+            MIN_FREE_BYTES >> 20,
         );
     }
     Ok(())
@@ -226,6 +243,20 @@ fn check_disk(state_dir: &Path) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_disk_the_kubelet_would_call_full_is_refused() {
+        const GIB: u64 = 1 << 30;
+        let dir = Path::new("/var/lib/kinit");
+        // 250 GiB: eviction at 12.5 GiB free, so 14.5 GiB are needed.
+        assert!(check_free(dir, 15 * GIB, 250 * GIB).is_ok());
+        let err = check_free(dir, 7 * GIB, 250 * GIB).unwrap_err().to_string();
+        assert!(err.contains("only 7168 MiB free"), "{err}");
+        assert!(err.contains("less than 5% (12800 MiB)"), "{err}");
+        // A small disk: the 2 GiB kinit needs decide.
+        assert!(check_free(dir, 3 * GIB, 20 * GIB).is_ok());
+        assert!(check_free(dir, 2 * GIB, 20 * GIB).is_err());
+    }
 
     #[test]
     fn missing_host_tools_are_named_with_their_packages() {
@@ -314,7 +345,13 @@ mod tests {
     fn a_taken_port_is_named_with_its_process_unless_kinit_holds_it() {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
-        let ports = [(port, "etcd clients", "etcd")];
+        let ports = [(
+            Port {
+                number: port,
+                purpose: "etcd clients",
+            },
+            Container::Etcd,
+        )];
         let err = check_ports(&ports, &HashSet::new())
             .unwrap_err()
             .to_string();
@@ -326,7 +363,11 @@ mod tests {
             err.contains(&format!("pid {}", std::process::id())),
             "{err}"
         );
-        check_ports(&ports, &HashSet::from(["etcd".to_string()])).unwrap();
+        check_ports(&ports, &HashSet::from([Container::Etcd])).unwrap();
+        // The control plane's ports are the kubelet's container's.
+        let held = super::ports();
+        let api = held.iter().find(|(p, _)| p.number == 6443).unwrap();
+        assert_eq!(api.1, Container::Master);
         drop(listener);
         check_ports(&ports, &HashSet::new()).unwrap();
     }

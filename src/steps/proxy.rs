@@ -5,11 +5,11 @@ use std::time::Duration;
 
 use anyhow::{Result, anyhow};
 
-use super::{Context, wait_until};
+use super::Context;
 use crate::components::proxy;
 use crate::docker::{self, Applied};
 use crate::progress::Outcome;
-use crate::{fs, health, pki};
+use crate::{fs, health, pki, wait};
 
 const READY_TIMEOUT: Duration = Duration::from_secs(120);
 
@@ -25,16 +25,13 @@ pub async fn run(ctx: &Context) -> Result<Outcome> {
     // And its kubeconfig: new credentials too.
     let mut started_with = rendered.config.contents.into_bytes();
     started_with.extend_from_slice(pki::digest(ctx.layout.root())?.as_bytes());
-    spec.env.push(format!(
-        "KINIT_FILES_HASH={}",
-        docker::short_digest(&started_with)
-    ));
+    spec.files_digest = Some(docker::short_digest(&started_with));
     let applied = ctx.docker.apply(&spec).await?;
-    if let Err(e) = wait_until(
+    if let Err(e) = wait::until(
         "kube-proxy did not become healthy",
         READY_TIMEOUT,
         || async {
-            health::http_ok(proxy::HEALTHZ, Duration::from_secs(2))
+            health::http_ok(&proxy::healthz(), Duration::from_secs(2))
                 .await
                 .map(|()| true)
         },

@@ -8,11 +8,12 @@ use std::time::Duration;
 
 use anyhow::{Result, anyhow, bail};
 
-use super::{Context, wait_until};
-use crate::components::master::STATIC_PODS;
-use crate::kubernetes::Kube;
+use super::Context;
+use crate::cluster::Component;
+use crate::kubernetes::{Kube, PodState};
 use crate::progress::Outcome;
 use crate::socks::dns::{self, Resolver};
+use crate::wait;
 
 const NODE_TIMEOUT: Duration = Duration::from_secs(180);
 const PODS_TIMEOUT: Duration = Duration::from_secs(300);
@@ -20,37 +21,40 @@ const DNS_TIMEOUT: Duration = Duration::from_secs(120);
 
 pub async fn run(ctx: &Context) -> Result<Outcome> {
     let kube = Kube::connect(&ctx.layout.kubeconfig("admin.conf")).await?;
-    let node = &ctx.settings.hostname;
+    let node = ctx.settings.hostname.as_str();
     let result = async {
-        wait_until(
+        wait::within(
             &format!("the node {node} did not become Ready"),
             NODE_TIMEOUT,
-            || async { Ok(kube.node_ready(node).await? == Some(true)) },
+            async |seen| kube.wait_node_ready(node, seen).await,
         )
         .await?;
-        wait_until(
+        wait::within(
             "the kube-system pods did not all become ready",
             PODS_TIMEOUT,
-            || async {
-                let pending = not_ready(&kube.pods("kube-system").await?, node);
-                if pending.is_empty() {
-                    Ok(true)
-                } else {
-                    bail!("waiting for {}", pending.join(", "))
-                }
+            async |seen| {
+                kube.wait_pods("kube-system", None, seen, |pods| {
+                    let pending = not_ready(pods, node);
+                    if pending.is_empty() {
+                        Ok(())
+                    } else {
+                        Err(format!("waiting for {}", pending.join(", ")))
+                    }
+                })
+                .await
             },
         )
         .await?;
         let fqdn = format!("kubernetes.default.svc.{}", ctx.settings.dns_domain);
-        let expected = ctx.settings.first_service_ip();
+        let expected = ctx.settings.service_cidr.kubernetes_ip();
         let resolver = Resolver::new(
-            &ctx.settings.dns_domain,
-            Some(SocketAddr::new(ctx.settings.dns_service_ip(), 53)),
+            ctx.settings.dns_domain.as_str(),
+            Some(SocketAddr::new(ctx.settings.service_cidr.dns_ip(), 53)),
             Duration::from_secs(2),
         )?;
-        let name = dns::classify(&fqdn, &ctx.settings.dns_domain)
+        let name = dns::classify(&fqdn, ctx.settings.dns_domain.as_str())
             .ok_or_else(|| anyhow!("{fqdn} is not a cluster name"))?;
-        wait_until("cluster DNS did not answer", DNS_TIMEOUT, || async {
+        wait::until("cluster DNS did not answer", DNS_TIMEOUT, || async {
             let found = resolver.lookup(&name).await.map_err(|e| anyhow!("{e}"))?;
             if found.contains(&expected) {
                 Ok(true)
@@ -74,10 +78,11 @@ pub async fn run(ctx: &Context) -> Result<Outcome> {
 
 /// The names of the pods that are not running and ready, and of the control-plane pods
 /// that are missing altogether (their mirror pods appear a little after the node).
-fn not_ready(pods: &[crate::kubernetes::PodState], node: &str) -> Vec<String> {
+fn not_ready(pods: &[PodState], node: &str) -> Vec<String> {
     let present: BTreeSet<&str> = pods.iter().map(|p| p.name.as_str()).collect();
-    let mut pending: Vec<String> = STATIC_PODS
-        .iter()
+    let mut pending: Vec<String> = Component::STATIC_PODS
+        .into_iter()
+        .filter_map(Component::pod)
         .map(|c| format!("{c}-{node}"))
         .filter(|name| !present.contains(name.as_str()))
         .collect();

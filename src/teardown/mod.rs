@@ -1,4 +1,4 @@
-//! Taking a cluster down, the counterpart of the bring-up in [`crate::steps`]: kinit's
+//! Taking a cluster down, the counterpart of the bring-up (the `steps` module): kinit's
 //! containers and pods, what those held on the host, kinit's network state and, with
 //! `purge`, its files.
 //!
@@ -16,14 +16,14 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 
-use crate::cluster::Settings;
+use crate::cluster::{Container, Settings};
 use crate::components::{master, proxy};
 use crate::docker::Docker;
 use crate::download::Downloader;
 use crate::fs;
+use crate::kubeconfig;
 use crate::layout::Layout;
 use crate::socks::detach;
-use crate::steps::kubeconfig;
 
 /// Seconds a component gets to shut down cleanly (etcd flushes its WAL).
 const STOP_GRACE_SECONDS: i32 = 10;
@@ -114,19 +114,19 @@ pub async fn run(layout: &Layout, docker: &Docker, purge: bool, note: &dyn Fn(No
 /// between them the pods kinit's kubelet made, and no other kubelet's.
 async fn remove_containers(docker: &Docker, done: &impl Fn(String)) -> Result<()> {
     let containers = docker.list().await?;
-    let order = ["master", "proxy", "etcd"];
+    let order = [Container::Master, Container::Proxy, Container::Etcd];
     let mut removed = Vec::new();
     for component in order {
         for c in containers
             .iter()
-            .filter(|c| c.component.as_deref() == Some(component))
+            .filter(|c| c.component.as_deref() == Some(component.label()))
         {
             docker.stop(&c.name, STOP_GRACE_SECONDS).await?;
             docker.remove(&c.name).await?;
             removed.push(c.name.clone());
         }
-        if component == "master" {
-            let pods = docker.pod_containers().await?;
+        if component == Container::Master {
+            let pods = docker.pod_containers(crate::cgroup::is_kinits).await?;
             for pod in &pods.ours {
                 docker.remove(pod).await?;
             }
@@ -235,7 +235,7 @@ fn clean_network(layout: &Layout, purge: bool, note: &dyn Fn(Note)) -> Result<()
             return Ok(());
         }
     };
-    match bridge::remove(settings.node_pod_cidr())? {
+    match bridge::remove(settings.pod_cidr.node_range())? {
         bridge::Outcome::Absent => {}
         bridge::Outcome::Deleted => {
             note(Note::Done(format!("Deleted the bridge {}", master::BRIDGE)))

@@ -5,7 +5,28 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use super::{bundle, docker_cli, text, with_stdin};
+use super::{bundle, docker_cli, iptables_save, text, with_stdin};
+
+/// The components of `kinit status` and `kinit logs`, in their order.
+pub const COMPONENTS: [&str; 8] = [
+    "etcd",
+    "kubelet",
+    "apiserver",
+    "controller-manager",
+    "scheduler",
+    "proxy",
+    "coredns",
+    "boot",
+];
+
+/// The containers kinit itself makes (the control plane's are pods of kinit-master).
+pub const KINIT_CONTAINERS: [&str; 4] = ["kinit-etcd", "kinit-master", "kinit-proxy", "kinit-boot"];
+
+/// What `kinit up` writes on the host outside its state directory.
+pub const HOST_FILES: [&str; 2] = [
+    "/etc/sysctl.d/99-kinit.conf",
+    "/etc/modules-load.d/kinit.conf",
+];
 
 pub const WORKLOADS: &str = r#"
 apiVersion: v1
@@ -217,11 +238,38 @@ impl Cluster {
         panic!("the web Service at {ip} does not answer from the host: {last}");
     }
 
+    /// `kinit status -o json`, or why there is none.
+    pub fn try_status(&self) -> Result<serde_json::Value, String> {
+        let out = self.kinit(&["status", "--output", "json"]);
+        if !out.status.success() {
+            return Err(text(&out));
+        }
+        serde_json::from_slice(&out.stdout).map_err(|e| format!("{e}: {}", text(&out)))
+    }
+
+    pub fn status(&self) -> serde_json::Value {
+        self.try_status()
+            .unwrap_or_else(|e| panic!("kinit status -o json: {e}"))
+    }
+
+    /// When each of kinit's own containers started: `up` must leave the running ones be.
+    pub fn kinit_containers_started(&self) -> Vec<(String, String)> {
+        let status = self.status();
+        ["etcd", "kubelet", "proxy", "boot"]
+            .into_iter()
+            .map(|name| {
+                let container = &component(&status, name)["container"];
+                let started = container["started_at"]
+                    .as_str()
+                    .unwrap_or_else(|| panic!("{name} has no start time: {container}"));
+                (name.to_string(), started.to_string())
+            })
+            .collect()
+    }
+
     pub fn all_healthy(&self) {
         self.wait_for("every component healthy", Duration::from_secs(240), || {
-            let out = self.kinit(&["status", "--output", "json"]);
-            let status: serde_json::Value =
-                serde_json::from_slice(&out.stdout).map_err(|e| format!("{e}: {}", text(&out)))?;
+            let status = self.try_status()?;
             let bad: Vec<String> = status["components"]
                 .as_array()
                 .ok_or("no components")?
@@ -236,34 +284,115 @@ impl Cluster {
             }
         });
     }
+
+    /// The objects of WORKLOADS are all there and serve: `replicas` web pods, the
+    /// two-container pod, the Service, the Secret.
+    pub fn workloads_back(&self, replicas: u32) {
+        self.web_ready(replicas);
+        self.twoc_ready();
+        self.service_answers();
+        let secret = self.kubectl_ok(&[
+            "get",
+            "secret",
+            "demo-secret",
+            "-o",
+            "jsonpath={.data.token}",
+        ]);
+        assert_eq!(secret, "czNjcjN0"); // base64 of s3cr3t
+    }
+
+    /// The cluster as it is now, for a reader of a failure: kinit's view, the
+    /// containers, the pods and events, and every component's last log lines.
+    pub fn diagnostics(&self) {
+        eprintln!("---- kinit status ----\n{}", text(&self.kinit(&["status"])));
+        let containers = docker_cli(&[
+            "ps",
+            "-a",
+            "--filter",
+            "label=io.kinit.managed=true",
+            "--format",
+            "table {{.Names}}\t{{.Status}}\t{{.Image}}",
+        ]);
+        eprintln!("---- kinit's containers ----\n{}", text(&containers));
+        // Bounded: a cluster without an API server must not hold the report up.
+        let timeout = "--request-timeout=10s";
+        let pods = self.kubectl(&["get", "pods", "-A", "-o", "wide", timeout]);
+        eprintln!("---- kubectl get pods -A -o wide ----\n{}", text(&pods));
+        let events = self.kubectl(&["get", "events", "-A", "--sort-by=.lastTimestamp", timeout]);
+        let events = text(&events);
+        let last: Vec<&str> = events.lines().rev().take(30).collect();
+        eprintln!("---- the last 30 events ----");
+        last.iter().rev().for_each(|l| eprintln!("{l}"));
+        for c in COMPONENTS {
+            let out = self.kinit(&["logs", c, "--tail", "40"]);
+            eprintln!("---- kinit logs {c} --tail 40 ----\n{}", text(&out));
+        }
+    }
+
+    /// `kinit down --purge` left nothing: no container, iptables rule, bridge, mount,
+    /// state, host setting or kubeconfig context of kinit's, and the user's own context.
+    pub fn assert_purged(&self) {
+        let containers = docker_cli(&["ps", "-aq", "--filter", "label=io.kinit.managed=true"]);
+        assert!(
+            String::from_utf8_lossy(&containers.stdout)
+                .trim()
+                .is_empty(),
+            "kinit containers left"
+        );
+        let pods = docker_cli(&["ps", "-aq", "--filter", "label=io.kubernetes.docker.type"]);
+        assert!(
+            String::from_utf8_lossy(&pods.stdout).trim().is_empty(),
+            "pod containers left"
+        );
+        let rules = iptables_save();
+        let ours: Vec<&str> = rules
+            .lines()
+            .filter(|l| l.contains("KUBE-") || l.contains("CNI-") || l.contains("KINIT-"))
+            .collect();
+        assert!(ours.is_empty(), "iptables rules left: {ours:#?}");
+        assert!(
+            !Path::new("/sys/class/net/cni0").exists(),
+            "the cni0 bridge is left"
+        );
+        let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+        assert!(
+            !mounts.contains(self.state.to_str().unwrap()),
+            "mounts left under the state directory"
+        );
+        assert!(!self.state.exists(), "the state directory is left");
+        for file in HOST_FILES {
+            assert!(!Path::new(file).exists(), "{file} is left");
+        }
+        let config = std::fs::read_to_string(&self.kubeconfig).unwrap();
+        assert!(
+            !config.contains("kinit"),
+            "the kinit context is left:\n{config}"
+        );
+        assert!(
+            config.contains("prod.example"),
+            "the user's own context is gone:\n{config}"
+        );
+    }
 }
 
-/// On failure: every component's last log lines, then a purge so the host is clean.
+/// A failed test purges what it brought up, so the host is clean for the next; the
+/// phases have printed the diagnostics already.
 impl Drop for Cluster {
     fn drop(&mut self) {
         if !std::thread::panicking() {
             return;
         }
-        eprintln!(
-            "---- kubectl get pods -A ----\n{}",
-            text(&self.kubectl(&["get", "pods", "-A", "-o", "wide"]))
-        );
-        for c in [
-            "etcd",
-            "kubelet",
-            "apiserver",
-            "controller-manager",
-            "scheduler",
-            "proxy",
-            "coredns",
-            "boot",
-        ] {
-            let out = self.kinit(&["logs", c, "--tail", "40"]);
-            eprintln!("---- kinit logs {c} ----\n{}", text(&out));
-        }
         let out = self.kinit(&["down", "--purge"]);
         eprintln!("---- kinit down --purge ----\n{}", text(&out));
     }
+}
+
+/// One component of `kinit status -o json`, by name.
+pub fn component<'s>(status: &'s serde_json::Value, name: &str) -> &'s serde_json::Value {
+    status["components"]
+        .as_array()
+        .and_then(|all| all.iter().find(|c| c["name"] == name))
+        .unwrap_or_else(|| panic!("no component {name} in the status:\n{status:#}"))
 }
 
 pub fn curl(args: &[&str]) -> Output {
@@ -275,7 +404,9 @@ pub fn curl(args: &[&str]) -> Output {
 }
 
 pub fn container_exists(name: &str) -> bool {
-    docker_cli(&["inspect", name]).status.success()
+    docker_cli(&["inspect", "--type", "container", name])
+        .status
+        .success()
 }
 
 pub fn inspect(name: &str, format: &str) -> String {

@@ -2,6 +2,7 @@
 #![allow(dead_code)] // each test binary uses its own subset
 
 pub mod cluster;
+pub mod phases;
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -20,6 +21,34 @@ pub fn docker_cli(args: &[&str]) -> Output {
         .args(args)
         .output()
         .expect("the docker CLI is installed")
+}
+
+/// Runs `cmd` (a program and its arguments) and collects its output.
+pub fn run(cmd: &[&str]) -> Output {
+    Command::new(cmd[0])
+        .args(&cmd[1..])
+        .output()
+        .unwrap_or_else(|e| panic!("{} runs: {e}", cmd[0]))
+}
+
+/// Runs `cmd`, failing unless it succeeds; its standard output.
+pub fn run_ok(cmd: &[&str]) -> String {
+    let out = run(cmd);
+    assert!(out.status.success(), "{cmd:?}: {}", text(&out));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A function of scripts/lib.sh, e.g. `restart_docker`, as the scripts run it.
+pub fn lib_sh(call: &str) {
+    let script = format!(
+        "source {}/scripts/lib.sh && {call}",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    run_ok(&["bash", "-c", &script]);
+}
+
+pub fn iptables_save() -> String {
+    run_ok(&["iptables-save"])
 }
 
 /// Fails, never skips, without a Docker engine.

@@ -1,0 +1,134 @@
+//! Waiting with a time limit, and the one way a wait that ran out is reported: what was
+//! awaited, for how long, and the last thing seen. [`until`] polls what has nothing to
+//! watch (a health endpoint, `/readyz`); waits on Kubernetes objects watch them instead
+//! (in the `kubernetes` module) and tell what they see to a [`Seen`].
+
+use std::future::Future;
+use std::sync::{Mutex, PoisonError};
+use std::time::Duration;
+
+use anyhow::{Result, anyhow};
+
+/// How often [`until`] asks again.
+const POLL_INTERVAL: Duration = Duration::from_millis(500);
+
+/// The last state a wait saw that kept it waiting: for the error when it runs out.
+#[derive(Debug, Default)]
+pub struct Seen(Mutex<Option<String>>);
+
+impl Seen {
+    pub fn set(&self, state: impl Into<String>) {
+        *self.0.lock().unwrap_or_else(PoisonError::into_inner) = Some(state.into());
+    }
+
+    pub fn clear(&self) {
+        *self.0.lock().unwrap_or_else(PoisonError::into_inner) = None;
+    }
+
+    fn get(&self) -> Option<String> {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+}
+
+/// Runs `wait` for at most `timeout`, giving it a [`Seen`] to tell what keeps it waiting.
+/// When time runs out, the error says `what` was awaited and the last state seen; an
+/// error of `wait` itself is returned as it is.
+pub async fn within<T>(
+    what: &str,
+    timeout: Duration,
+    wait: impl AsyncFnOnce(&Seen) -> Result<T>,
+) -> Result<T> {
+    let seen = Seen::default();
+    match tokio::time::timeout(timeout, wait(&seen)).await {
+        Ok(result) => result,
+        Err(_) => Err(match seen.get() {
+            Some(last) => anyhow!("{what} within {}s (last check: {last})", timeout.as_secs()),
+            None => anyhow!("{what} within {}s", timeout.as_secs()),
+        }),
+    }
+}
+
+/// Asks `check` every half second until it answers `Ok(true)` or `timeout` passes. An
+/// error of `check` is not fatal (what it asks may not answer yet): the error of a wait
+/// that runs out quotes it when it was the last answer.
+pub async fn until<F, Fut>(what: &str, timeout: Duration, mut check: F) -> Result<()>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<bool>>,
+{
+    within(what, timeout, async |seen| {
+        loop {
+            match check().await {
+                Ok(true) => return Ok(()),
+                Ok(false) => seen.clear(),
+                Err(e) => {
+                    tracing::debug!("still waiting ({what}?): {e:#}");
+                    seen.set(format!("{e:#}"));
+                }
+            }
+            tokio::time::sleep(POLL_INTERVAL).await;
+        }
+    })
+    .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_wait_that_runs_out_says_what_it_awaited_and_the_last_check() {
+        let mut calls = 0;
+        let err = until("the thing did not come", Duration::from_secs(3), || {
+            calls += 1;
+            let n = calls;
+            async move { Err::<bool, _>(anyhow!("refused #{n}")) }
+        })
+        .await
+        .unwrap_err();
+        assert_eq!(
+            format!("{err:#}"),
+            format!("the thing did not come within 3s (last check: refused #{calls})")
+        );
+        // Two checks a second, the first at once.
+        assert!((6..=7).contains(&calls), "{calls}");
+
+        // A check that answers "not yet" leaves nothing to quote, not an older error.
+        let mut first = true;
+        let quiet = until(
+            "the other thing did not come",
+            Duration::from_secs(1),
+            || {
+                let answer = if first {
+                    Err(anyhow!("refused"))
+                } else {
+                    Ok(false)
+                };
+                first = false;
+                async move { answer }
+            },
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(
+            format!("{quiet:#}"),
+            "the other thing did not come within 1s"
+        );
+        let ok = until("never shown", Duration::from_secs(3), || async { Ok(true) }).await;
+        assert!(ok.is_ok());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failing_wait_is_not_dressed_as_a_timeout() {
+        let err = within("unused", Duration::from_secs(5), async |seen| {
+            seen.set("half way");
+            Err::<(), _>(anyhow!("the Job failed"))
+        })
+        .await
+        .unwrap_err();
+        assert_eq!(format!("{err:#}"), "the Job failed");
+    }
+}
