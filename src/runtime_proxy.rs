@@ -2,6 +2,10 @@
 //! containers cri-dockerd creates:
 //! - a negative `HostConfig.OomScoreAdj` is clamped to 0 on hosts whose capability
 //!   bounding set lacks CAP_SYS_RESOURCE, which refuse it (runc then fails every sandbox);
+//! - a privileged container gets, on hosts whose bounding set is incomplete (which refuse
+//!   `Privileged`: runc cannot grant what the set lacks), every capability but those, with
+//!   seccomp, AppArmor and the masked and read-only paths lifted: what kinit gives its own
+//!   containers there (`docker::privilege`);
 //! - the log is bounded (`HostConfig.LogConfig`, [`crate::docker::LOG_MAX_SIZE`]): cri-dockerd
 //!   sets none and cannot rotate logs itself, so a chatty pod would fill the disk.
 //!
@@ -20,7 +24,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use bytes::Bytes;
-use caps::{CapSet, Capability};
+use caps::{CapSet, Capability, CapsHashSet};
 use http::header::{CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, HeaderValue, TRANSFER_ENCODING};
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::combinators::BoxBody;
@@ -43,12 +47,71 @@ pub fn host_refuses_negative_oom_adj() -> bool {
     caps::has_cap(None, CapSet::Bounding, Capability::CAP_SYS_RESOURCE).is_ok_and(|held| !held)
 }
 
+/// What the proxy changes in the containers cri-dockerd creates, decided once from what
+/// this host allows ([`Rewrites::for_this_host`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Rewrites {
+    /// Clamp a negative `OomScoreAdj` to 0: the host lacks CAP_SYS_RESOURCE.
+    pub clamp_oom_score_adj: bool,
+    /// Where privileged containers are refused, the capabilities a privileged container
+    /// must do without (`CAP_...` names); `None` where they work.
+    pub privileged_without: Option<Vec<String>>,
+}
+
+impl Rewrites {
+    /// From this process's bounding set, against what the kernel supports: the proxy runs
+    /// in kinit-master, which holds every capability the host lets a container have.
+    /// Nothing changes when the set cannot be read (see [`host_refuses_negative_oom_adj`]).
+    pub fn for_this_host() -> Self {
+        let Ok(bounding) = caps::read(None, CapSet::Bounding) else {
+            return Self::default();
+        };
+        let supported = caps::runtime::procfs_all_supported(None).unwrap_or_else(|_| caps::all());
+        Self::from_sets(&bounding, &supported)
+    }
+
+    fn from_sets(bounding: &CapsHashSet, supported: &CapsHashSet) -> Self {
+        let mut lacking: Vec<Capability> = supported.difference(bounding).copied().collect();
+        lacking.sort_by_key(Capability::index);
+        Self {
+            clamp_oom_score_adj: lacking.contains(&Capability::CAP_SYS_RESOURCE),
+            // Only names every Docker engine kinit supports knows: Docker 20.10 refuses
+            // CAP_PERFMON, CAP_BPF and CAP_CHECKPOINT_RESTORE (newer than CAP_AUDIT_READ)
+            // in CapDrop, and never grants them either.
+            privileged_without: (!lacking.is_empty()).then(|| {
+                lacking
+                    .iter()
+                    .filter(|c| c.index() <= Capability::CAP_AUDIT_READ.index())
+                    .map(Capability::to_string)
+                    .collect()
+            }),
+        }
+    }
+
+    /// One line for the log: what this proxy changes.
+    pub fn describe(&self) -> String {
+        let oom = if self.clamp_oom_score_adj {
+            "negative oom_score_adj clamped to 0"
+        } else {
+            "negative oom_score_adj passed through"
+        };
+        match &self.privileged_without {
+            Some(without) => format!(
+                "{oom}; privileged containers get every capability but {}",
+                without.join(", ")
+            ),
+            None => format!("{oom}; privileged containers passed through"),
+        }
+    }
+}
+
 /// Serves the Docker API on the unix socket `listen` (removing a stale socket file first;
 /// never following a symlink there: refuse if `listen` is a symlink), forwarding to the unix socket `upstream`.
-/// Runs until the process is killed. `clamp` enables the OomScoreAdj clamp.
-pub async fn serve(listen: &Path, upstream: &Path, clamp: bool) -> Result<()> {
+/// Runs until the process is killed. `rewrites` says what to change in container creates.
+pub async fn serve(listen: &Path, upstream: &Path, rewrites: Rewrites) -> Result<()> {
     let listener = bind(listen)?;
     let upstream: Arc<Path> = upstream.into();
+    let rewrites = Arc::new(rewrites);
     loop {
         let client = match listener.accept().await {
             Ok((client, _)) => client,
@@ -60,8 +123,9 @@ pub async fn serve(listen: &Path, upstream: &Path, clamp: bool) -> Result<()> {
             }
         };
         let upstream = upstream.clone();
+        let rewrites = rewrites.clone();
         tokio::spawn(async move {
-            if let Err(e) = proxy_connection(client, &upstream, clamp).await {
+            if let Err(e) = proxy_connection(client, &upstream, rewrites).await {
                 debug!("runtime proxy: connection ended: {e:#}");
             }
         });
@@ -104,7 +168,11 @@ fn bind(listen: &Path) -> Result<UnixListener> {
     Ok(listener)
 }
 
-async fn proxy_connection(client: UnixStream, upstream: &Path, clamp: bool) -> Result<()> {
+async fn proxy_connection(
+    client: UnixStream,
+    upstream: &Path,
+    rewrites: Arc<Rewrites>,
+) -> Result<()> {
     let engine = UnixStream::connect(upstream)
         .await
         .with_context(|| format!("cannot connect to {}", upstream.display()))?;
@@ -119,8 +187,9 @@ async fn proxy_connection(client: UnixStream, upstream: &Path, clamp: bool) -> R
     let sender = Arc::new(Mutex::new(sender));
     let service = service_fn(move |req| {
         let sender = sender.clone();
+        let rewrites = rewrites.clone();
         async move {
-            let res = forward(req, &sender, clamp).await;
+            let res = forward(req, &sender, &rewrites).await;
             Ok::<_, Infallible>(res.unwrap_or_else(bad_gateway))
         }
     });
@@ -134,11 +203,11 @@ async fn proxy_connection(client: UnixStream, upstream: &Path, clamp: bool) -> R
 async fn forward(
     mut req: Request<Incoming>,
     upstream: &Mutex<SendRequest<Body>>,
-    clamp: bool,
+    rewrites: &Rewrites,
 ) -> Result<Response<Body>> {
     let client_upgrade = hyper::upgrade::on(&mut req);
     let req = if is_container_create(&req) {
-        rewrite_create(req, clamp).await?
+        rewrite_create(req, rewrites).await?
     } else {
         req.map(BodyExt::boxed)
     };
@@ -190,14 +259,14 @@ fn is_container_create<B>(req: &Request<B>) -> bool {
     unversioned == "/containers/create"
 }
 
-async fn rewrite_create(req: Request<Incoming>, clamp: bool) -> Result<Request<Body>> {
+async fn rewrite_create(req: Request<Incoming>, rewrites: &Rewrites) -> Result<Request<Body>> {
     let (mut parts, body) = req.into_parts();
     let body = body
         .collect()
         .await
         .context("cannot read the request body")?
         .to_bytes();
-    let body = match rewrite_create_body(&body, clamp) {
+    let body = match rewrite_create_body(&body, rewrites) {
         Some((rewritten, changes)) => {
             let name = parts
                 .uri
@@ -222,16 +291,24 @@ async fn rewrite_create(req: Request<Incoming>, clamp: bool) -> Result<Request<B
 
 /// The rewritten body and what changed, or None to forward the body as it came (not JSON,
 /// or nothing to change).
-fn rewrite_create_body(body: &[u8], clamp: bool) -> Option<(Vec<u8>, Vec<String>)> {
+fn rewrite_create_body(body: &[u8], rewrites: &Rewrites) -> Option<(Vec<u8>, Vec<String>)> {
     let mut create: serde_json::Value = serde_json::from_slice(body).ok()?;
     let host = create.get_mut("HostConfig")?.as_object_mut()?;
     let mut changes = Vec::new();
-    if clamp
+    if rewrites.clamp_oom_score_adj
         && let Some(adj) = host.get_mut("OomScoreAdj")
         && let Some(old) = adj.as_i64().filter(|&v| v < 0)
     {
         *adj = 0.into();
         changes.push(format!("OomScoreAdj {old} clamped to 0"));
+    }
+    if let Some(without) = &rewrites.privileged_without
+        && unprivilege(host, without)
+    {
+        changes.push(format!(
+            "privileged: every capability but {}",
+            without.join(", ")
+        ));
     }
     if bound_log(host) {
         changes.push(format!(
@@ -244,6 +321,35 @@ fn rewrite_create_body(body: &[u8], clamp: bool) -> Option<(Vec<u8>, Vec<String>
         return None;
     }
     Some((serde_json::to_vec(&create).ok()?, changes))
+}
+
+/// Turns a privileged container into what privileged means on a host that refuses it:
+/// every capability Docker knows (`ALL`) but those the host lacks, no seccomp or AppArmor
+/// profile, nothing masked or read-only under /proc and /sys. What stays out of reach is
+/// what only `Privileged` grants: the host's devices and a writable /sys.
+fn unprivilege(host: &mut serde_json::Map<String, serde_json::Value>, without: &[String]) -> bool {
+    if host.get("Privileged").and_then(serde_json::Value::as_bool) != Some(true) {
+        return false;
+    }
+    let mut security: Vec<serde_json::Value> = host
+        .get("SecurityOpt")
+        .and_then(serde_json::Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter(|opt| {
+            let opt = opt.as_str().unwrap_or_default();
+            !opt.starts_with("seccomp") && !opt.starts_with("apparmor")
+        })
+        .cloned()
+        .collect();
+    security.extend(["seccomp=unconfined".into(), "apparmor=unconfined".into()]);
+    host.insert("Privileged".into(), false.into());
+    host.insert("CapAdd".into(), serde_json::json!(["ALL"]));
+    host.insert("CapDrop".into(), serde_json::json!(without));
+    host.insert("SecurityOpt".into(), security.into());
+    host.insert("MaskedPaths".into(), serde_json::json!([]));
+    host.insert("ReadonlyPaths".into(), serde_json::json!([]));
+    true
 }
 
 /// Gives a json-file (or default-driver) log without a size limit kinit's rotation. A

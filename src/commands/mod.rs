@@ -41,17 +41,13 @@ pub async fn run(cli: Cli) -> Result<()> {
             .context("cannot write the man page"),
         Command::Boot => boot::run().await,
         Command::RuntimeProxy { listen, upstream } => {
-            let clamp = crate::runtime_proxy::host_refuses_negative_oom_adj();
+            let rewrites = crate::runtime_proxy::Rewrites::for_this_host();
             tracing::info!(
-                "serving the Docker API on {} (negative oom_score_adj {})",
+                "serving the Docker API on {} ({})",
                 listen.display(),
-                if clamp {
-                    "clamped to 0"
-                } else {
-                    "passed through"
-                }
+                rewrites.describe()
             );
-            crate::runtime_proxy::serve(&listen, &upstream, clamp).await
+            crate::runtime_proxy::serve(&listen, &upstream, rewrites).await
         }
         Command::Man { dir: Some(dir) } => clap_mangen::generate_to(Cli::command(), &dir)
             .with_context(|| format!("cannot write the man pages into {}", dir.display())),

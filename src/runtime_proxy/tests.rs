@@ -42,13 +42,26 @@ async fn fake_engine(listener: UnixListener) {
     }
 }
 
-async fn start(clamp: bool) -> (tempfile::TempDir, PathBuf) {
+/// The capabilities whose bits are set in `mask`.
+fn caps_in(mask: u64) -> CapsHashSet {
+    caps::all()
+        .into_iter()
+        .filter(|c| mask & c.bitmask() != 0)
+        .collect()
+}
+
+/// What this host gets: a kernel with 41 capabilities, CAP_SYS_RESOURCE not bounded.
+fn restricted() -> Rewrites {
+    Rewrites::from_sets(&caps_in(0x1fffeffffff), &caps_in(0x1ffffffffff))
+}
+
+async fn start(rewrites: Rewrites) -> (tempfile::TempDir, PathBuf) {
     let dir = tempfile::tempdir().expect("tempdir");
     let engine = dir.path().join("docker.sock");
     tokio::spawn(fake_engine(UnixListener::bind(&engine).expect("bind")));
     let listen = dir.path().join("proxy.sock");
     let proxy = listen.clone();
-    tokio::spawn(async move { serve(&proxy, &engine, clamp).await.expect("serve") });
+    tokio::spawn(async move { serve(&proxy, &engine, rewrites).await.expect("serve") });
     (dir, listen)
 }
 
@@ -88,7 +101,12 @@ const CREATE: &str = r#"{"HostConfig":{"OomScoreAdj":-998},"Image":"p"}"#;
 #[tokio::test]
 async fn clamps_negative_oom_score_adj_only_when_enabled() {
     for (clamp, want) in [(true, 0), (false, -998)] {
-        let (_dir, listen) = start(clamp).await;
+        let rewrites = if clamp {
+            restricted()
+        } else {
+            Rewrites::default()
+        };
+        let (_dir, listen) = start(rewrites).await;
         let mut sender = connect(&listen).await;
         let mode = fs::metadata(&listen).expect("socket").permissions().mode();
         assert_eq!(mode & 0o777, 0o660);
@@ -105,7 +123,7 @@ async fn clamps_negative_oom_score_adj_only_when_enabled() {
 
 #[tokio::test]
 async fn other_bodies_pass_byte_for_byte_on_one_connection() {
-    let (_dir, listen) = start(true).await;
+    let (_dir, listen) = start(restricted()).await;
     let mut sender = connect(&listen).await;
     let cases = [
         (
@@ -135,7 +153,7 @@ async fn other_bodies_pass_byte_for_byte_on_one_connection() {
 
 #[tokio::test]
 async fn upgraded_streams_carry_raw_bytes_both_ways() {
-    let (_dir, listen) = start(true).await;
+    let (_dir, listen) = start(restricted()).await;
     let mut sender = connect(&listen).await;
     let req = Request::post("/v1.41/exec/abc/start")
         .header("host", "docker")
@@ -165,7 +183,7 @@ async fn refuses_to_listen_on_a_symlink() {
     let dir = tempfile::tempdir().expect("tempdir");
     let listen = dir.path().join("proxy.sock");
     std::os::unix::fs::symlink(dir.path().join("elsewhere"), &listen).expect("symlink");
-    let err = serve(&listen, &dir.path().join("docker.sock"), true).await;
+    let err = serve(&listen, &dir.path().join("docker.sock"), restricted()).await;
     assert!(format!("{:#}", err.expect_err("serve")).contains("symbolic link"));
     assert!(!dir.path().join("elsewhere").exists());
 }
@@ -173,7 +191,7 @@ async fn refuses_to_listen_on_a_symlink() {
 #[test]
 fn pod_logs_get_bounded_unless_someone_chose_otherwise() {
     let rewrite = |body: &str| {
-        rewrite_create_body(body.as_bytes(), false)
+        rewrite_create_body(body.as_bytes(), &Rewrites::default())
             .map(|(b, _)| serde_json::from_slice::<serde_json::Value>(&b).expect("json"))
     };
     for body in [
@@ -211,4 +229,78 @@ fn version_prefix_is_optional() {
     assert!(!is_container_create(
         &Request::get("/containers/create").body(()).expect("req")
     ));
+}
+
+#[test]
+fn rewrites_follow_the_bounding_set() {
+    let all = caps_in(0x1ffffffffff);
+    assert_eq!(Rewrites::from_sets(&all, &all), Rewrites::default());
+    // This host: CAP_SYS_RESOURCE (bit 24) not bounded; inside kinit-master also not the
+    // three Docker 20.10 does not know, which Docker never grants anyway.
+    for bounding in [0x1fffeffffff, 0x3ffeffffff] {
+        let got = Rewrites::from_sets(&caps_in(bounding), &all);
+        assert!(got.clamp_oom_score_adj, "{bounding:x}");
+        assert_eq!(
+            got.privileged_without.as_deref(),
+            Some(&["CAP_SYS_RESOURCE".to_string()][..]),
+            "{bounding:x}"
+        );
+    }
+    // Docker's default set only (kinit inside an unprivileged container).
+    let got = Rewrites::from_sets(&caps_in(0xa80425fb), &all);
+    assert!(got.clamp_oom_score_adj);
+    let without = got.privileged_without.expect("privileged refused");
+    assert!(
+        without.contains(&"CAP_SYS_ADMIN".to_string()),
+        "{without:?}"
+    );
+    assert!(!without.contains(&"CAP_CHOWN".to_string()), "{without:?}");
+    assert!(!without.contains(&"CAP_BPF".to_string()), "{without:?}");
+    // Only CAP_BPF missing: privileged refused, but nothing Docker 20.10 could drop.
+    let got = Rewrites::from_sets(&caps_in(0x17fffffffff), &all);
+    assert!(!got.clamp_oom_score_adj);
+    assert_eq!(got.privileged_without, Some(Vec::new()));
+    // An older kernel without the newest three: nothing missing.
+    let old = caps_in(0x3fffffffff);
+    assert_eq!(Rewrites::from_sets(&old, &old), Rewrites::default());
+}
+
+#[test]
+fn privileged_containers_get_every_capability_the_host_has() {
+    let create = |body: &str, rewrites: &Rewrites| {
+        rewrite_create_body(body.as_bytes(), rewrites)
+            .map(|(b, _)| serde_json::from_slice::<serde_json::Value>(&b).expect("json"))
+            .expect("rewritten")
+    };
+    let privileged = r#"{"HostConfig":{"Privileged":true,"CapAdd":null,"CapDrop":null,
+        "SecurityOpt":["seccomp=unconfined","label=disable","apparmor:docker-default"],
+        "MaskedPaths":null,"ReadonlyPaths":null,"Binds":["/a:/b"]},"Image":"p"}"#;
+    let got = create(privileged, &restricted());
+    let host = &got["HostConfig"];
+    assert_eq!(host["Privileged"], false);
+    assert_eq!(host["CapAdd"], serde_json::json!(["ALL"]));
+    assert_eq!(host["CapDrop"], serde_json::json!(["CAP_SYS_RESOURCE"]));
+    assert_eq!(
+        host["SecurityOpt"],
+        serde_json::json!(["label=disable", "seccomp=unconfined", "apparmor=unconfined"])
+    );
+    assert_eq!(host["MaskedPaths"], serde_json::json!([]));
+    assert_eq!(host["ReadonlyPaths"], serde_json::json!([]));
+    assert_eq!(host["Binds"], serde_json::json!(["/a:/b"]));
+    assert_eq!(got["Image"], "p");
+    // Where privileged containers work, and for unprivileged ones: untouched.
+    assert_eq!(
+        create(privileged, &Rewrites::default())["HostConfig"]["Privileged"],
+        true
+    );
+    let plain = create(
+        r#"{"HostConfig":{"Privileged":false,"CapAdd":["NET_ADMIN"]}}"#,
+        &restricted(),
+    );
+    assert_eq!(plain["HostConfig"]["Privileged"], false);
+    assert_eq!(
+        plain["HostConfig"]["CapAdd"],
+        serde_json::json!(["NET_ADMIN"])
+    );
+    assert!(plain["HostConfig"].get("CapDrop").is_none());
 }
