@@ -35,6 +35,14 @@ for dir in -i -o; do
 done
 while iptables -w -D FORWARD -j KINIT-FORWARD 2>/dev/null; do :; done
 iptables -w -A FORWARD -j KINIT-FORWARD
+{%- if service_iptables == "iptables" %}
+# A pod's packet still addressed to a Service IP here, after kube-proxy's NAT, is for a
+# port no Service has: refused, as kube-proxy's nftables mode refuses it, rather than sent
+# out by the default route to whatever answers there (some networks accept every TCP
+# connection).
+iptables -w -C KINIT-FORWARD -d {{ service_cidr | sh }} -j REJECT 2>/dev/null ||
+  iptables -w -I KINIT-FORWARD 1 -d {{ service_cidr | sh }} -j REJECT
+{%- endif %}
 
 # Nothing but the pods themselves may send to a pod or Service address from outside the
 # host: a neighbour that routes those ranges through this host would otherwise reach

@@ -321,3 +321,26 @@ fn the_entrypoint_stops_when_the_hosts_layout_changed_since_kinit_up() {
     );
     assert_eq!(std::fs::read_dir(sandbox.path()).unwrap().count(), 0);
 }
+
+/// A pod's packet for a Service IP that kube-proxy did not translate (a port no Service has)
+/// is refused in KINIT-FORWARD, ahead of the bridge's ACCEPT; an IPv6 Service range has no
+/// such rule (the pods have IPv4 addresses only).
+#[test]
+fn the_entrypoint_refuses_service_ports_no_service_has() {
+    let reject = "iptables -w -I KINIT-FORWARD 1 -d '10.96.0.0/12' -j REJECT";
+    let script = contents(&rendered(), "master-entrypoint.sh");
+    assert!(script.contains(reject), "{script}");
+    let v6 = Settings {
+        service_cidr: "fd00:10:96::/108".parse().unwrap(),
+        ..cluster::test_settings()
+    };
+    let script = contents(
+        &rendered_with(&v6, &Layout::new("/var/lib/kinit"), &host()),
+        "master-entrypoint.sh",
+    );
+    assert!(!script.contains("-j REJECT"), "{script}");
+    assert!(
+        script.contains("guard_range 'ip6tables' 'fd00:10:96::/108'"),
+        "{script}"
+    );
+}
