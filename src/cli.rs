@@ -7,7 +7,9 @@ use clap::builder::PossibleValue;
 use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
 use ipnet::IpNet;
 
-use crate::cluster::{self, Component, DnsDomain, NodeName, PodCidr, ServiceCidr};
+use crate::cluster::{
+    self, Component, DnsDomain, ExtraArg, ExtraArgs, FeatureGates, NodeName, PodCidr, ServiceCidr,
+};
 use crate::socks::policy;
 use crate::{config, versions};
 
@@ -151,6 +153,7 @@ impl ClusterArgs {
             dns_domain: self.dns_domain.clone(),
             pod_cidr: self.pod_cidr,
             kubernetes_version: self.kubernetes_version.clone(),
+            ..Default::default()
         }
     }
 }
@@ -186,6 +189,50 @@ pub struct UpArgs {
     /// user's ~/.kube/config; else the first file in $KUBECONFIG, else ~/.kube/config].
     #[arg(long, value_name = "FILE")]
     pub kubeconfig: Option<PathBuf>,
+
+    #[command(flatten)]
+    pub components: ComponentArgs,
+}
+
+/// What the user adds to the components. Each replaces the cluster's as a whole, and is
+/// kept by later runs that leave it out; flags win over the config file.
+#[derive(Debug, Clone, Default, Args)]
+pub struct ComponentArgs {
+    /// Feature gates for every component that takes them: `A=true,B=false`; `''` for none
+    /// [default: from the config file, else those the cluster has].
+    #[arg(long, value_name = "GATES")]
+    pub feature_gates: Option<FeatureGates>,
+
+    /// A flag for one component (repeatable): apiserver, controller-manager, scheduler,
+    /// kubelet or proxy, e.g. `apiserver:v=4`. Those given replace all the cluster's extra
+    /// args; flags kinit sets itself are refused [default: from the config file, else
+    /// those the cluster has].
+    #[arg(long, value_name = "COMPONENT:FLAG=VALUE")]
+    pub extra_arg: Vec<ExtraArg>,
+
+    /// Remove every extra arg the cluster has.
+    #[arg(long, conflicts_with = "extra_arg")]
+    pub no_extra_args: bool,
+
+    /// Have the API server write an audit log to <state>/logs/audit.log (rotated);
+    /// `--audit-log=false` turns it off [default: from the config file, else as the
+    /// cluster has it].
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true,
+          default_missing_value = "true")]
+    pub audit_log: Option<bool>,
+}
+
+impl ComponentArgs {
+    /// The extra args these flags give: `None` when they name none.
+    pub fn extra_args(&self) -> Result<Option<ExtraArgs>, String> {
+        if self.no_extra_args {
+            return Ok(Some(ExtraArgs::default()));
+        }
+        if self.extra_arg.is_empty() {
+            return Ok(None);
+        }
+        ExtraArgs::from_list(&self.extra_arg).map(Some)
+    }
 }
 
 #[derive(Debug, Args)]

@@ -100,6 +100,12 @@ impl Layout {
         self.root.join("pod-logs")
     }
 
+    /// Logs components write into the state directory: the API server's audit log
+    /// (`kinit up --audit-log`), root's alone.
+    pub fn logs(&self) -> PathBuf {
+        self.root.join("logs")
+    }
+
     /// Which user kubeconfig `kinit up` merged the cluster into, so `down --purge` can
     /// take it out again.
     pub fn kubeconfig_record(&self) -> PathBuf {

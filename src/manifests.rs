@@ -35,6 +35,7 @@ manifest!(
     "master/kube-controller-manager.yaml"
 );
 manifest!(KUBE_SCHEDULER, "master/kube-scheduler.yaml");
+manifest!(AUDIT_POLICY, "master/audit-policy.yaml");
 manifest!(KUBE_PROXY_CONFIG, "proxy/kube-proxy-config.yaml");
 manifest!(RBAC, "addons/rbac.yaml");
 manifest!(COREDNS, "addons/coredns.yaml");

@@ -102,3 +102,8 @@ exec kubelet \
   --node-ip={{ node_ip | sh }} \
   --hostname-override={{ hostname | sh }} \
   --v={{ kubelet_verbosity }}
+{#- The user's extra args (kinit up --extra-arg kubelet:...), after kinit's: the kubelet
+    takes a flag over its config file, and the last of a flag given twice. #}
+{%- for name, value in kubelet_args | items %} \
+  {{ ("--" ~ name ~ "=" ~ value) | sh }}
+{%- endfor %}

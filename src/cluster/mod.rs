@@ -40,12 +40,14 @@ macro_rules! plain_string_form {
 
 pub mod cidr;
 pub mod component;
+pub mod flags;
 pub mod names;
 #[cfg(test)]
 mod tests;
 
 pub use cidr::{NODE_CIDR_PREFIX, PodCidr, ServiceCidr, nth_address};
 pub use component::{API_SERVER_PORT, Component, Container};
+pub use flags::{ExtraArg, ExtraArgs, FeatureGates};
 pub use names::{DEFAULT_DNS_DOMAIN, DnsDomain, NodeName};
 
 /// What identifies one cluster; everything else is derived from it.
@@ -68,6 +70,17 @@ pub struct Settings {
     /// imageRepository too). Not part of its identity: a new flag value replaces it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image_repository: Option<String>,
+    /// Feature gates for every component that takes them (`--feature-gates`). Like the
+    /// extra args and the audit log, not part of the cluster's identity: a later `kinit up`
+    /// keeps them, one that names them anew replaces them.
+    #[serde(default, skip_serializing_if = "FeatureGates::is_empty")]
+    pub feature_gates: FeatureGates,
+    /// Extra command-line flags of the components (`--extra-arg`).
+    #[serde(default, skip_serializing_if = "ExtraArgs::is_empty")]
+    pub extra_args: ExtraArgs,
+    /// The API server's audit log, under `<state>/logs` (`--audit-log`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub audit_log: bool,
 }
 
 fn first_kubernetes_version() -> String {
@@ -84,6 +97,10 @@ pub struct Requested {
     pub dns_domain: Option<DnsDomain>,
     pub pod_cidr: Option<PodCidr>,
     pub kubernetes_version: Option<String>,
+    /// Each of these given replaces what the cluster has, as a whole.
+    pub feature_gates: Option<FeatureGates>,
+    pub extra_args: Option<ExtraArgs>,
+    pub audit_log: Option<bool>,
 }
 
 impl Settings {
@@ -97,7 +114,7 @@ impl Settings {
             Some(name) => name.clone(),
             None => NodeName::of_this_host()?,
         };
-        let settings = Self {
+        let mut settings = Self {
             node_ip,
             hostname,
             service_cidr: args.service_cidr.unwrap_or(ServiceCidr::DEFAULT),
@@ -108,14 +125,18 @@ impl Settings {
                 .clone()
                 .unwrap_or_else(|| Release::default().kubernetes.to_string()),
             image_repository: None,
+            feature_gates: FeatureGates::default(),
+            extra_args: ExtraArgs::default(),
+            audit_log: false,
         };
+        settings.configure_components(args);
         settings.check_ranges()?;
         Ok(settings)
     }
 
     /// Settings for an existing cluster: the saved ones, refusing flags that contradict them,
     /// because changing them under a running cluster would break its certificates and data.
-    pub fn reconcile(saved: Settings, args: &Requested) -> Result<Self> {
+    pub fn reconcile(mut saved: Settings, args: &Requested) -> Result<Self> {
         let mut conflicts = Vec::new();
         if args.hostname.as_ref().is_some_and(|h| *h != saved.hostname) {
             conflicts.push(format!("--hostname (cluster has {})", saved.hostname));
@@ -153,7 +174,23 @@ impl Settings {
                 conflicts.join(", ")
             );
         }
+        saved.configure_components(args);
         Ok(saved)
+    }
+
+    /// The components' feature gates, extra args and audit log: each one `args` names
+    /// replaces the cluster's as a whole (a set given says what the cluster runs from now
+    /// on, not what to add to it); the others stay as they are.
+    fn configure_components(&mut self, args: &Requested) {
+        if let Some(gates) = &args.feature_gates {
+            self.feature_gates = gates.clone();
+        }
+        if let Some(extra) = &args.extra_args {
+            self.extra_args = extra.clone();
+        }
+        if let Some(on) = args.audit_log {
+            self.audit_log = on;
+        }
     }
 
     /// Where the node lives now. Its address is not part of a cluster's identity (DHCP
@@ -257,5 +294,8 @@ pub fn test_settings() -> Settings {
         pod_cidr: PodCidr::DEFAULT,
         kubernetes_version: Release::default().kubernetes.to_string(),
         image_repository: None,
+        feature_gates: FeatureGates::default(),
+        extra_args: ExtraArgs::default(),
+        audit_log: false,
     }
 }

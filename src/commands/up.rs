@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use anyhow::Result;
+use anyhow::{Result, anyhow};
 
 use crate::cli::UpArgs;
 use crate::cluster::Settings;
@@ -36,6 +36,17 @@ pub async fn run(
     if requested.kubernetes_version.is_none() {
         requested.kubernetes_version = config.kubernetes_version.clone();
     }
+    // Flags win over the config file; either replaces what the cluster has.
+    let flags = &args.components;
+    requested.feature_gates = flags
+        .feature_gates
+        .clone()
+        .or_else(|| config.feature_gates.clone());
+    requested.extra_args = flags
+        .extra_args()
+        .map_err(|e| anyhow!(e))?
+        .or_else(|| config.extra_args.clone());
+    requested.audit_log = flags.audit_log.or(config.audit_log);
     let mut settings = match Settings::load(&layout.settings_file())? {
         Some(saved) => Settings::reconcile(saved, &requested)?,
         None => Settings::new(&requested)?,

@@ -10,7 +10,8 @@ use anyhow::{Context as _, Result, bail};
 use super::Context;
 use crate::cgroup::{self, Driver};
 use crate::cluster::component::{Component, Container, Port};
-use crate::components::master::EVICTION_FREE_PERCENT;
+use crate::components::master::{self, EVICTION_FREE_PERCENT};
+use crate::components::{owned, proxy};
 use crate::docker::EngineInfo;
 use crate::net;
 use crate::progress::Outcome;
@@ -33,6 +34,18 @@ const HOST_TOOLS: &[(&str, &str, Need)] = &[
     ("socat", "socat", Need::PortForward),
 ];
 
+/// The user's feature gates and extra args against what kinit sets on every component,
+/// every refusal in one error.
+fn check_component_settings(ctx: &Context, engine: &EngineInfo) -> Result<()> {
+    let host = master::Host::probe(engine.clone())?;
+    let mut own = master::owned(&ctx.settings, &ctx.layout, &host, &ctx.images)?;
+    own.push((
+        Component::Proxy,
+        proxy::owned(&ctx.settings, &ctx.layout, &ctx.images)?,
+    ));
+    owned::check(&ctx.settings, &own)
+}
+
 /// With Docker's systemd driver, the master's entrypoint has the host's systemd start kinit's
 /// slice.
 const SYSTEMD_TOOLS: &[(&str, &str, Need)] = &[("systemctl", "systemd", Need::Required)];
@@ -48,6 +61,7 @@ pub async fn run(ctx: &Context) -> Result<Outcome> {
     let engine = ctx.docker.engine_info().await?;
     let cgroup = cgroup::Setup::probe(&engine.cgroup_driver)?;
     cgroup.check_systemd(Path::exists)?;
+    check_component_settings(ctx, &engine)?;
     let running: HashSet<Container> = ctx
         .docker
         .list()
