@@ -106,6 +106,11 @@ impl Layout {
         self.root.join("logs")
     }
 
+    /// The API server's audit log, in [`Layout::logs`]; rotated beside it.
+    pub fn audit_log(&self) -> PathBuf {
+        self.logs().join("audit.log")
+    }
+
     /// Which user kubeconfig `kinit up` merged the cluster into, so `down --purge` can
     /// take it out again.
     pub fn kubeconfig_record(&self) -> PathBuf {

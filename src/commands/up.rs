@@ -22,6 +22,7 @@ pub async fn run(
     args: &UpArgs,
 ) -> Result<()> {
     // Everything that can refuse does so before the first change to the host.
+    let extra_args = args.components.extra_args().map_err(|e| anyhow!(e))?;
     super::require_root("up")?;
     let layout = Layout::resolve(state_dir)?;
     let _lock = Lock::acquire(Path::new(LOCK_FILE))?;
@@ -42,10 +43,7 @@ pub async fn run(
         .feature_gates
         .clone()
         .or_else(|| config.feature_gates.clone());
-    requested.extra_args = flags
-        .extra_args()
-        .map_err(|e| anyhow!(e))?
-        .or_else(|| config.extra_args.clone());
+    requested.extra_args = extra_args.or_else(|| config.extra_args.clone());
     requested.audit_log = flags.audit_log.or(config.audit_log);
     let mut settings = match Settings::load(&layout.settings_file())? {
         Some(saved) => Settings::reconcile(saved, &requested)?,

@@ -205,7 +205,13 @@ fn the_audit_log_gives_the_api_server_a_policy_a_private_log_and_rotation() {
     let pod: serde_yaml::Value = serde_yaml::from_str(&apiserver).unwrap();
     let volumes = pod["spec"]["volumes"].as_sequence().unwrap();
     let log = volumes.iter().find(|v| v["name"] == "audit-log").unwrap();
-    assert_eq!(log["hostPath"]["path"], "/var/lib/kinit/logs");
+    let layout = Layout::new("/var/lib/kinit");
+    assert_eq!(log["hostPath"]["path"], path(layout.logs()));
+    // The file `kinit status` names.
+    assert_eq!(
+        layout.audit_log(),
+        PathBuf::from("/var/lib/kinit/logs/audit.log")
+    );
     let mounts = pod["spec"]["containers"][0]["volumeMounts"]
         .as_sequence()
         .unwrap();
