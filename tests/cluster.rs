@@ -1,8 +1,8 @@
 //! End to end, against a real Docker engine and the real upstream binaries of the offline
 //! bundle: `kinit up` to a Ready node, tutorial workloads through the real kubectl, the
 //! cluster network from the host and through `kinit socks`, then resilience (a second up,
-//! a crash, a removed container, down + up, a Docker restart) and `down --purge` leaving
-//! nothing.
+//! a crash, a removed container, down + up, a Docker restart), component settings (feature
+//! gates, extra args, the audit log) and `down --purge` leaving nothing.
 //!
 //! One cluster, one named phase per concern (tests/common/phases.rs): a failed phase is
 //! named, with the cluster's logs, pods and events at that moment; the phases that do not
@@ -21,6 +21,7 @@ mod common;
 use common::cluster::{
     COMPONENTS, Cluster, HOST_FILES, WORKLOADS, component, container_exists, curl, etcd_curl,
 };
+use common::component_settings::component_settings;
 use common::phases::Phases;
 use common::{docker_cli, lib_sh, require_engine, run_ok, text};
 
@@ -50,6 +51,11 @@ fn a_cluster_runs_tutorials_survives_restarts_and_purges_clean() {
         repair(&c)
     });
     phases.run("conflicting settings are refused", &[UP], || conflict(&c));
+    phases.run(
+        "feature gates, extra args and the audit log reach the components",
+        &[UP],
+        || component_settings(&c),
+    );
     phases.run(DOWN_UP, &[WORKLOADS_RUN], || down_and_up(&c));
     phases.run(
         "a Docker restart brings everything back",
