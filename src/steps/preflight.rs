@@ -1,5 +1,6 @@
 //! Checks the host before anything is changed: the Docker engine, free ports, disk space
-//! and the cgroup layout. Every failure names what to do about it.
+//! and the cgroup layout; and the user's component settings against kinit's own. Every
+//! failure names what to do about it.
 
 use std::collections::HashSet;
 use std::net::IpAddr;
@@ -33,18 +34,6 @@ const HOST_TOOLS: &[(&str, &str, Need)] = &[
     ("ip", "iproute2", Need::Required),
     ("socat", "socat", Need::PortForward),
 ];
-
-/// The user's feature gates and extra args against what kinit sets on every component,
-/// every refusal in one error.
-fn check_component_settings(ctx: &Context, engine: &EngineInfo) -> Result<()> {
-    let host = master::Host::probe(engine.clone())?;
-    let mut own = master::owned(&ctx.settings, &ctx.layout, &host, &ctx.images)?;
-    own.push((
-        Component::Proxy,
-        proxy::owned(&ctx.settings, &ctx.layout, &ctx.images)?,
-    ));
-    owned::check(&ctx.settings, &own)
-}
 
 /// With Docker's systemd driver, the master's entrypoint has the host's systemd start kinit's
 /// slice.
@@ -98,6 +87,18 @@ pub async fn run(ctx: &Context) -> Result<Outcome> {
     } else {
         Outcome::Done(format!("{found}; set {}", changed.join(", ")))
     })
+}
+
+/// The user's feature gates and extra args against what kinit sets on every component,
+/// every refusal in one error.
+fn check_component_settings(ctx: &Context, engine: &EngineInfo) -> Result<()> {
+    let host = master::Host::probe(engine.clone())?;
+    let mut own = master::owned(&ctx.settings, &ctx.layout, &host, &ctx.images)?;
+    own.push((
+        Component::Proxy,
+        proxy::owned(&ctx.settings, &ctx.layout, &ctx.images)?,
+    ));
+    owned::check(&ctx.settings, &own)
 }
 
 /// The host tools the node needs with this cgroup driver.

@@ -279,3 +279,24 @@ fn a_change_reaches_only_the_components_it_is_for() {
     );
     assert_eq!(FeatureGates::default().to_string(), "");
 }
+
+#[test]
+fn the_check_before_any_change_names_every_components_refusals() {
+    let settings = with(
+        "",
+        &[
+            "apiserver:client-ca-file=/x",
+            "proxy:proxy-mode=ipvs",
+            "scheduler:v=4",
+        ],
+        false,
+    );
+    let layout = Layout::new("/var/lib/kinit");
+    let mut own = owned(&settings, &layout, &host(), &Images::default()).unwrap();
+    let proxy = crate::components::proxy::owned(&settings, &layout, &Images::default()).unwrap();
+    own.push((Component::Proxy, proxy));
+    let err = format!("{:#}", owned::check(&settings, &own).unwrap_err());
+    assert!(err.contains("apiserver:client-ca-file"), "{err}");
+    assert!(err.contains("proxy:proxy-mode"), "{err}");
+    assert!(!err.contains("scheduler:v"), "{err}");
+}
