@@ -3,7 +3,7 @@
 
 use super::tests::{contents, host, rendered_with};
 use super::*;
-use crate::cluster::{ExtraArg, ExtraArgs, FeatureGates};
+use crate::cluster::{ExtraArg, ExtraArgs};
 
 fn with(gates: &str, extra: &[&str], audit_log: bool) -> Settings {
     let list: Vec<ExtraArg> = extra.iter().map(|a| a.parse().unwrap()).collect();
@@ -237,39 +237,43 @@ fn differing(a: &Master, b: &Master) -> Vec<String> {
 #[test]
 fn a_change_reaches_only_the_components_it_is_for() {
     let before = rendered(&with("", &[], false));
-    let spec_hash = before.spec.hash();
-    for (settings, changed) in [
+    let kinit_proxy = proxy_of(&cluster::test_settings());
+    for (settings, changed, kubelet_restarts) in [
         (
             with("", &["scheduler:v=4"], false),
             vec!["kube-scheduler.yaml"],
+            false,
         ),
         (
             with("", &["controller-manager:v=4"], false),
             vec!["kube-controller-manager.yaml"],
+            false,
         ),
         (
             with("", &["apiserver:v=4"], true),
             vec!["kube-apiserver.yaml"],
+            false,
         ),
         (
             with("", &["kubelet:v=4"], false),
             vec!["master-entrypoint.sh"],
+            true,
         ),
     ] {
         let after = rendered(&settings);
-        assert_eq!(
-            differing(&before, &after),
-            changed,
-            "{:?}",
-            settings.extra_args
-        );
-        // The kubelet's container changes only with the files it starts with.
-        assert_eq!(after.spec.hash(), spec_hash);
+        let what = settings.extra_args.to_string();
+        assert_eq!(differing(&before, &after), changed, "{what}");
+        // kinit-master is made again only when the files the kubelet starts with change.
+        assert_eq!(after.spec.hash(), before.spec.hash(), "{what}");
+        let kubelet_changed = kubelet_reads(&after) != kubelet_reads(&before);
+        assert_eq!(kubelet_changed, kubelet_restarts, "{what}");
+        // kinit-proxy not at all.
+        assert_eq!(proxy_of(&settings), kinit_proxy, "{what}");
     }
     // Gates go to every component.
-    let gated = rendered(&with("InPlacePodVerticalScaling=true", &[], false));
+    let gated = with("InPlacePodVerticalScaling=true", &[], false);
     assert_eq!(
-        differing(&before, &gated),
+        differing(&before, &rendered(&gated)),
         [
             "kubelet.yaml",
             "kube-apiserver.yaml",
@@ -277,7 +281,24 @@ fn a_change_reaches_only_the_components_it_is_for() {
             "kube-scheduler.yaml"
         ]
     );
-    assert_eq!(FeatureGates::default().to_string(), "");
+    assert_ne!(proxy_of(&gated), kinit_proxy);
+}
+
+/// What the kubelet reads only when it starts (the master step digests it into the
+/// container's hash): every file but the static pods.
+fn kubelet_reads(m: &Master) -> Vec<&str> {
+    m.files
+        .iter()
+        .filter(|f| !f.path.starts_with("/var/lib/kinit/manifests"))
+        .map(|f| f.contents.as_str())
+        .collect()
+}
+
+/// kube-proxy's container and configuration for these settings.
+fn proxy_of(settings: &Settings) -> (String, String) {
+    let layout = Layout::new("/var/lib/kinit");
+    let p = crate::components::proxy::render(settings, &layout, &Images::default()).unwrap();
+    (p.spec.hash(), p.config.contents)
 }
 
 #[test]
