@@ -7,13 +7,16 @@
 //! imageRepository: registry.example:5000/k8s   # instead of registry.k8s.io
 //! kubernetesVersion: v1.35.4            # for new clusters; `kinit version` lists them
 //! bundle: /srv/kinit-bundle             # image archives to load when missing
+//! addons: [storage]                     # like --addons: a new cluster's set of addons
 //! ```
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, anyhow};
 use serde::Deserialize;
 
+use crate::addons::Addon;
 use crate::fs;
 
 #[derive(Debug, Default, Clone, PartialEq, Eq, Deserialize)]
@@ -31,6 +34,9 @@ pub struct Config {
     /// The Kubernetes version of a new cluster (`--kubernetes-version`).
     #[serde(default, deserialize_with = "kubernetes_version")]
     pub kubernetes_version: Option<String>,
+    /// The addons of a new cluster, added to an existing one (`--addons`).
+    #[serde(default)]
+    pub addons: Option<BTreeSet<Addon>>,
 }
 
 impl Config {
@@ -202,6 +208,14 @@ mod tests {
         );
         std::fs::write(&path, "mirror: /not/a/url\n").unwrap();
         assert!(format!("{:#}", Config::load(&path).unwrap_err()).contains("not a mirror URL"));
+        std::fs::write(&path, "addons: [storage]\n").unwrap();
+        assert_eq!(
+            Config::load(&path).unwrap().addons,
+            Some([crate::addons::Addon::Storage].into())
+        );
+        std::fs::write(&path, "addons: [ingress]\n").unwrap();
+        let err = format!("{:#}", Config::load(&path).unwrap_err());
+        assert!(err.contains("unknown variant `ingress`"), "{err}");
         std::fs::write(&path, "mirorr: http://typo\n").unwrap();
         assert!(format!("{:#}", Config::load(&path).unwrap_err()).contains("unknown field"));
     }
@@ -214,6 +228,7 @@ mod tests {
             image_repository: Some("mirror.example/k8s".into()),
             bundle: None,
             kubernetes_version: None,
+            addons: None,
         };
         let s = Sources::resolve(&config, Some("http://flag.example"), None, None).unwrap();
         assert_eq!(s.mirror.as_deref(), Some("http://flag.example"));

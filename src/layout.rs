@@ -100,6 +100,12 @@ impl Layout {
         self.root.join("pod-logs")
     }
 
+    /// The storage addon's volumes, one directory each (the node-local provisioner's
+    /// path): inside the state directory, so `kinit down --purge` deletes them.
+    pub fn local_volumes(&self) -> PathBuf {
+        self.root.join("local-path")
+    }
+
     /// Which user kubeconfig `kinit up` merged the cluster into, so `down --purge` can
     /// take it out again.
     pub fn kubeconfig_record(&self) -> PathBuf {

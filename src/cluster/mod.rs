@@ -3,12 +3,14 @@
 //! ranges are types checked once where they are read ([`names`], [`cidr`]); the parts it
 //! runs as, with their ports, are [`component`].
 
+use std::collections::BTreeSet;
 use std::net::IpAddr;
 use std::path::Path;
 
 use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 
+use crate::addons::Addon;
 use crate::versions::Release;
 use crate::{fs, net};
 
@@ -68,6 +70,10 @@ pub struct Settings {
     /// imageRepository too). Not part of its identity: a new flag value replaces it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image_repository: Option<String>,
+    /// The addons `kinit up` applies (`kinit addons enable/disable` change the set);
+    /// clusters made before addons existed get the defaults.
+    #[serde(default = "Addon::defaults")]
+    pub addons: BTreeSet<Addon>,
 }
 
 fn first_kubernetes_version() -> String {
@@ -108,6 +114,7 @@ impl Settings {
                 .clone()
                 .unwrap_or_else(|| Release::default().kubernetes.to_string()),
             image_repository: None,
+            addons: Addon::defaults(),
         };
         settings.check_ranges()?;
         Ok(settings)
@@ -177,6 +184,20 @@ impl Settings {
         let old = std::mem::replace(&mut self.node_ip, new);
         self.check_ranges()?;
         Ok(Some(old))
+    }
+
+    /// The addons `--addons` or the config file name: a new cluster gets exactly those; an
+    /// existing one gets those it lacks, and keeps the others (`kinit up` never removes an
+    /// addon, whose volumes may hold data: `kinit addons disable` does). Returns the ones
+    /// kept that were not named.
+    pub fn request_addons(&mut self, wanted: &BTreeSet<Addon>, new_cluster: bool) -> Vec<Addon> {
+        if new_cluster {
+            self.addons = wanted.clone();
+            return Vec::new();
+        }
+        let kept = self.addons.difference(wanted).copied().collect();
+        self.addons.extend(wanted);
+        kept
     }
 
     /// The Kubernetes release the cluster runs, if this kinit runs it (a cluster made by
@@ -257,5 +278,6 @@ pub fn test_settings() -> Settings {
         pod_cidr: PodCidr::DEFAULT,
         kubernetes_version: Release::default().kubernetes.to_string(),
         image_repository: None,
+        addons: Addon::defaults(),
     }
 }
