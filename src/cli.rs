@@ -7,6 +7,7 @@ use clap::builder::PossibleValue;
 use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
 use ipnet::IpNet;
 
+use crate::addons::{self, Addon};
 use crate::cluster::{
     self, Component, DnsDomain, ExtraArg, ExtraArgs, FeatureGates, NodeName, PodCidr, ServiceCidr,
 };
@@ -69,6 +70,9 @@ pub enum Command {
     Example(ExampleArgs),
     /// Print kinit's version and the component versions it deploys.
     Version,
+    /// List, enable or disable the cluster's addons (storage, metrics-server).
+    #[command(subcommand)]
+    Addons(AddonsCommand),
     /// Load or list the container images kinit runs (for hosts without registry access).
     #[command(subcommand)]
     Images(ImagesCommand),
@@ -97,6 +101,32 @@ pub enum Command {
     /// again and start the kinit containers Docker could not start before that.
     #[command(hide = true)]
     Boot,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AddonsCommand {
+    /// Each addon, whether it is enabled, and its state (ready or what it waits for).
+    List,
+    /// Enable an addon: apply its objects and record it in the cluster's settings, so
+    /// `kinit up` keeps it. Enabling an enabled addon applies it again.
+    Enable {
+        #[arg(value_parser = parse_addon)]
+        name: Addon,
+    },
+    /// Disable an addon: delete every object it made (waiting until they are gone) and
+    /// record that, so `kinit up` leaves it out.
+    Disable {
+        #[arg(value_parser = parse_addon)]
+        name: Addon,
+        /// Disable storage even while PersistentVolumes of its provisioner exist: they
+        /// stay, with their data under the state directory, but nothing deletes them.
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+fn parse_addon(s: &str) -> Result<Addon, String> {
+    s.parse()
 }
 
 #[derive(Debug, Subcommand)]
@@ -180,6 +210,12 @@ pub struct UpArgs {
     /// Docker lacks them, and its binaries are used unless --mirror says otherwise.
     #[arg(long, value_name = "DIR")]
     pub bundle: Option<PathBuf>,
+
+    /// The addons of a new cluster, comma-separated (`""` for none); an existing cluster
+    /// gets those it lacks and keeps the others (`kinit addons disable` removes one)
+    /// [default: from the config file, else storage,metrics-server].
+    #[arg(long, value_name = "LIST", value_parser = addons::parse_list)]
+    pub addons: Option<std::collections::BTreeSet<Addon>>,
 
     /// Where to install kubectl.
     #[arg(long, value_name = "DIR", default_value = "/usr/local/bin")]

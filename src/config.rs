@@ -12,14 +12,17 @@
 //! extraArgs:                            # --extra-arg COMPONENT:flag=value
 //!   apiserver: {v: 4}
 //! auditLog: true                        # --audit-log
+//! addons: [storage]                     # like --addons: a new cluster's set of addons
 //! ```
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, anyhow};
 use serde::Deserialize;
 
 use crate::cluster::{ExtraArgs, FeatureGates};
+use crate::addons::Addon;
 use crate::fs;
 
 #[derive(Debug, Default, Clone, PartialEq, Eq, Deserialize)]
@@ -46,6 +49,9 @@ pub struct Config {
     /// The API server's audit log (`--audit-log`).
     #[serde(default)]
     pub audit_log: Option<bool>,
+    /// The addons of a new cluster, added to an existing one (`--addons`).
+    #[serde(default)]
+    pub addons: Option<BTreeSet<Addon>>,
 }
 
 impl Config {
@@ -217,6 +223,14 @@ mod tests {
         );
         std::fs::write(&path, "mirror: /not/a/url\n").unwrap();
         assert!(format!("{:#}", Config::load(&path).unwrap_err()).contains("not a mirror URL"));
+        std::fs::write(&path, "addons: [storage]\n").unwrap();
+        assert_eq!(
+            Config::load(&path).unwrap().addons,
+            Some([crate::addons::Addon::Storage].into())
+        );
+        std::fs::write(&path, "addons: [ingress]\n").unwrap();
+        let err = format!("{:#}", Config::load(&path).unwrap_err());
+        assert!(err.contains("unknown variant `ingress`"), "{err}");
         std::fs::write(&path, "mirorr: http://typo\n").unwrap();
         assert!(format!("{:#}", Config::load(&path).unwrap_err()).contains("unknown field"));
     }

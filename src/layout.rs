@@ -109,6 +109,10 @@ impl Layout {
     /// The API server's audit log, in [`Layout::logs`]; rotated beside it.
     pub fn audit_log(&self) -> PathBuf {
         self.logs().join("audit.log")
+    /// The storage addon's volumes, one directory each (the node-local provisioner's
+    /// path): inside the state directory, so `kinit down --purge` deletes them.
+    pub fn local_volumes(&self) -> PathBuf {
+        self.root.join("local-path")
     }
 
     /// Which user kubeconfig `kinit up` merged the cluster into, so `down --purge` can

@@ -422,6 +422,18 @@ fn bad_input_fails_with_one_clear_line_and_changes_nothing() {
             vec!["--state-dir", d, "up", "--audit-log=maybe"],
             "invalid value 'maybe'",
         ),
+            vec!["--state-dir", d, "up", "--addons", "storage,ingress"],
+            "unknown addon 'ingress'; known addons: storage, metrics-server",
+        ),
+        (
+            vec!["--state-dir", d, "addons", "enable", "ingress"],
+            "unknown addon 'ingress'; known addons: storage, metrics-server",
+        ),
+        (
+            vec!["--state-dir", d, "addons", "disable", "Storage"],
+            "unknown addon 'Storage'; known addons: storage, metrics-server",
+        ),
+        (vec!["--state-dir", d, "addons", "list"], "no cluster in"),
     ];
     for (args, expected) in cases {
         let out = kinit(&args);

@@ -17,6 +17,8 @@ use std::time::Duration;
 
 use kinit::versions::{Images, KUBERNETES_VERSION};
 
+#[path = "cluster/addons.rs"]
+mod addons;
 mod common;
 use common::cluster::{
     COMPONENTS, Cluster, HOST_FILES, WORKLOADS, component, container_exists, curl, etcd_curl,
@@ -29,11 +31,14 @@ const UP: &str = "up to a Ready node";
 const WORKLOADS_RUN: &str = "tutorial workloads run";
 const SOCKS: &str = "kinit socks --detach";
 const DOWN_UP: &str = "down keeps every object, up brings them back";
+const STORAGE: &str = "a StatefulSet's volume survives its pod";
+const METRICS: &str = "kubectl top answers";
 
 #[test]
 fn a_cluster_runs_tutorials_survives_restarts_and_purges_clean() {
     require_engine();
     let c = Cluster::new();
+    let token = std::cell::RefCell::new(String::new());
     let mut phases = Phases::new(|| c.diagnostics());
     phases.run(UP, &[], || up(&c));
     phases.run("private files, no anonymous access", &[UP], || security(&c));
@@ -56,11 +61,21 @@ fn a_cluster_runs_tutorials_survives_restarts_and_purges_clean() {
         &[UP],
         || component_settings(&c),
     );
+    phases.run(STORAGE, &[UP], || *token.borrow_mut() = addons::storage(&c));
+    phases.run(METRICS, &[UP], || addons::metrics(&c));
     phases.run(DOWN_UP, &[WORKLOADS_RUN], || down_and_up(&c));
+    phases.run("the volume survives down + up", &[STORAGE, DOWN_UP], || {
+        assert_eq!(addons::token(&c), *token.borrow());
+    });
     phases.run(
         "a Docker restart brings everything back",
         &[DOWN_UP],
         || docker_restart(&c),
+    );
+    phases.run(
+        "addons disabled leave nothing, enabled come back",
+        &[STORAGE, METRICS],
+        || addons::disable_and_enable(&c),
     );
     // Runs whatever failed before: it is also what leaves the host clean.
     phases.run("down --purge leaves nothing", &[], || {
@@ -92,25 +107,36 @@ fn up(c: &Cluster) {
     let version: serde_json::Value =
         serde_json::from_str(&c.kubectl_ok(&["version", "--client", "-o", "json"])).unwrap();
     assert_eq!(version["clientVersion"]["gitVersion"], KUBERNETES_VERSION);
-    let system = c.kubectl_ok(&[
-        "get",
-        "pods",
-        "-n",
-        "kube-system",
-        "-o",
-        r#"jsonpath={range .items[*]}{.metadata.name} {.status.phase}{"\n"}{end}"#,
-    ]);
-    for pod in [
-        "kube-apiserver-",
-        "kube-controller-manager-",
-        "kube-scheduler-",
-        "coredns-",
-    ] {
-        assert!(system.contains(pod), "{pod} missing:\n{system}");
-    }
-    assert!(
-        system.lines().all(|l| l.ends_with(" Running")),
-        "not every kube-system pod runs:\n{system}"
+    // Addons are applied, not awaited, by up: their pods may still be starting.
+    c.wait_for(
+        "every kube-system pod running",
+        Duration::from_secs(90),
+        || {
+            let system = c.kubectl_ok(&[
+                "get",
+                "pods",
+                "-n",
+                "kube-system",
+                "-o",
+                r#"jsonpath={range .items[*]}{.metadata.name} {.status.phase}{"\n"}{end}"#,
+            ]);
+            for pod in [
+                "kube-apiserver-",
+                "kube-controller-manager-",
+                "kube-scheduler-",
+                "coredns-",
+                "metrics-server-",
+            ] {
+                if !system.contains(pod) {
+                    return Err(format!("{pod} missing:\n{system}"));
+                }
+            }
+            if system.lines().all(|l| l.ends_with(" Running")) {
+                Ok(())
+            } else {
+                Err(format!("not every kube-system pod runs:\n{system}"))
+            }
+        },
     );
 }
 

@@ -3,12 +3,14 @@
 //! ranges are types checked once where they are read ([`names`], [`cidr`]); the parts it
 //! runs as, with their ports, are [`component`].
 
+use std::collections::BTreeSet;
 use std::net::IpAddr;
 use std::path::Path;
 
 use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 
+use crate::addons::Addon;
 use crate::versions::Release;
 use crate::{fs, net};
 
@@ -81,6 +83,10 @@ pub struct Settings {
     /// The API server's audit log, under `<state>/logs` (`--audit-log`).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub audit_log: bool,
+    /// The addons `kinit up` applies (`kinit addons enable/disable` change the set);
+    /// clusters made before addons existed get the defaults.
+    #[serde(default = "Addon::defaults")]
+    pub addons: BTreeSet<Addon>,
 }
 
 fn first_kubernetes_version() -> String {
@@ -128,6 +134,7 @@ impl Settings {
             feature_gates: FeatureGates::default(),
             extra_args: ExtraArgs::default(),
             audit_log: false,
+            addons: Addon::defaults(),
         };
         settings.configure_components(args);
         settings.check_ranges()?;
@@ -216,6 +223,20 @@ impl Settings {
         Ok(Some(old))
     }
 
+    /// The addons `--addons` or the config file name: a new cluster gets exactly those; an
+    /// existing one gets those it lacks, and keeps the others (`kinit up` never removes an
+    /// addon, whose volumes may hold data: `kinit addons disable` does). Returns the ones
+    /// kept that were not named.
+    pub fn request_addons(&mut self, wanted: &BTreeSet<Addon>, new_cluster: bool) -> Vec<Addon> {
+        if new_cluster {
+            self.addons = wanted.clone();
+            return Vec::new();
+        }
+        let kept = self.addons.difference(wanted).copied().collect();
+        self.addons.extend(wanted);
+        kept
+    }
+
     /// The Kubernetes release the cluster runs, if this kinit runs it (a cluster made by
     /// another kinit may run a version this one does not know).
     pub fn release(&self) -> Result<Release> {
@@ -297,5 +318,6 @@ pub fn test_settings() -> Settings {
         feature_gates: FeatureGates::default(),
         extra_args: ExtraArgs::default(),
         audit_log: false,
+        addons: Addon::defaults(),
     }
 }

@@ -204,7 +204,10 @@ fn state_files_of_earlier_kinits_load_and_save_the_same() {
         }
     );
     loaded.save(&path).unwrap();
-    assert_eq!(std::fs::read_to_string(&path).unwrap(), text);
+    // Saving records the addons such a cluster gets: the defaults.
+    let with_addons = format!("{text}addons:\n- storage\n- metrics-server\n");
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), with_addons);
+    assert_eq!(Settings::load(&path).unwrap().unwrap(), loaded);
     // One from before the pod range was saved reads as the default.
     let old = "nodeIp: 10.0.2.15\nhostname: kinit-test\nserviceCidr: 10.96.0.0/12\ndnsDomain: cluster.local\n";
     let read: Settings = serde_yaml::from_str(old).unwrap();
@@ -320,6 +323,36 @@ fn component_settings_are_saved_only_when_given() {
     let err = format!("{:#}", Settings::load(&path).unwrap_err());
     assert!(
         err.contains("is corrupt") && err.contains("'etcd'"),
+fn addons_a_new_cluster_gets_exactly_an_existing_one_only_gains() {
+    use crate::addons::Addon;
+    let only_storage: std::collections::BTreeSet<Addon> = [Addon::Storage].into();
+    let mut new = settings();
+    assert_eq!(new.addons, Addon::defaults());
+    assert!(new.request_addons(&only_storage, true).is_empty());
+    assert_eq!(new.addons, only_storage);
+    assert!(new.request_addons(&Default::default(), true).is_empty());
+    assert!(new.addons.is_empty());
+
+    let mut existing = settings();
+    let kept = existing.request_addons(&only_storage, false);
+    assert_eq!(kept, [Addon::MetricsServer]);
+    assert_eq!(existing.addons, Addon::defaults());
+    existing.addons.clear();
+    assert!(existing.request_addons(&only_storage, false).is_empty());
+    assert_eq!(existing.addons, only_storage);
+
+    // Saved and read back; a file with an unknown addon is refused as corrupt.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("cluster.yaml");
+    existing.save(&path).unwrap();
+    assert_eq!(Settings::load(&path).unwrap().unwrap(), existing);
+    let text = std::fs::read_to_string(&path)
+        .unwrap()
+        .replace("- storage", "- ingress");
+    std::fs::write(&path, text).unwrap();
+    let err = format!("{:#}", Settings::load(&path).unwrap_err());
+    assert!(
+        err.contains("is corrupt") && err.contains("ingress"),
         "{err}"
     );
 }

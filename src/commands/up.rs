@@ -6,7 +6,7 @@ use anyhow::{Result, anyhow};
 
 use crate::cli::UpArgs;
 use crate::cluster::Settings;
-use crate::config::{Config, Sources};
+use crate::config::Sources;
 use crate::docker::Docker;
 use crate::download::Downloader;
 use crate::fs::Lock;
@@ -26,13 +26,7 @@ pub async fn run(
     super::require_root("up")?;
     let layout = Layout::resolve(state_dir)?;
     let _lock = Lock::acquire(Path::new(LOCK_FILE))?;
-    let config = match config_path {
-        Some(path) => Config::load(path)?,
-        None => Config::default_path()
-            .map(|p| Config::load(&p))
-            .transpose()?
-            .unwrap_or_default(),
-    };
+    let config = super::load_config(config_path)?;
     let mut requested = args.cluster.requested();
     if requested.kubernetes_version.is_none() {
         requested.kubernetes_version = config.kubernetes_version.clone();
@@ -45,10 +39,19 @@ pub async fn run(
         .or_else(|| config.feature_gates.clone());
     requested.extra_args = extra_args.or_else(|| config.extra_args.clone());
     requested.audit_log = flags.audit_log.or(config.audit_log);
-    let mut settings = match Settings::load(&layout.settings_file())? {
+    let saved = Settings::load(&layout.settings_file())?;
+    let new_cluster = saved.is_none();
+    let mut settings = match saved {
         Some(saved) => Settings::reconcile(saved, &requested)?,
         None => Settings::new(&requested)?,
     };
+    if let Some(wanted) = args.addons.as_ref().or(config.addons.as_ref()) {
+        for kept in settings.request_addons(wanted, new_cluster) {
+            progress::println(&format!(
+                " ! The addon {kept} stays enabled (`kinit addons disable {kept}` removes it)"
+            ));
+        }
+    }
     // Certificates, etcd and the node follow; the pki step records the new address.
     if let Some(old) =
         settings.follow_node_ip(requested.node_ip, net::is_local_address, net::primary_ip)?
@@ -116,7 +119,10 @@ pub async fn run(
         .run("Starting kube-proxy (kinit-proxy)", steps::proxy::run(&ctx))
         .await?;
     steps
-        .run("Applying cluster DNS and RBAC", steps::addons::run(&ctx))
+        .run(
+            "Applying cluster DNS, RBAC and addons",
+            steps::addons::run(&ctx),
+        )
         .await?;
     steps
         .run(
