@@ -21,8 +21,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, anyhow};
 use serde::Deserialize;
 
-use crate::cluster::{ExtraArgs, FeatureGates};
 use crate::addons::Addon;
+use crate::cluster::{ExtraArgs, FeatureGates};
 use crate::fs;
 
 #[derive(Debug, Default, Clone, PartialEq, Eq, Deserialize)]

@@ -109,6 +109,8 @@ impl Layout {
     /// The API server's audit log, in [`Layout::logs`]; rotated beside it.
     pub fn audit_log(&self) -> PathBuf {
         self.logs().join("audit.log")
+    }
+
     /// The storage addon's volumes, one directory each (the node-local provisioner's
     /// path): inside the state directory, so `kinit down --purge` deletes them.
     pub fn local_volumes(&self) -> PathBuf {

@@ -379,6 +379,19 @@ fn bad_input_fails_with_one_clear_line_and_changes_nothing() {
             "is not a mirror URL",
         ),
         (
+            vec!["--state-dir", d, "up", "--addons", "storage,ingress"],
+            "unknown addon 'ingress'; known addons: storage, metrics-server",
+        ),
+        (
+            vec!["--state-dir", d, "addons", "enable", "ingress"],
+            "unknown addon 'ingress'; known addons: storage, metrics-server",
+        ),
+        (
+            vec!["--state-dir", d, "addons", "disable", "Storage"],
+            "unknown addon 'Storage'; known addons: storage, metrics-server",
+        ),
+        (vec!["--state-dir", d, "addons", "list"], "no cluster in"),
+        (
             vec!["--state-dir", d, "up", "--extra-arg", "etcd:v=4"],
             "'etcd' is not a component that takes extra args: use one of apiserver, \
              controller-manager, scheduler, kubelet, proxy",
@@ -422,18 +435,6 @@ fn bad_input_fails_with_one_clear_line_and_changes_nothing() {
             vec!["--state-dir", d, "up", "--audit-log=maybe"],
             "invalid value 'maybe'",
         ),
-            vec!["--state-dir", d, "up", "--addons", "storage,ingress"],
-            "unknown addon 'ingress'; known addons: storage, metrics-server",
-        ),
-        (
-            vec!["--state-dir", d, "addons", "enable", "ingress"],
-            "unknown addon 'ingress'; known addons: storage, metrics-server",
-        ),
-        (
-            vec!["--state-dir", d, "addons", "disable", "Storage"],
-            "unknown addon 'Storage'; known addons: storage, metrics-server",
-        ),
-        (vec!["--state-dir", d, "addons", "list"], "no cluster in"),
     ];
     for (args, expected) in cases {
         let out = kinit(&args);

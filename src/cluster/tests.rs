@@ -305,7 +305,7 @@ fn component_settings_are_saved_only_when_given() {
     given.save(&path).unwrap();
     let text = std::fs::read_to_string(&path).unwrap();
     assert!(
-        text.ends_with(
+        text.contains(
             "featureGates:\n  A: true\nextraArgs:\n  apiserver:\n    v: '4'\nauditLog: true\n"
         ),
         "{text}"
@@ -323,6 +323,11 @@ fn component_settings_are_saved_only_when_given() {
     let err = format!("{:#}", Settings::load(&path).unwrap_err());
     assert!(
         err.contains("is corrupt") && err.contains("'etcd'"),
+        "{err}"
+    );
+}
+
+#[test]
 fn addons_a_new_cluster_gets_exactly_an_existing_one_only_gains() {
     use crate::addons::Addon;
     let only_storage: std::collections::BTreeSet<Addon> = [Addon::Storage].into();
