@@ -176,12 +176,21 @@ fn the_node_removes_only_the_images_it_pulled() {
     assert!(code != 200 || body.contains("error"), "{code}: {body}");
     assert!(!record.exists(), "a failed pull was recorded");
 
-    // An image pulled through the proxy: recorded, then removed through it.
-    let (code, body) = request(
-        &socket,
-        "POST",
-        &format!("/images/create?fromImage={repository}&tag=pulled"),
+    // An image that was there under the name before the node pulled it stays its owner's.
+    run_ok(&["docker", "pull", "--quiet", &pulled]);
+    let pull = format!("/images/create?fromImage={repository}&tag=pulled");
+    let (code, body) = request(&socket, "POST", &pull);
+    assert_eq!(code, 200, "{body}");
+    assert!(
+        !record.exists(),
+        "an image the user pulled first was recorded"
     );
+    let (code, body) = request(&socket, "DELETE", &format!("/images/{pulled}"));
+    assert_eq!(code, 409, "{body}");
+    run_ok(&["docker", "image", "rm", &pulled]);
+
+    // An image pulled through the proxy: recorded, then removed through it.
+    let (code, body) = request(&socket, "POST", &pull);
     assert_eq!(code, 200, "{body}");
     assert!(!body.contains("error"), "{body}");
     let pulled_id = image_id(&pulled).expect("the pulled image");
