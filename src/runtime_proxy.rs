@@ -161,14 +161,15 @@ async fn forward(
 ) -> Result<Response<Body>> {
     let client_upgrade = hyper::upgrade::on(&mut req);
     let image = images::classify(&req);
-    let mut before = None;
+    // The image ID the request's name gave before it went to Docker.
+    let mut known = None;
     match &image {
         Some(images::ImageRequest::Pull(reference)) => {
-            before = images::image_id(&shared.upstream, reference).await?;
+            known = images::image_id(&shared.upstream, reference).await?;
         }
         Some(images::ImageRequest::Delete(name)) => {
             match images::check_delete(&shared.upstream, &shared.pulled, name).await? {
-                Ok(id) => before = id,
+                Ok(id) => known = id,
                 Err(refused) => return Ok(refused),
             }
         }
@@ -199,10 +200,10 @@ async fn forward(
             shared.upstream.clone(),
             shared.pulled.clone(),
             reference,
-            before,
+            known,
         )),
         Some(images::ImageRequest::Delete(_)) if res.status().is_success() => {
-            if let Some(id) = before {
+            if let Some(id) = known {
                 images::deleted(&shared.upstream, &shared.pulled, &id).await;
             }
             Ok(res.map(BodyExt::boxed))
