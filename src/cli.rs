@@ -89,13 +89,18 @@ pub enum Command {
         dir: Option<std::path::PathBuf>,
     },
     /// Inside kinit's node container: serve the Docker API to cri-dockerd, clamping what a
-    /// restricted host refuses (negative oom_score_adj without CAP_SYS_RESOURCE).
+    /// restricted host refuses (negative oom_score_adj without CAP_SYS_RESOURCE), and
+    /// removing only the images the node pulled.
     #[command(hide = true)]
     RuntimeProxy {
         #[arg(long, value_name = "SOCKET")]
         listen: PathBuf,
         #[arg(long, value_name = "SOCKET")]
         upstream: PathBuf,
+        /// The file that records the images the node pulled, the only ones it may remove;
+        /// without it, every image removal is refused.
+        #[arg(long, value_name = "FILE")]
+        pulled_images: Option<PathBuf>,
     },
     /// Inside the kinit-boot container, on each start of the Docker daemon: set the host up
     /// again and start the kinit containers Docker could not start before that.

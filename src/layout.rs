@@ -95,6 +95,12 @@ impl Layout {
         self.root.join("cri-dockerd")
     }
 
+    /// The images the node pulled through kinit's runtime interposer, one ID a line: the
+    /// only ones the kubelet may remove. Kept by `kinit down` (beside cri-dockerd's files).
+    pub fn pulled_images(&self) -> PathBuf {
+        self.cri_dockerd().join("kinit-pulled-images")
+    }
+
     /// Where the kubelet keeps pod logs (links to Docker's log files).
     pub fn pod_logs(&self) -> PathBuf {
         self.root.join("pod-logs")

@@ -74,9 +74,12 @@ supervised() {
 }
 
 # cri-dockerd reaches Docker through kinit's interposer, which on hosts that refuse a
-# negative oom_score_adj (no CAP_SYS_RESOURCE) clamps it in the containers it creates.
+# negative oom_score_adj (no CAP_SYS_RESOURCE) clamps it in the containers it creates, and
+# lets the kubelet's image garbage collector remove only the images the node pulled (the
+# file records them), never other tools' images on the shared Docker.
 rm -f {{ docker_proxy_socket | sh }} {{ cri_socket | sh }}
-supervised kinit runtime-proxy --listen {{ docker_proxy_socket | sh }} --upstream /var/run/docker.sock &
+supervised kinit runtime-proxy --listen {{ docker_proxy_socket | sh }} --upstream /var/run/docker.sock \
+  --pulled-images {{ pulled_images | sh }} &
 wait_for_socket {{ docker_proxy_socket | sh }} "kinit runtime-proxy"
 
 mkdir -p {{ cri_dockerd_dir | sh }} {{ cni_cache_dir | sh }}

@@ -42,7 +42,11 @@ pub async fn run(cli: Cli) -> Result<()> {
             .render(&mut std::io::stdout())
             .context("cannot write the man page"),
         Command::Boot => boot::run().await,
-        Command::RuntimeProxy { listen, upstream } => {
+        Command::RuntimeProxy {
+            listen,
+            upstream,
+            pulled_images,
+        } => {
             let clamp = crate::runtime_proxy::host_refuses_negative_oom_adj();
             tracing::info!(
                 "serving the Docker API on {} (negative oom_score_adj {})",
@@ -53,7 +57,7 @@ pub async fn run(cli: Cli) -> Result<()> {
                     "passed through"
                 }
             );
-            crate::runtime_proxy::serve(&listen, &upstream, clamp).await
+            crate::runtime_proxy::serve(&listen, &upstream, clamp, pulled_images.as_deref()).await
         }
         Command::Man { dir: Some(dir) } => clap_mangen::generate_to(Cli::command(), &dir)
             .with_context(|| format!("cannot write the man pages into {}", dir.display())),
