@@ -403,4 +403,4 @@ pub use host::{Host, host_system_paths};
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
-mod tests_additions;
+mod user_settings_tests;
