@@ -36,11 +36,13 @@ pub fn kubelet_healthz() -> String {
 }
 
 /// A file kinit renders for the master.
-/// The kubelet evicts pods, and taints the node against new ones, when less than this
-/// share of the filesystem of its root directory (nodefs) or of Docker's (imagefs) is
-/// free. A test cluster shares its host's disk with everything else: evict only when
-/// nearly full. Preflight refuses a disk already past it.
-pub const EVICTION_FREE_PERCENT: u8 = 5;
+/// The kubelet evicts pods, and taints the node against new ones, when less than this many
+/// MiB of the filesystem of its root directory (nodefs) or of Docker's (imagefs) are free.
+/// An amount, not a share: a test cluster shares its host's disk with everything else, and
+/// on a large or thin-provisioned disk any percentage is many GiB that the host would
+/// never miss (kind and minikube turn disk eviction off for the same reason). Preflight
+/// refuses a disk already near it.
+pub const EVICTION_FREE_MIB: u64 = 1024;
 
 #[derive(Debug)]
 pub struct File {
@@ -53,8 +55,8 @@ pub struct File {
 #[derive(Debug, Serialize)]
 struct Values {
     image: String,
-    /// [`EVICTION_FREE_PERCENT`], for the kubelet's evictionHard.
-    eviction_free_percent: u8,
+    /// [`EVICTION_FREE_MIB`], for the kubelet's evictionHard.
+    eviction_free_mib: u64,
     /// [`crate::pki::digest`]: the static pods carry it, so new credentials restart them.
     credentials: String,
     state_dir: String,
@@ -282,7 +284,7 @@ fn values(
     };
     Ok(Values {
         image: start.node_image.to_string(),
-        eviction_free_percent: EVICTION_FREE_PERCENT,
+        eviction_free_mib: EVICTION_FREE_MIB,
         credentials: start.credentials.to_string(),
         state_dir: path(layout.root().to_path_buf()),
         entrypoint: path(config.join(ENTRYPOINT)),
