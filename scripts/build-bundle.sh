@@ -3,7 +3,8 @@
 #
 #   scripts/build-bundle.sh [--only COMPONENT[,COMPONENT...]] [--pinned-only] [KUBE_VERSION] OUT_DIR
 #
-# Components: etcd kubernetes cri-dockerd coredns cni pause workloads registry (default: all),
+# Components: etcd kubernetes cri-dockerd coredns cni pause workloads registry
+#             local-path-provisioner metrics-server (default: all),
 # and conformance (only when asked for: the upstream conformance suite and its test images,
 # scripts/bundle/conformance.sh).
 #
@@ -32,7 +33,8 @@ BUNDLE_DIR="$SCRIPT_DIR/bundle"
 # shellcheck source=scripts/versions.env disable=SC1091
 source "$SCRIPT_DIR/versions.env"
 
-ALL_COMPONENTS=(etcd kubernetes cri-dockerd coredns cni pause workloads registry)
+ALL_COMPONENTS=(etcd kubernetes cri-dockerd coredns cni pause workloads registry
+  local-path-provisioner metrics-server)
 # Built only when --only names them: what kinit does not need, only its tests.
 OPTIONAL_COMPONENTS=(conformance)
 
@@ -561,6 +563,66 @@ build_registry() {
 }
 
 # ---------------------------------------------------------------------------------------
+# Addon images (kinit addons): built like the components, under their upstream names
+# ---------------------------------------------------------------------------------------
+
+# local-path-provisioner (the storage addon's dynamic provisioner), stamped like its
+# scripts/build (-X main.VERSION).
+build_local_path_provisioner() {
+  local out=$1 mod="github.com/rancher/local-path-provisioner@${LOCAL_PATH_PROVISIONER_VERSION}"
+  go_wrapper local-path-provisioner
+  go_copy_replaces "$mod"
+  go get "$mod"
+  go_build "$out/bin" "-X main.VERSION=${LOCAL_PATH_PROVISIONER_VERSION}" github.com/rancher/local-path-provisioner
+  "$out/bin/local-path-provisioner" --version
+}
+
+# docker.io/rancher/local-path-provisioner: upstream is alpine with the binary in /usr/bin
+# and CMD local-path-provisioner; here Debian's busybox-static gives the shell, mkdir, chmod
+# and rm that its helper pods run (the storage addon uses this image as the helper image).
+image_local_path_provisioner() {
+  local out=$1 r="$STEP_WORK/rootfs-local-path-provisioner" a
+  local ref="docker.io/rancher/local-path-provisioner:${LOCAL_PATH_PROVISIONER_VERSION}"
+  debs_rootfs "$r" busybox-static
+  for a in $("$r/bin/busybox" --list); do
+    [[ -e $r/bin/$a ]] || ln -s busybox "$r/bin/$a"
+  done
+  base_rootfs "$r"
+  install -D -m 0755 "${STEP_DIR[local-path-provisioner]}/bin/local-path-provisioner" \
+    "$r/usr/bin/local-path-provisioner"
+  image_from_rootfs "$out" "$r" "$ref" "ENV PATH=$IMAGE_PATH" 'CMD ["local-path-provisioner"]'
+  smoke "$ref" local-path-provisioner --version
+  smoke "$ref" sh -c 'mkdir -m 0777 -p /tmp/v/a && rm -rf /tmp/v && echo helper ok'
+}
+
+# metrics-server, stamped like its Makefile (client-go's version variables).
+build_metrics_server() {
+  local out=$1 mod="sigs.k8s.io/metrics-server@${METRICS_SERVER_VERSION}" commit date ldflags kv
+  go_wrapper metrics-server
+  go_copy_replaces "$mod"
+  go get "sigs.k8s.io/metrics-server/cmd/metrics-server@${METRICS_SERVER_VERSION}"
+  commit=$(go_origin "$mod" Hash)
+  date=$(go_origin "$mod" Time)
+  ldflags=""
+  for kv in "gitVersion=$METRICS_SERVER_VERSION" ${commit:+"gitCommit=$commit"} ${date:+"buildDate=$date"}; do
+    ldflags+=" -X k8s.io/client-go/pkg/version.$kv"
+  done
+  go_build "$out/bin" "$ldflags" sigs.k8s.io/metrics-server/cmd/metrics-server
+  "$out/bin/metrics-server" --version
+}
+
+# registry.k8s.io/metrics-server/metrics-server: distroless-like, /metrics-server as
+# entrypoint, user 65534, as upstream.
+image_metrics_server() {
+  local out=$1 r="$STEP_WORK/rootfs-metrics-server"
+  local ref="registry.k8s.io/metrics-server/metrics-server:${METRICS_SERVER_VERSION}"
+  base_rootfs "$r"
+  install -m 0755 "${STEP_DIR[metrics-server]}/bin/metrics-server" "$r/metrics-server"
+  image_from_rootfs "$out" "$r" "$ref" 'ENTRYPOINT ["/metrics-server"]' 'USER 65534:65534'
+  smoke "$ref" --version
+}
+
+# ---------------------------------------------------------------------------------------
 # Components
 # ---------------------------------------------------------------------------------------
 comp_etcd() {
@@ -621,6 +683,19 @@ comp_registry() {
   mkdir -p "$OUT_DIR/tools"
   place "${STEP_DIR[registry]}/bin/registry" "$OUT_DIR/tools/registry"
   place "${STEP_DIR[registry]}/bin/crane" "$OUT_DIR/tools/crane"
+}
+
+comp_local_path_provisioner() {
+  run_step local-path-provisioner "$LOCAL_PATH_PROVISIONER_VERSION" build_local_path_provisioner
+  run_step image-local-path-provisioner "$LOCAL_PATH_PROVISIONER_VERSION" image_local_path_provisioner \
+    "$(stamp_of local-path-provisioner)"
+  export_image image-local-path-provisioner
+}
+
+comp_metrics_server() {
+  run_step metrics-server "$METRICS_SERVER_VERSION" build_metrics_server
+  run_step image-metrics-server "$METRICS_SERVER_VERSION" image_metrics_server "$(stamp_of metrics-server)"
+  export_image image-metrics-server
 }
 
 # ---------------------------------------------------------------------------------------

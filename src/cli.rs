@@ -7,7 +7,10 @@ use clap::builder::PossibleValue;
 use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
 use ipnet::IpNet;
 
-use crate::cluster::{self, Component, DnsDomain, NodeName, PodCidr, ServiceCidr};
+use crate::addons::{self, Addon};
+use crate::cluster::{
+    self, Component, DnsDomain, ExtraArg, ExtraArgs, FeatureGates, NodeName, PodCidr, ServiceCidr,
+};
 use crate::socks::policy;
 use crate::{config, versions};
 
@@ -67,6 +70,9 @@ pub enum Command {
     Example(ExampleArgs),
     /// Print kinit's version and the component versions it deploys.
     Version,
+    /// List, enable or disable the cluster's addons (storage, metrics-server).
+    #[command(subcommand)]
+    Addons(AddonsCommand),
     /// Load or list the container images kinit runs (for hosts without registry access).
     #[command(subcommand)]
     Images(ImagesCommand),
@@ -83,18 +89,49 @@ pub enum Command {
         dir: Option<std::path::PathBuf>,
     },
     /// Inside kinit's node container: serve the Docker API to cri-dockerd, clamping what a
-    /// restricted host refuses (negative oom_score_adj without CAP_SYS_RESOURCE).
+    /// restricted host refuses (negative oom_score_adj without CAP_SYS_RESOURCE), and
+    /// removing only the images the node pulled.
     #[command(hide = true)]
     RuntimeProxy {
         #[arg(long, value_name = "SOCKET")]
         listen: PathBuf,
         #[arg(long, value_name = "SOCKET")]
         upstream: PathBuf,
+        /// The file that records the images the node pulled, the only ones it may remove;
+        /// without it, every image removal is refused.
+        #[arg(long, value_name = "FILE")]
+        pulled_images: Option<PathBuf>,
     },
     /// Inside the kinit-boot container, on each start of the Docker daemon: set the host up
     /// again and start the kinit containers Docker could not start before that.
     #[command(hide = true)]
     Boot,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AddonsCommand {
+    /// Each addon, whether it is enabled, and its state (ready or what it waits for).
+    List,
+    /// Enable an addon: apply its objects and record it in the cluster's settings, so
+    /// `kinit up` keeps it. Enabling an enabled addon applies it again.
+    Enable {
+        #[arg(value_parser = parse_addon)]
+        name: Addon,
+    },
+    /// Disable an addon: delete every object it made (waiting until they are gone) and
+    /// record that, so `kinit up` leaves it out.
+    Disable {
+        #[arg(value_parser = parse_addon)]
+        name: Addon,
+        /// Disable storage even while PersistentVolumes of its provisioner exist: they
+        /// stay, with their data under the state directory, but nothing deletes them.
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+fn parse_addon(s: &str) -> Result<Addon, String> {
+    s.parse()
 }
 
 #[derive(Debug, Subcommand)]
@@ -151,6 +188,7 @@ impl ClusterArgs {
             dns_domain: self.dns_domain.clone(),
             pod_cidr: self.pod_cidr,
             kubernetes_version: self.kubernetes_version.clone(),
+            ..Default::default()
         }
     }
 }
@@ -178,6 +216,12 @@ pub struct UpArgs {
     #[arg(long, value_name = "DIR")]
     pub bundle: Option<PathBuf>,
 
+    /// The addons of a new cluster, comma-separated (`""` for none); an existing cluster
+    /// gets those it lacks and keeps the others (`kinit addons disable` removes one)
+    /// [default: from the config file, else storage,metrics-server].
+    #[arg(long, value_name = "LIST", value_parser = addons::parse_list)]
+    pub addons: Option<std::collections::BTreeSet<Addon>>,
+
     /// Where to install kubectl.
     #[arg(long, value_name = "DIR", default_value = "/usr/local/bin")]
     pub bin_dir: PathBuf,
@@ -186,6 +230,50 @@ pub struct UpArgs {
     /// user's ~/.kube/config; else the first file in $KUBECONFIG, else ~/.kube/config].
     #[arg(long, value_name = "FILE")]
     pub kubeconfig: Option<PathBuf>,
+
+    #[command(flatten)]
+    pub components: ComponentArgs,
+}
+
+/// What the user adds to the components. Each replaces the cluster's as a whole, and is
+/// kept by later runs that leave it out; flags win over the config file.
+#[derive(Debug, Clone, Default, Args)]
+pub struct ComponentArgs {
+    /// Feature gates for every component that takes them: `A=true,B=false`; `''` for none
+    /// [default: from the config file, else those the cluster has].
+    #[arg(long, value_name = "GATES")]
+    pub feature_gates: Option<FeatureGates>,
+
+    /// A flag for one component (repeatable): apiserver, controller-manager, scheduler,
+    /// kubelet or proxy, e.g. `apiserver:v=4`. Those given replace all the cluster's extra
+    /// args; flags kinit sets itself are refused [default: from the config file, else
+    /// those the cluster has].
+    #[arg(long, value_name = "COMPONENT:FLAG=VALUE")]
+    pub extra_arg: Vec<ExtraArg>,
+
+    /// Remove every extra arg the cluster has.
+    #[arg(long, conflicts_with = "extra_arg")]
+    pub no_extra_args: bool,
+
+    /// Have the API server write an audit log to <state>/logs/audit.log (rotated);
+    /// `--audit-log=false` turns it off [default: from the config file, else as the
+    /// cluster has it].
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true,
+          default_missing_value = "true")]
+    pub audit_log: Option<bool>,
+}
+
+impl ComponentArgs {
+    /// The extra args these flags give: `None` when they name none.
+    pub fn extra_args(&self) -> Result<Option<ExtraArgs>, String> {
+        if self.no_extra_args {
+            return Ok(Some(ExtraArgs::default()));
+        }
+        if self.extra_arg.is_empty() {
+            return Ok(None);
+        }
+        ExtraArgs::from_list(&self.extra_arg).map(Some)
+    }
 }
 
 #[derive(Debug, Args)]

@@ -1,5 +1,6 @@
 //! The optional config file: where binaries and images come from on this host, so an
-//! air-gapped machine or a mirror needs no flags on every run. Flags override it.
+//! air-gapped machine or a mirror needs no flags on every run, and what to add to the
+//! components. Flags override it.
 //!
 //! ```yaml
 //! # /etc/kinit/config.yaml (root) or ~/.config/kinit/config.yaml
@@ -7,13 +8,21 @@
 //! imageRepository: registry.example:5000/k8s   # instead of registry.k8s.io
 //! kubernetesVersion: v1.35.4            # for new clusters; `kinit version` lists them
 //! bundle: /srv/kinit-bundle             # image archives to load when missing
+//! featureGates: {InPlacePodVerticalScaling: true}   # --feature-gates
+//! extraArgs:                            # --extra-arg COMPONENT:flag=value
+//!   apiserver: {v: 4}
+//! auditLog: true                        # --audit-log
+//! addons: [storage]                     # like --addons: a new cluster's set of addons
 //! ```
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, anyhow};
 use serde::Deserialize;
 
+use crate::addons::Addon;
+use crate::cluster::{ExtraArgs, FeatureGates};
 use crate::fs;
 
 #[derive(Debug, Default, Clone, PartialEq, Eq, Deserialize)]
@@ -31,6 +40,18 @@ pub struct Config {
     /// The Kubernetes version of a new cluster (`--kubernetes-version`).
     #[serde(default, deserialize_with = "kubernetes_version")]
     pub kubernetes_version: Option<String>,
+    /// Feature gates for every component (`--feature-gates`); `{}` for none.
+    #[serde(default)]
+    pub feature_gates: Option<FeatureGates>,
+    /// Extra flags by component and flag name (`--extra-arg`); `{}` for none.
+    #[serde(default)]
+    pub extra_args: Option<ExtraArgs>,
+    /// The API server's audit log (`--audit-log`).
+    #[serde(default)]
+    pub audit_log: Option<bool>,
+    /// The addons of a new cluster, added to an existing one (`--addons`).
+    #[serde(default)]
+    pub addons: Option<BTreeSet<Addon>>,
 }
 
 impl Config {
@@ -202,8 +223,49 @@ mod tests {
         );
         std::fs::write(&path, "mirror: /not/a/url\n").unwrap();
         assert!(format!("{:#}", Config::load(&path).unwrap_err()).contains("not a mirror URL"));
+        std::fs::write(&path, "addons: [storage]\n").unwrap();
+        assert_eq!(
+            Config::load(&path).unwrap().addons,
+            Some([crate::addons::Addon::Storage].into())
+        );
+        std::fs::write(&path, "addons: [ingress]\n").unwrap();
+        let err = format!("{:#}", Config::load(&path).unwrap_err());
+        assert!(err.contains("unknown variant `ingress`"), "{err}");
         std::fs::write(&path, "mirorr: http://typo\n").unwrap();
         assert!(format!("{:#}", Config::load(&path).unwrap_err()).contains("unknown field"));
+    }
+
+    #[test]
+    fn config_file_component_settings() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.yaml");
+        std::fs::write(
+            &path,
+            "featureGates: {B: false, A: true}\nextraArgs:\n  apiserver: {v: 4}\n  kubelet:\n    max-pods: 200\nauditLog: true\n",
+        )
+        .unwrap();
+        let config = Config::load(&path).unwrap();
+        assert_eq!(config.feature_gates.unwrap().to_string(), "A=true,B=false");
+        assert_eq!(
+            config.extra_args.unwrap().to_string(),
+            "kubelet:max-pods=200 apiserver:v=4"
+        );
+        assert_eq!(config.audit_log, Some(true));
+        // Empty sets are given, and replace what the cluster has.
+        std::fs::write(&path, "featureGates: {}\nextraArgs: {}\n").unwrap();
+        let config = Config::load(&path).unwrap();
+        assert_eq!(config.feature_gates, Some(FeatureGates::default()));
+        assert_eq!(config.extra_args, Some(ExtraArgs::default()));
+        assert_eq!(config.audit_log, None);
+        for (bad, why) in [
+            ("featureGates: {A: maybe}\n", "featureGates"),
+            ("extraArgs: {etcd: {v: 4}}\n", "'etcd' is not a component"),
+            ("extraArgs: {apiserver: {v: [4]}}\n", "must be a string"),
+        ] {
+            std::fs::write(&path, bad).unwrap();
+            let err = format!("{:#}", Config::load(&path).unwrap_err());
+            assert!(err.contains(why), "{bad}: {err}");
+        }
     }
 
     #[test]
@@ -212,8 +274,7 @@ mod tests {
         let config = Config {
             mirror: Some("http://config.example".into()),
             image_repository: Some("mirror.example/k8s".into()),
-            bundle: None,
-            kubernetes_version: None,
+            ..Config::default()
         };
         let s = Sources::resolve(&config, Some("http://flag.example"), None, None).unwrap();
         assert_eq!(s.mirror.as_deref(), Some("http://flag.example"));

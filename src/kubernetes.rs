@@ -416,6 +416,9 @@ fn parse_objects(yaml: &str) -> Result<Vec<DynamicObject>> {
     Ok(objects)
 }
 
+mod state;
 #[cfg(test)]
 mod tests;
 mod watch;
+
+pub use state::Replicas;

@@ -95,9 +95,32 @@ impl Layout {
         self.root.join("cri-dockerd")
     }
 
+    /// The images the node pulled through kinit's runtime interposer, one ID a line: the
+    /// only ones the kubelet may remove. Kept by `kinit down` (beside cri-dockerd's files).
+    pub fn pulled_images(&self) -> PathBuf {
+        self.cri_dockerd().join("kinit-pulled-images")
+    }
+
     /// Where the kubelet keeps pod logs (links to Docker's log files).
     pub fn pod_logs(&self) -> PathBuf {
         self.root.join("pod-logs")
+    }
+
+    /// Logs components write into the state directory: the API server's audit log
+    /// (`kinit up --audit-log`), root's alone.
+    pub fn logs(&self) -> PathBuf {
+        self.root.join("logs")
+    }
+
+    /// The API server's audit log, in [`Layout::logs`]; rotated beside it.
+    pub fn audit_log(&self) -> PathBuf {
+        self.logs().join("audit.log")
+    }
+
+    /// The storage addon's volumes, one directory each (the node-local provisioner's
+    /// path): inside the state directory, so `kinit down --purge` deletes them.
+    pub fn local_volumes(&self) -> PathBuf {
+        self.root.join("local-path")
     }
 
     /// Which user kubeconfig `kinit up` merged the cluster into, so `down --purge` can

@@ -8,6 +8,7 @@
 //! time limit go through [`wait`]; the `kinit socks` proxy is [`socks`]. The CLI
 //! ([`cli`], [`commands`]) only parses flags and calls into these.
 
+pub mod addons;
 pub mod bundle;
 pub mod cgroup;
 pub mod cli;

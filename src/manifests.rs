@@ -35,9 +35,21 @@ manifest!(
     "master/kube-controller-manager.yaml"
 );
 manifest!(KUBE_SCHEDULER, "master/kube-scheduler.yaml");
+manifest!(AUDIT_POLICY, "master/audit-policy.yaml");
 manifest!(KUBE_PROXY_CONFIG, "proxy/kube-proxy-config.yaml");
 manifest!(RBAC, "addons/rbac.yaml");
 manifest!(COREDNS, "addons/coredns.yaml");
+manifest!(STORAGE_PROVISIONER, "addons/storage/provisioner.yaml");
+manifest!(STORAGE_CLASS, "addons/storage/storageclass.yaml");
+manifest!(METRICS_SERVER_RBAC, "addons/metrics-server/rbac.yaml");
+manifest!(
+    METRICS_SERVER_DEPLOYMENT,
+    "addons/metrics-server/deployment.yaml"
+);
+manifest!(
+    METRICS_SERVER_API_SERVICE,
+    "addons/metrics-server/apiservice.yaml"
+);
 manifest!(HOST_SYSCTL, "host/sysctl.conf");
 manifest!(HOST_MODULES, "host/modules.conf");
 manifest!(BOOT, "components/boot.yaml");

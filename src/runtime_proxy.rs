@@ -9,6 +9,9 @@
 //! - the log is bounded (`HostConfig.LogConfig`, [`crate::docker::LOG_MAX_SIZE`]): cri-dockerd
 //!   sets none and cannot rotate logs itself, so a chatty pod would fill the disk.
 //!
+//! - an image is removed only when the node pulled it ([`images`]): the kubelet's image
+//!   garbage collector would otherwise remove other tools' images from the shared Docker.
+//!
 //! Everything else passes through untouched: one upstream connection per client connection
 //! keeps the client's keep-alive behaviour, bodies stream, and hijacked streams (exec,
 //! attach) are spliced once both sides have switched protocols.
@@ -18,7 +21,7 @@ use std::fs::{self, OpenOptions, Permissions};
 use std::io::ErrorKind;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::{FileTypeExt, OpenOptionsExt, PermissionsExt};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -38,7 +41,16 @@ use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::Mutex;
 use tracing::{debug, warn};
 
+mod images;
+
 type Body = BoxBody<Bytes, hyper::Error>;
+
+/// What every connection shares.
+struct Shared {
+    upstream: PathBuf,
+    rewrites: Rewrites,
+    pulled: Arc<images::Record>,
+}
 
 /// Whether this host refuses negative oom_score_adj: this process's capability bounding
 /// set lacks CAP_SYS_RESOURCE. False when the set cannot be read: clamping on a host that
@@ -107,11 +119,21 @@ impl Rewrites {
 
 /// Serves the Docker API on the unix socket `listen` (removing a stale socket file first;
 /// never following a symlink there: refuse if `listen` is a symlink), forwarding to the unix socket `upstream`.
-/// Runs until the process is killed. `rewrites` says what to change in container creates.
-pub async fn serve(listen: &Path, upstream: &Path, rewrites: Rewrites) -> Result<()> {
+/// Runs until the process is killed. `rewrites` says what to change in container creates;
+/// `pulled` is the file that records the images the node pulled (without it, no image
+/// removal goes through).
+pub async fn serve(
+    listen: &Path,
+    upstream: &Path,
+    rewrites: Rewrites,
+    pulled: Option<&Path>,
+) -> Result<()> {
     let listener = bind(listen)?;
-    let upstream: Arc<Path> = upstream.into();
-    let rewrites = Arc::new(rewrites);
+    let shared = Arc::new(Shared {
+        upstream: upstream.to_owned(),
+        rewrites,
+        pulled: Arc::new(images::Record::new(pulled.map(Path::to_owned))),
+    });
     loop {
         let client = match listener.accept().await {
             Ok((client, _)) => client,
@@ -122,10 +144,9 @@ pub async fn serve(listen: &Path, upstream: &Path, rewrites: Rewrites) -> Result
                 continue;
             }
         };
-        let upstream = upstream.clone();
-        let rewrites = rewrites.clone();
+        let shared = shared.clone();
         tokio::spawn(async move {
-            if let Err(e) = proxy_connection(client, &upstream, rewrites).await {
+            if let Err(e) = proxy_connection(client, shared).await {
                 debug!("runtime proxy: connection ended: {e:#}");
             }
         });
@@ -168,14 +189,10 @@ fn bind(listen: &Path) -> Result<UnixListener> {
     Ok(listener)
 }
 
-async fn proxy_connection(
-    client: UnixStream,
-    upstream: &Path,
-    rewrites: Arc<Rewrites>,
-) -> Result<()> {
-    let engine = UnixStream::connect(upstream)
+async fn proxy_connection(client: UnixStream, shared: Arc<Shared>) -> Result<()> {
+    let engine = UnixStream::connect(&shared.upstream)
         .await
-        .with_context(|| format!("cannot connect to {}", upstream.display()))?;
+        .with_context(|| format!("cannot connect to {}", shared.upstream.display()))?;
     let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(engine)).await?;
     tokio::spawn(async move {
         if let Err(e) = conn.with_upgrades().await {
@@ -187,9 +204,9 @@ async fn proxy_connection(
     let sender = Arc::new(Mutex::new(sender));
     let service = service_fn(move |req| {
         let sender = sender.clone();
-        let rewrites = rewrites.clone();
+        let shared = shared.clone();
         async move {
-            let res = forward(req, &sender, &rewrites).await;
+            let res = forward(req, &sender, &shared).await;
             Ok::<_, Infallible>(res.unwrap_or_else(bad_gateway))
         }
     });
@@ -203,11 +220,26 @@ async fn proxy_connection(
 async fn forward(
     mut req: Request<Incoming>,
     upstream: &Mutex<SendRequest<Body>>,
-    rewrites: &Rewrites,
+    shared: &Shared,
 ) -> Result<Response<Body>> {
     let client_upgrade = hyper::upgrade::on(&mut req);
+    let image = images::classify(&req);
+    // The image ID the request's name gave before it went to Docker.
+    let mut known = None;
+    match &image {
+        Some(images::ImageRequest::Pull(reference)) => {
+            known = images::image_id(&shared.upstream, reference).await?;
+        }
+        Some(images::ImageRequest::Delete(name)) => {
+            match images::check_delete(&shared.upstream, &shared.pulled, name).await? {
+                Ok(id) => known = id,
+                Err(refused) => return Ok(refused),
+            }
+        }
+        None => {}
+    }
     let req = if is_container_create(&req) {
-        rewrite_create(req, rewrites).await?
+        rewrite_create(req, &shared.rewrites).await?
     } else {
         req.map(BodyExt::boxed)
     };
@@ -225,7 +257,22 @@ async fn forward(
     if res.status() == StatusCode::SWITCHING_PROTOCOLS {
         tokio::spawn(splice(client_upgrade, hyper::upgrade::on(&mut res)));
     }
-    Ok(res.map(BodyExt::boxed))
+    match image {
+        Some(images::ImageRequest::Pull(reference)) => Ok(images::watch_pull(
+            res,
+            shared.upstream.clone(),
+            shared.pulled.clone(),
+            reference,
+            known,
+        )),
+        Some(images::ImageRequest::Delete(_)) if res.status().is_success() => {
+            if let Some(id) = known {
+                images::deleted(&shared.upstream, &shared.pulled, &id).await;
+            }
+            Ok(res.map(BodyExt::boxed))
+        }
+        _ => Ok(res.map(BodyExt::boxed)),
+    }
 }
 
 /// Exec and attach hijack the connection after 101; both upgrades resolve once hyper has
@@ -244,19 +291,17 @@ async fn splice(client: OnUpgrade, upstream: OnUpgrade) {
 }
 
 fn is_container_create<B>(req: &Request<B>) -> bool {
-    if req.method() != Method::POST {
-        return false;
-    }
-    let path = req.uri().path();
-    // Docker accepts the API version as an optional "/v1.xx" prefix.
-    let unversioned = path
-        .strip_prefix("/v")
+    req.method() == Method::POST && unversioned(req.uri().path()) == "/containers/create"
+}
+
+/// The path without the API version Docker accepts as an optional "/v1.xx" prefix.
+fn unversioned(path: &str) -> &str {
+    path.strip_prefix("/v")
         .and_then(|rest| rest.split_once('/'))
         .filter(|(version, _)| {
             !version.is_empty() && version.chars().all(|c| c.is_ascii_digit() || c == '.')
         })
-        .map_or(path, |(version, _)| &path[2 + version.len()..]);
-    unversioned == "/containers/create"
+        .map_or(path, |(version, _)| &path[2 + version.len()..])
 }
 
 async fn rewrite_create(req: Request<Incoming>, rewrites: &Rewrites) -> Result<Request<Body>> {

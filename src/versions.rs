@@ -81,8 +81,17 @@ pub fn parse_kubernetes_version(s: &str) -> Result<String, String> {
     Release::find(s).map(|r| r.kubernetes.to_string())
 }
 
-/// The upstream images a cluster runs, under one repository: registry.k8s.io, or a
-/// mirror holding them under the same paths (kubeadm's `imageRepository`).
+/// The addons' images (`kinit addons`) as their projects publish them, registry included.
+pub const LOCAL_PATH_PROVISIONER_IMAGE: &str = "docker.io/rancher/local-path-provisioner";
+pub const METRICS_SERVER_IMAGE: &str = "registry.k8s.io/metrics-server/metrics-server";
+
+/// The upstream images a cluster runs, under one repository: the upstream registries, or
+/// a mirror holding them under the same paths (kubeadm's `imageRepository`). A mirror
+/// holds every image under its upstream path less the registry host, whichever registry
+/// that is: registry.k8s.io/pause:3.10.2 is `<mirror>/pause:3.10.2`, and
+/// docker.io/rancher/local-path-provisioner:v0.0.30 is
+/// `<mirror>/rancher/local-path-provisioner:v0.0.30` (as kubeadm keeps the path of its
+/// images when it rewrites their repository).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Images {
     repository: String,
@@ -123,6 +132,28 @@ impl Images {
         format!("{}/pause:{}", self.repository, self.release.pause)
     }
 
+    /// The storage addon's provisioner, also the image of its helper pods.
+    pub fn local_path_provisioner(&self) -> String {
+        self.addon(LOCAL_PATH_PROVISIONER_IMAGE, LOCAL_PATH_PROVISIONER_VERSION)
+    }
+
+    pub fn metrics_server(&self) -> String {
+        self.addon(METRICS_SERVER_IMAGE, METRICS_SERVER_VERSION)
+    }
+
+    /// An addon's upstream image, or its path under the mirror.
+    fn addon(&self, upstream: &str, tag: &str) -> String {
+        match self.repository.as_str() {
+            UPSTREAM_REPOSITORY => format!("{upstream}:{tag}"),
+            mirror => format!("{mirror}/{}:{tag}", without_registry(upstream)),
+        }
+    }
+
+    /// Every addon's image, enabled or not (`kinit images list`, the bundle).
+    pub fn addons(&self) -> Vec<String> {
+        vec![self.local_path_provisioner(), self.metrics_server()]
+    }
+
     /// Every one of them, in the order a cluster starts them.
     pub fn all(&self) -> Vec<String> {
         vec![
@@ -135,6 +166,19 @@ impl Images {
             self.coredns(),
         ]
     }
+}
+
+/// `registry.k8s.io/metrics-server/metrics-server` → `metrics-server/metrics-server`.
+pub fn without_registry(image: &str) -> &str {
+    image.split_once('/').map_or(image, |(_, path)| path)
+}
+
+/// The name Docker lists an image by: Docker Hub's host (and its `library/`) left out.
+pub fn docker_name(image: &str) -> &str {
+    image
+        .strip_prefix("docker.io/")
+        .map(|rest| rest.strip_prefix("library/").unwrap_or(rest))
+        .unwrap_or(image)
 }
 
 #[cfg(test)]
@@ -160,6 +204,37 @@ mod tests {
             previous.pause(),
             format!("registry.k8s.io/pause:{PREVIOUS_PAUSE_VERSION}")
         );
+    }
+
+    #[test]
+    fn addon_images_keep_their_path_under_a_mirror() {
+        let up = Images::default();
+        assert_eq!(
+            up.local_path_provisioner(),
+            format!("docker.io/rancher/local-path-provisioner:{LOCAL_PATH_PROVISIONER_VERSION}")
+        );
+        assert_eq!(
+            up.metrics_server(),
+            format!("registry.k8s.io/metrics-server/metrics-server:{METRICS_SERVER_VERSION}")
+        );
+        let mirror = Images::new(Some("127.0.0.1:5000/k8s"), Release::default());
+        assert_eq!(
+            mirror.addons(),
+            [
+                format!(
+                    "127.0.0.1:5000/k8s/rancher/local-path-provisioner:{LOCAL_PATH_PROVISIONER_VERSION}"
+                ),
+                format!(
+                    "127.0.0.1:5000/k8s/metrics-server/metrics-server:{METRICS_SERVER_VERSION}"
+                ),
+            ]
+        );
+        assert_eq!(
+            docker_name(&up.local_path_provisioner()),
+            format!("rancher/local-path-provisioner:{LOCAL_PATH_PROVISIONER_VERSION}")
+        );
+        assert_eq!(docker_name("docker.io/library/traefik:v3"), "traefik:v3");
+        assert_eq!(docker_name(&up.metrics_server()), up.metrics_server());
     }
 
     #[test]

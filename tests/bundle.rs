@@ -420,3 +420,28 @@ fn hex_sha256(bytes: &[u8]) -> String {
         .map(|b| format!("{b:02x}"))
         .collect()
 }
+
+/// The addons' images run their pinned programs under their upstream names; the storage
+/// addon's also has the shell its helper pods run.
+#[test]
+fn addon_images_run_their_pinned_programs() {
+    require_engine();
+    let images = kinit::versions::Images::default();
+    let provisioner = images.local_path_provisioner();
+    let version = run_in(&provisioner, &["local-path-provisioner", "--version"]);
+    assert!(
+        version.contains(kinit::versions::LOCAL_PATH_PROVISIONER_VERSION),
+        "{version}"
+    );
+    let helper = run_in(
+        &provisioner,
+        &[
+            "sh",
+            "-c",
+            "mkdir -m 0777 -p /tmp/v && rm -rf /tmp/v && echo ok",
+        ],
+    );
+    assert_eq!(helper.trim(), "ok");
+    let metrics = run_in(&images.metrics_server(), &["--version"]);
+    assert_eq!(metrics.trim(), kinit::versions::METRICS_SERVER_VERSION);
+}

@@ -378,6 +378,63 @@ fn bad_input_fails_with_one_clear_line_and_changes_nothing() {
             vec!["--state-dir", d, "up", "--mirror", "/srv/mirror"],
             "is not a mirror URL",
         ),
+        (
+            vec!["--state-dir", d, "up", "--addons", "storage,ingress"],
+            "unknown addon 'ingress'; known addons: storage, metrics-server",
+        ),
+        (
+            vec!["--state-dir", d, "addons", "enable", "ingress"],
+            "unknown addon 'ingress'; known addons: storage, metrics-server",
+        ),
+        (
+            vec!["--state-dir", d, "addons", "disable", "Storage"],
+            "unknown addon 'Storage'; known addons: storage, metrics-server",
+        ),
+        (vec!["--state-dir", d, "addons", "list"], "no cluster in"),
+        (
+            vec!["--state-dir", d, "up", "--extra-arg", "etcd:v=4"],
+            "'etcd' is not a component that takes extra args: use one of apiserver, \
+             controller-manager, scheduler, kubelet, proxy",
+        ),
+        (
+            vec!["--state-dir", d, "up", "--extra-arg", "apiserver:v"],
+            "'apiserver:v' is not COMPONENT:flag=value",
+        ),
+        (
+            vec!["--state-dir", d, "up", "--extra-arg", "apiserver:Bad=1"],
+            "'Bad' is not a flag name",
+        ),
+        (
+            vec![
+                "--state-dir",
+                d,
+                "up",
+                "--extra-arg",
+                "apiserver:v=1",
+                "--extra-arg",
+                "apiserver:--v=2",
+            ],
+            "--extra-arg apiserver:v is given twice",
+        ),
+        (
+            vec![
+                "--state-dir",
+                d,
+                "up",
+                "--extra-arg",
+                "apiserver:v=1",
+                "--no-extra-args",
+            ],
+            "cannot be used with",
+        ),
+        (
+            vec!["--state-dir", d, "up", "--feature-gates", "Foo=yes"],
+            "'Foo=yes' is not a feature gate setting: use Name=true or Name=false",
+        ),
+        (
+            vec!["--state-dir", d, "up", "--audit-log=maybe"],
+            "invalid value 'maybe'",
+        ),
     ];
     for (args, expected) in cases {
         let out = kinit(&args);
@@ -397,7 +454,20 @@ fn up_and_down_refuse_to_run_without_root() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     let state = dir.path().join("state");
-    for cmd in ["up", "down"] {
+    // Component settings that parse get as far as the root check.
+    let component_settings = [
+        "--feature-gates=",
+        "--feature-gates=AllAlpha=false",
+        "--extra-arg=apiserver:v=4",
+        "--no-extra-args",
+        "--audit-log",
+        "--audit-log=false",
+    ];
+    let runs = [vec!["up"], vec!["down"]]
+        .into_iter()
+        .chain(component_settings.map(|arg| vec!["up", arg]));
+    for run in runs {
+        let cmd = run[0];
         // Run as nobody when we are root; as ourselves otherwise.
         let mut command = if nix::unistd::geteuid().is_root() {
             let mut c = Command::new("setpriv");
@@ -412,14 +482,15 @@ fn up_and_down_refuse_to_run_without_root() {
             Command::new(env!("CARGO_BIN_EXE_kinit"))
         };
         let out = command
-            .args(["--state-dir", state.to_str().unwrap(), cmd])
+            .args(["--state-dir", state.to_str().unwrap()])
+            .args(&run)
             .output()
             .unwrap();
         let msg = text(&out);
-        assert!(!out.status.success(), "{cmd}: {msg}");
+        assert!(!out.status.success(), "{run:?}: {msg}");
         assert!(
             msg.contains(&format!("needs root: run `sudo kinit {cmd}`")),
-            "{cmd}: {msg}"
+            "{run:?}: {msg}"
         );
         assert!(!state.exists());
     }

@@ -1,8 +1,8 @@
 //! End to end, against a real Docker engine and the real upstream binaries of the offline
 //! bundle: `kinit up` to a Ready node, tutorial workloads through the real kubectl, the
 //! cluster network from the host and through `kinit socks`, then resilience (a second up,
-//! a crash, a removed container, down + up, a Docker restart) and `down --purge` leaving
-//! nothing.
+//! a crash, a removed container, down + up, a Docker restart), component settings (feature
+//! gates, extra args, the audit log) and `down --purge` leaving nothing.
 //!
 //! One cluster, one named phase per concern (tests/common/phases.rs): a failed phase is
 //! named, with the cluster's logs, pods and events at that moment; the phases that do not
@@ -17,10 +17,13 @@ use std::time::Duration;
 
 use kinit::versions::{Images, KUBERNETES_VERSION};
 
+#[path = "cluster/addons.rs"]
+mod addons;
 mod common;
 use common::cluster::{
     COMPONENTS, Cluster, HOST_FILES, WORKLOADS, component, container_exists, curl, etcd_curl,
 };
+use common::component_settings::component_settings;
 use common::phases::Phases;
 use common::{docker_cli, lib_sh, require_engine, run_ok, text};
 
@@ -28,11 +31,14 @@ const UP: &str = "up to a Ready node";
 const WORKLOADS_RUN: &str = "tutorial workloads run";
 const SOCKS: &str = "kinit socks --detach";
 const DOWN_UP: &str = "down keeps every object, up brings them back";
+const STORAGE: &str = "a StatefulSet's volume survives its pod";
+const METRICS: &str = "kubectl top answers";
 
 #[test]
 fn a_cluster_runs_tutorials_survives_restarts_and_purges_clean() {
     require_engine();
     let c = Cluster::new();
+    let token = std::cell::RefCell::new(String::new());
     let mut phases = Phases::new(|| c.diagnostics());
     phases.run(UP, &[], || up(&c));
     phases.run("private files, no anonymous access", &[UP], || security(&c));
@@ -50,11 +56,26 @@ fn a_cluster_runs_tutorials_survives_restarts_and_purges_clean() {
         repair(&c)
     });
     phases.run("conflicting settings are refused", &[UP], || conflict(&c));
+    phases.run(
+        "feature gates, extra args and the audit log reach the components",
+        &[UP],
+        || component_settings(&c),
+    );
+    phases.run(STORAGE, &[UP], || *token.borrow_mut() = addons::storage(&c));
+    phases.run(METRICS, &[UP], || addons::metrics(&c));
     phases.run(DOWN_UP, &[WORKLOADS_RUN], || down_and_up(&c));
+    phases.run("the volume survives down + up", &[STORAGE, DOWN_UP], || {
+        assert_eq!(addons::token(&c), *token.borrow());
+    });
     phases.run(
         "a Docker restart brings everything back",
         &[DOWN_UP],
         || docker_restart(&c),
+    );
+    phases.run(
+        "addons disabled leave nothing, enabled come back",
+        &[STORAGE, METRICS],
+        || addons::disable_and_enable(&c),
     );
     // Runs whatever failed before: it is also what leaves the host clean.
     phases.run("down --purge leaves nothing", &[], || {
@@ -86,25 +107,36 @@ fn up(c: &Cluster) {
     let version: serde_json::Value =
         serde_json::from_str(&c.kubectl_ok(&["version", "--client", "-o", "json"])).unwrap();
     assert_eq!(version["clientVersion"]["gitVersion"], KUBERNETES_VERSION);
-    let system = c.kubectl_ok(&[
-        "get",
-        "pods",
-        "-n",
-        "kube-system",
-        "-o",
-        r#"jsonpath={range .items[*]}{.metadata.name} {.status.phase}{"\n"}{end}"#,
-    ]);
-    for pod in [
-        "kube-apiserver-",
-        "kube-controller-manager-",
-        "kube-scheduler-",
-        "coredns-",
-    ] {
-        assert!(system.contains(pod), "{pod} missing:\n{system}");
-    }
-    assert!(
-        system.lines().all(|l| l.ends_with(" Running")),
-        "not every kube-system pod runs:\n{system}"
+    // Addons are applied, not awaited, by up: their pods may still be starting.
+    c.wait_for(
+        "every kube-system pod running",
+        Duration::from_secs(90),
+        || {
+            let system = c.kubectl_ok(&[
+                "get",
+                "pods",
+                "-n",
+                "kube-system",
+                "-o",
+                r#"jsonpath={range .items[*]}{.metadata.name} {.status.phase}{"\n"}{end}"#,
+            ]);
+            for pod in [
+                "kube-apiserver-",
+                "kube-controller-manager-",
+                "kube-scheduler-",
+                "coredns-",
+                "metrics-server-",
+            ] {
+                if !system.contains(pod) {
+                    return Err(format!("{pod} missing:\n{system}"));
+                }
+            }
+            if system.lines().all(|l| l.ends_with(" Running")) {
+                Ok(())
+            } else {
+                Err(format!("not every kube-system pod runs:\n{system}"))
+            }
+        },
     );
 }
 

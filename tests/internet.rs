@@ -14,7 +14,9 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use kinit::release::{Artifact, node_artifacts};
-use kinit::versions::{Images, KUBERNETES_VERSION, Release, SUPPORTED};
+use kinit::versions::{
+    Images, KUBERNETES_VERSION, Release, SUPPORTED, docker_name, without_registry,
+};
 
 mod common;
 use common::{bundle, docker_cli, require_engine, text};
@@ -84,13 +86,17 @@ impl Internet {
     fn push_images(&self, bundle: &Path, crane: &Path) {
         let upstream: Vec<String> = SUPPORTED
             .iter()
-            .flat_map(|r| Images::new(None, *r).all())
+            .flat_map(|r| everything(&Images::new(None, *r)))
             .collect();
         for archive in kinit::bundle::archives(bundle).expect("the bundle's image archives") {
-            let Some(tag) = archive.tags.iter().find(|t| upstream.contains(t)) else {
+            // Docker lists Docker Hub's images without their registry.
+            let Some(image) = upstream
+                .iter()
+                .find(|u| archive.tags.iter().any(|t| t == docker_name(u)))
+            else {
                 continue;
             };
-            let path = tag.trim_start_matches("registry.k8s.io/");
+            let path = without_registry(image);
             let dest = format!("{}/{path}", self.repository);
             let out = Command::new(crane)
                 .arg("push")
@@ -122,8 +128,8 @@ impl Drop for Internet {
 fn empty_image_store(repository: &str) {
     let mut names = Vec::new();
     for release in SUPPORTED {
-        names.extend(Images::new(None, release).all());
-        names.extend(Images::new(Some(repository), release).all());
+        names.extend(everything(&Images::new(None, release)));
+        names.extend(everything(&Images::new(Some(repository), release)));
     }
     let out = docker_cli(&["image", "ls", "--format", "{{.Repository}}:{{.Tag}}"]);
     names.extend(
@@ -405,15 +411,15 @@ fn first_run(run: &Run, internet: &Internet, release: Release) {
         &docker_cli(&["image", "ls", "--format", "{{.Repository}}:{{.Tag}}"]).stdout,
     )
     .into_owned();
-    let upstream = Images::new(None, release).all();
-    let mirrored = Images::new(Some(&internet.repository), release).all();
+    let upstream = everything(&Images::new(None, release));
+    let mirrored = everything(&Images::new(Some(&internet.repository), release));
     for (upstream, mirrored) in upstream.iter().zip(&mirrored) {
         assert!(
             images.lines().any(|l| l == mirrored),
             "{mirrored} missing:\n{images}"
         );
         assert!(
-            !images.lines().any(|l| l == upstream),
+            !images.lines().any(|l| l == docker_name(upstream)),
             "{upstream} present:\n{images}"
         );
     }
@@ -451,4 +457,9 @@ fn first_run(run: &Run, internet: &Internet, release: Release) {
         "{}",
         text(&out)
     );
+}
+
+/// The images `kinit up` makes present with the default addons: the cluster's and theirs.
+fn everything(images: &Images) -> Vec<String> {
+    images.all().into_iter().chain(images.addons()).collect()
 }

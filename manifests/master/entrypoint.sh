@@ -82,9 +82,12 @@ supervised() {
 }
 
 # cri-dockerd reaches Docker through kinit's interposer, which on hosts that refuse a
-# negative oom_score_adj (no CAP_SYS_RESOURCE) clamps it in the containers it creates.
+# negative oom_score_adj (no CAP_SYS_RESOURCE) clamps it in the containers it creates, and
+# lets the kubelet's image garbage collector remove only the images the node pulled (the
+# file records them), never other tools' images on the shared Docker.
 rm -f {{ docker_proxy_socket | sh }} {{ cri_socket | sh }}
-supervised kinit runtime-proxy --listen {{ docker_proxy_socket | sh }} --upstream /var/run/docker.sock &
+supervised kinit runtime-proxy --listen {{ docker_proxy_socket | sh }} --upstream /var/run/docker.sock \
+  --pulled-images {{ pulled_images | sh }} &
 wait_for_socket {{ docker_proxy_socket | sh }} "kinit runtime-proxy"
 
 mkdir -p {{ cri_dockerd_dir | sh }} {{ cni_cache_dir | sh }}
@@ -110,3 +113,8 @@ exec kubelet \
   --node-ip={{ node_ip | sh }} \
   --hostname-override={{ hostname | sh }} \
   --v={{ kubelet_verbosity }}
+{#- The user's extra args (kinit up --extra-arg kubelet:...), after kinit's: the kubelet
+    takes a flag over its config file, and the last of a flag given twice. #}
+{%- for name, value in kubelet_args | items %} \
+  {{ ("--" ~ name ~ "=" ~ value) | sh }}
+{%- endfor %}

@@ -44,7 +44,7 @@ impl Container {
 }
 
 /// What `kinit status` reports on and `kinit logs` shows.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Component {
     Etcd,
     Kubelet,
@@ -79,6 +79,15 @@ impl Component {
 
     /// The control plane the kubelet runs from static manifests.
     pub const STATIC_PODS: [Self; 3] = [Self::ApiServer, Self::ControllerManager, Self::Scheduler];
+
+    /// Those that take a user's feature gates and extra args (`kinit up --extra-arg`).
+    pub const CONFIGURABLE: [Self; 5] = [
+        Self::ApiServer,
+        Self::ControllerManager,
+        Self::Scheduler,
+        Self::Kubelet,
+        Self::Proxy,
+    ];
 
     /// The name users give `kinit logs` and see in `kinit status`.
     pub fn name(self) -> &'static str {

@@ -3,12 +3,14 @@
 //! ranges are types checked once where they are read ([`names`], [`cidr`]); the parts it
 //! runs as, with their ports, are [`component`].
 
+use std::collections::BTreeSet;
 use std::net::IpAddr;
 use std::path::Path;
 
 use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 
+use crate::addons::Addon;
 use crate::versions::Release;
 use crate::{fs, net};
 
@@ -40,12 +42,14 @@ macro_rules! plain_string_form {
 
 pub mod cidr;
 pub mod component;
+pub mod flags;
 pub mod names;
 #[cfg(test)]
 mod tests;
 
 pub use cidr::{NODE_CIDR_PREFIX, PodCidr, ServiceCidr, nth_address};
 pub use component::{API_SERVER_PORT, Component, Container};
+pub use flags::{ExtraArg, ExtraArgs, FeatureGates};
 pub use names::{DEFAULT_DNS_DOMAIN, DnsDomain, NodeName};
 
 /// What identifies one cluster; everything else is derived from it.
@@ -68,6 +72,21 @@ pub struct Settings {
     /// imageRepository too). Not part of its identity: a new flag value replaces it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image_repository: Option<String>,
+    /// Feature gates for every component that takes them (`--feature-gates`). Like the
+    /// extra args and the audit log, not part of the cluster's identity: a later `kinit up`
+    /// keeps them, one that names them anew replaces them.
+    #[serde(default, skip_serializing_if = "FeatureGates::is_empty")]
+    pub feature_gates: FeatureGates,
+    /// Extra command-line flags of the components (`--extra-arg`).
+    #[serde(default, skip_serializing_if = "ExtraArgs::is_empty")]
+    pub extra_args: ExtraArgs,
+    /// The API server's audit log, under `<state>/logs` (`--audit-log`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub audit_log: bool,
+    /// The addons `kinit up` applies (`kinit addons enable/disable` change the set);
+    /// clusters made before addons existed get the defaults.
+    #[serde(default = "Addon::defaults")]
+    pub addons: BTreeSet<Addon>,
 }
 
 fn first_kubernetes_version() -> String {
@@ -84,6 +103,10 @@ pub struct Requested {
     pub dns_domain: Option<DnsDomain>,
     pub pod_cidr: Option<PodCidr>,
     pub kubernetes_version: Option<String>,
+    /// Each of these given replaces what the cluster has, as a whole.
+    pub feature_gates: Option<FeatureGates>,
+    pub extra_args: Option<ExtraArgs>,
+    pub audit_log: Option<bool>,
 }
 
 impl Settings {
@@ -97,7 +120,7 @@ impl Settings {
             Some(name) => name.clone(),
             None => NodeName::of_this_host()?,
         };
-        let settings = Self {
+        let mut settings = Self {
             node_ip,
             hostname,
             service_cidr: args.service_cidr.unwrap_or(ServiceCidr::DEFAULT),
@@ -108,14 +131,19 @@ impl Settings {
                 .clone()
                 .unwrap_or_else(|| Release::default().kubernetes.to_string()),
             image_repository: None,
+            feature_gates: FeatureGates::default(),
+            extra_args: ExtraArgs::default(),
+            audit_log: false,
+            addons: Addon::defaults(),
         };
+        settings.configure_components(args);
         settings.check_ranges()?;
         Ok(settings)
     }
 
     /// Settings for an existing cluster: the saved ones, refusing flags that contradict them,
     /// because changing them under a running cluster would break its certificates and data.
-    pub fn reconcile(saved: Settings, args: &Requested) -> Result<Self> {
+    pub fn reconcile(mut saved: Settings, args: &Requested) -> Result<Self> {
         let mut conflicts = Vec::new();
         if args.hostname.as_ref().is_some_and(|h| *h != saved.hostname) {
             conflicts.push(format!("--hostname (cluster has {})", saved.hostname));
@@ -153,7 +181,23 @@ impl Settings {
                 conflicts.join(", ")
             );
         }
+        saved.configure_components(args);
         Ok(saved)
+    }
+
+    /// The components' feature gates, extra args and audit log: each one `args` names
+    /// replaces the cluster's as a whole (a set given says what the cluster runs from now
+    /// on, not what to add to it); the others stay as they are.
+    fn configure_components(&mut self, args: &Requested) {
+        if let Some(gates) = &args.feature_gates {
+            self.feature_gates = gates.clone();
+        }
+        if let Some(extra) = &args.extra_args {
+            self.extra_args = extra.clone();
+        }
+        if let Some(on) = args.audit_log {
+            self.audit_log = on;
+        }
     }
 
     /// Where the node lives now. Its address is not part of a cluster's identity (DHCP
@@ -177,6 +221,20 @@ impl Settings {
         let old = std::mem::replace(&mut self.node_ip, new);
         self.check_ranges()?;
         Ok(Some(old))
+    }
+
+    /// The addons `--addons` or the config file name: a new cluster gets exactly those; an
+    /// existing one gets those it lacks, and keeps the others (`kinit up` never removes an
+    /// addon, whose volumes may hold data: `kinit addons disable` does). Returns the ones
+    /// kept that were not named.
+    pub fn request_addons(&mut self, wanted: &BTreeSet<Addon>, new_cluster: bool) -> Vec<Addon> {
+        if new_cluster {
+            self.addons = wanted.clone();
+            return Vec::new();
+        }
+        let kept = self.addons.difference(wanted).copied().collect();
+        self.addons.extend(wanted);
+        kept
     }
 
     /// The Kubernetes release the cluster runs, if this kinit runs it (a cluster made by
@@ -257,5 +315,9 @@ pub fn test_settings() -> Settings {
         pod_cidr: PodCidr::DEFAULT,
         kubernetes_version: Release::default().kubernetes.to_string(),
         image_repository: None,
+        feature_gates: FeatureGates::default(),
+        extra_args: ExtraArgs::default(),
+        audit_log: false,
+        addons: Addon::defaults(),
     }
 }

@@ -204,7 +204,10 @@ fn state_files_of_earlier_kinits_load_and_save_the_same() {
         }
     );
     loaded.save(&path).unwrap();
-    assert_eq!(std::fs::read_to_string(&path).unwrap(), text);
+    // Saving records the addons such a cluster gets: the defaults.
+    let with_addons = format!("{text}addons:\n- storage\n- metrics-server\n");
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), with_addons);
+    assert_eq!(Settings::load(&path).unwrap().unwrap(), loaded);
     // One from before the pod range was saved reads as the default.
     let old = "nodeIp: 10.0.2.15\nhostname: kinit-test\nserviceCidr: 10.96.0.0/12\ndnsDomain: cluster.local\n";
     let read: Settings = serde_yaml::from_str(old).unwrap();
@@ -244,4 +247,117 @@ fn state_file_round_trip_and_corruption() {
         assert!(err.contains("is corrupt"), "{err}");
         assert!(err.contains(why), "{bad}: {err}");
     }
+}
+
+#[test]
+fn component_settings_are_kept_until_named_again_and_then_replaced_whole() {
+    let gates = |s: &str| Some(s.parse::<FeatureGates>().unwrap());
+    let args = |list: &[&str]| {
+        let parsed: Vec<ExtraArg> = list.iter().map(|a| a.parse().unwrap()).collect();
+        Some(ExtraArgs::from_list(&parsed).unwrap())
+    };
+    let first = Settings::new(&Requested {
+        feature_gates: gates("A=true,B=false"),
+        extra_args: args(&["apiserver:v=4", "scheduler:v=2"]),
+        audit_log: Some(true),
+        ..requested()
+    })
+    .unwrap();
+    assert!(first.audit_log);
+    // A plain `kinit up` keeps everything.
+    let kept = Settings::reconcile(first.clone(), &requested()).unwrap();
+    assert_eq!(kept, first);
+    // A set given again replaces the whole set; the others stay.
+    let replaced = Settings::reconcile(
+        first.clone(),
+        &Requested {
+            extra_args: args(&["kubelet:max-pods=200"]),
+            ..requested()
+        },
+    )
+    .unwrap();
+    assert_eq!(replaced.extra_args.to_string(), "kubelet:max-pods=200");
+    assert_eq!(replaced.feature_gates, first.feature_gates);
+    // Empty sets and false clear them.
+    let cleared = Settings::reconcile(
+        first,
+        &Requested {
+            feature_gates: gates(""),
+            extra_args: Some(ExtraArgs::default()),
+            audit_log: Some(false),
+            ..requested()
+        },
+    )
+    .unwrap();
+    assert_eq!(cleared, settings());
+}
+
+#[test]
+fn component_settings_are_saved_only_when_given() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("cluster.yaml");
+    let given = Settings {
+        feature_gates: "A=true".parse().unwrap(),
+        extra_args: ExtraArgs::from_list(&["apiserver:v=4".parse().unwrap()]).unwrap(),
+        audit_log: true,
+        ..settings()
+    };
+    given.save(&path).unwrap();
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert!(
+        text.contains(
+            "featureGates:\n  A: true\nextraArgs:\n  apiserver:\n    v: '4'\nauditLog: true\n"
+        ),
+        "{text}"
+    );
+    assert_eq!(Settings::load(&path).unwrap(), Some(given));
+    // Without them, the file is as an earlier kinit wrote it.
+    settings().save(&path).unwrap();
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert!(
+        !text.contains("featureGates") && !text.contains("auditLog"),
+        "{text}"
+    );
+    // A broken value is a corrupt file, not a silent default.
+    std::fs::write(&path, format!("{text}extraArgs: {{etcd: {{v: 4}}}}\n")).unwrap();
+    let err = format!("{:#}", Settings::load(&path).unwrap_err());
+    assert!(
+        err.contains("is corrupt") && err.contains("'etcd'"),
+        "{err}"
+    );
+}
+
+#[test]
+fn addons_a_new_cluster_gets_exactly_an_existing_one_only_gains() {
+    use crate::addons::Addon;
+    let only_storage: std::collections::BTreeSet<Addon> = [Addon::Storage].into();
+    let mut new = settings();
+    assert_eq!(new.addons, Addon::defaults());
+    assert!(new.request_addons(&only_storage, true).is_empty());
+    assert_eq!(new.addons, only_storage);
+    assert!(new.request_addons(&Default::default(), true).is_empty());
+    assert!(new.addons.is_empty());
+
+    let mut existing = settings();
+    let kept = existing.request_addons(&only_storage, false);
+    assert_eq!(kept, [Addon::MetricsServer]);
+    assert_eq!(existing.addons, Addon::defaults());
+    existing.addons.clear();
+    assert!(existing.request_addons(&only_storage, false).is_empty());
+    assert_eq!(existing.addons, only_storage);
+
+    // Saved and read back; a file with an unknown addon is refused as corrupt.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("cluster.yaml");
+    existing.save(&path).unwrap();
+    assert_eq!(Settings::load(&path).unwrap().unwrap(), existing);
+    let text = std::fs::read_to_string(&path)
+        .unwrap()
+        .replace("- storage", "- ingress");
+    std::fs::write(&path, text).unwrap();
+    let err = format!("{:#}", Settings::load(&path).unwrap_err());
+    assert!(
+        err.contains("is corrupt") && err.contains("ingress"),
+        "{err}"
+    );
 }

@@ -99,7 +99,7 @@ pub async fn run(state_dir: Option<&Path>, args: &ExampleArgs) -> Result<()> {
 
 /// The admin kubeconfig when this user may read it, else the user's own kubeconfig with
 /// the `kinit` context that `kinit up` merged into it.
-fn credentials(layout: &Layout) -> Result<PathBuf> {
+pub(super) fn credentials(layout: &Layout) -> Result<PathBuf> {
     let admin = layout.kubeconfig("admin.conf");
     if std::fs::File::open(&admin).is_ok() {
         return Ok(admin);

@@ -20,7 +20,8 @@ pub async fn run(cmd: &ImagesCommand) -> Result<()> {
             }
         }
         ImagesCommand::List => {
-            for image in crate::versions::Images::default().all() {
+            let images = crate::versions::Images::default();
+            for image in images.all().into_iter().chain(images.addons()) {
                 let state = if docker.has_image(&image).await? {
                     "present"
                 } else {

@@ -1,6 +1,7 @@
 //! One function per subcommand; each parses nothing and decides little, calling the
 //! library modules in order.
 
+mod addons;
 mod boot;
 mod certs;
 mod down;
@@ -27,6 +28,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Logs(args) => logs::run(&args).await,
         Command::Certs(args) => certs::run(state_dir, &args),
         Command::Images(cmd) => images::run(&cmd).await,
+        Command::Addons(cmd) => addons::run(state_dir, cli.config.as_deref(), &cmd).await,
         Command::Version => version(),
         Command::Socks(args) => socks::run(state_dir, &args).await,
         Command::Kubeconfig => kubeconfig::run(state_dir),
@@ -40,14 +42,19 @@ pub async fn run(cli: Cli) -> Result<()> {
             .render(&mut std::io::stdout())
             .context("cannot write the man page"),
         Command::Boot => boot::run().await,
-        Command::RuntimeProxy { listen, upstream } => {
+        Command::RuntimeProxy {
+            listen,
+            upstream,
+            pulled_images,
+        } => {
             let rewrites = crate::runtime_proxy::Rewrites::for_this_host();
             tracing::info!(
                 "serving the Docker API on {} ({})",
                 listen.display(),
                 rewrites.describe()
             );
-            crate::runtime_proxy::serve(&listen, &upstream, rewrites).await
+            crate::runtime_proxy::serve(&listen, &upstream, rewrites, pulled_images.as_deref())
+                .await
         }
         Command::Man { dir: Some(dir) } => clap_mangen::generate_to(Cli::command(), &dir)
             .with_context(|| format!("cannot write the man pages into {}", dir.display())),
@@ -69,6 +76,19 @@ fn version() -> Result<()> {
     crate::outln!("cri-dockerd {}", versions::CRI_DOCKERD_VERSION)?;
     crate::outln!("cni-plugins {}", versions::CNI_PLUGINS_VERSION)?;
     Ok(())
+}
+
+/// The config file `--config` names, else the default one; a missing file is an empty
+/// config.
+fn load_config(path: Option<&std::path::Path>) -> Result<crate::config::Config> {
+    use crate::config::Config;
+    Ok(match path {
+        Some(path) => Config::load(path)?,
+        None => Config::default_path()
+            .map(|p| Config::load(&p))
+            .transpose()?
+            .unwrap_or_default(),
+    })
 }
 
 /// Commands that change the host need root; say so before touching anything.

@@ -176,7 +176,7 @@ pub async fn run(state_dir: Option<&Path>, args: &StatusArgs) -> Result<()> {
             "{}",
             serde_json::to_string_pretty(&status).context("cannot serialize the status")?
         )?,
-        OutputFormat::Text => print_text(&status)?,
+        OutputFormat::Text => print_text(&status, &layout)?,
     }
     Ok(())
 }
@@ -208,7 +208,7 @@ fn verdict(result: Result<()>) -> String {
     }
 }
 
-fn print_text(s: &Status) -> Result<()> {
+fn print_text(s: &Status, layout: &Layout) -> Result<()> {
     match &s.cluster {
         Some(c) => crate::outln!(
             "Cluster: node {} ({}), API server {}, state in {}",
@@ -221,6 +221,9 @@ fn print_text(s: &Status) -> Result<()> {
     }
     if let Some(node) = &s.node {
         crate::outln!("Node: {} {}", node.name, node.state)?;
+    }
+    if let Some(c) = &s.cluster {
+        print_additions(c, layout)?;
     }
     crate::outln!(
         "Versions: kinit {}, Kubernetes {} (API server reports {}), etcd {}, CoreDNS {}; Docker {}",
@@ -260,6 +263,20 @@ fn print_text(s: &Status) -> Result<()> {
             r.log.display()
         )?,
         None => crate::outln!("kinit socks: not running in the background")?,
+    }
+    Ok(())
+}
+
+/// What the user added to the components (`kinit up --feature-gates`, ...), when anything.
+fn print_additions(c: &Settings, layout: &Layout) -> Result<()> {
+    if !c.feature_gates.is_empty() {
+        crate::outln!("Feature gates: {}", c.feature_gates)?;
+    }
+    if !c.extra_args.is_empty() {
+        crate::outln!("Extra args: {}", c.extra_args)?;
+    }
+    if c.audit_log {
+        crate::outln!("Audit log: {}", layout.audit_log().display())?;
     }
     Ok(())
 }

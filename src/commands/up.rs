@@ -2,11 +2,11 @@
 
 use std::path::Path;
 
-use anyhow::Result;
+use anyhow::{Result, anyhow};
 
 use crate::cli::UpArgs;
 use crate::cluster::Settings;
-use crate::config::{Config, Sources};
+use crate::config::Sources;
 use crate::docker::Docker;
 use crate::download::Downloader;
 use crate::fs::Lock;
@@ -22,24 +22,36 @@ pub async fn run(
     args: &UpArgs,
 ) -> Result<()> {
     // Everything that can refuse does so before the first change to the host.
+    let extra_args = args.components.extra_args().map_err(|e| anyhow!(e))?;
     super::require_root("up")?;
     let layout = Layout::resolve(state_dir)?;
     let _lock = Lock::acquire(Path::new(LOCK_FILE))?;
-    let config = match config_path {
-        Some(path) => Config::load(path)?,
-        None => Config::default_path()
-            .map(|p| Config::load(&p))
-            .transpose()?
-            .unwrap_or_default(),
-    };
+    let config = super::load_config(config_path)?;
     let mut requested = args.cluster.requested();
     if requested.kubernetes_version.is_none() {
         requested.kubernetes_version = config.kubernetes_version.clone();
     }
-    let mut settings = match Settings::load(&layout.settings_file())? {
+    // Flags win over the config file; either replaces what the cluster has.
+    let flags = &args.components;
+    requested.feature_gates = flags
+        .feature_gates
+        .clone()
+        .or_else(|| config.feature_gates.clone());
+    requested.extra_args = extra_args.or_else(|| config.extra_args.clone());
+    requested.audit_log = flags.audit_log.or(config.audit_log);
+    let saved = Settings::load(&layout.settings_file())?;
+    let new_cluster = saved.is_none();
+    let mut settings = match saved {
         Some(saved) => Settings::reconcile(saved, &requested)?,
         None => Settings::new(&requested)?,
     };
+    if let Some(wanted) = args.addons.as_ref().or(config.addons.as_ref()) {
+        for kept in settings.request_addons(wanted, new_cluster) {
+            progress::println(&format!(
+                " ! The addon {kept} stays enabled (`kinit addons disable {kept}` removes it)"
+            ));
+        }
+    }
     // Certificates, etcd and the node follow; the pki step records the new address.
     if let Some(old) =
         settings.follow_node_ip(requested.node_ip, net::is_local_address, net::primary_ip)?
@@ -107,7 +119,10 @@ pub async fn run(
         .run("Starting kube-proxy (kinit-proxy)", steps::proxy::run(&ctx))
         .await?;
     steps
-        .run("Applying cluster DNS and RBAC", steps::addons::run(&ctx))
+        .run(
+            "Applying cluster DNS, RBAC and addons",
+            steps::addons::run(&ctx),
+        )
         .await?;
     steps
         .run(

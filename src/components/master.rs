@@ -2,19 +2,20 @@
 //! its entrypoint, the kubelet configuration, the CNI network, the API server's
 //! authentication and the three static pods of the control plane.
 
-use std::net::IpAddr;
-use std::path::{Path, PathBuf};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use serde::Serialize;
 
+use super::owned::{self, Owned};
 use crate::cgroup;
 use crate::cluster::component::{
     API_SERVER_PORT, CONTROLLER_MANAGER_PORT, ETCD_CLIENT_PORT, KUBELET_HEALTHZ_PORT,
     SCHEDULER_PORT,
 };
-use crate::cluster::{self, Settings};
-use crate::docker::{ContainerSpec, Docker, EngineInfo};
+use crate::cluster::{self, Component, Settings};
+use crate::docker::{self, ContainerSpec, Docker};
 use crate::fs::Mode;
 use crate::layout::Layout;
 use crate::manifests::{self, Manifest};
@@ -35,11 +36,13 @@ pub fn kubelet_healthz() -> String {
 }
 
 /// A file kinit renders for the master.
-/// The kubelet evicts pods, and taints the node against new ones, when less than this
-/// share of the filesystem of its root directory (nodefs) or of Docker's (imagefs) is
-/// free. A test cluster shares its host's disk with everything else: evict only when
-/// nearly full. Preflight refuses a disk already past it.
-pub const EVICTION_FREE_PERCENT: u8 = 5;
+/// The kubelet evicts pods, and taints the node against new ones, when less than this many
+/// MiB of the filesystem of its root directory (nodefs) or of Docker's (imagefs) are free.
+/// An amount, not a share: a test cluster shares its host's disk with everything else, and
+/// on a large or thin-provisioned disk any percentage is many GiB that the host would
+/// never miss (kind and minikube turn disk eviction off for the same reason). Preflight
+/// refuses a disk already near it.
+pub const EVICTION_FREE_MIB: u64 = 1024;
 
 #[derive(Debug)]
 pub struct File {
@@ -52,8 +55,8 @@ pub struct File {
 #[derive(Debug, Serialize)]
 struct Values {
     image: String,
-    /// [`EVICTION_FREE_PERCENT`], for the kubelet's evictionHard.
-    eviction_free_percent: u8,
+    /// [`EVICTION_FREE_MIB`], for the kubelet's evictionHard.
+    eviction_free_mib: u64,
     /// [`crate::pki::digest`]: the static pods carry it, so new credentials restart them.
     credentials: String,
     state_dir: String,
@@ -105,81 +108,73 @@ struct Values {
     cri_socket: String,
     docker_proxy_socket: &'static str,
     cri_dockerd_dir: String,
+    pulled_images: String,
     cni_conf_dir: String,
     cni_cache_dir: String,
     ipam_dir: String,
     pod_logs_dir: String,
+    /// The API server's audit log, when it is on.
+    audit: Option<Audit>,
+    #[serde(flatten)]
+    additions: Additions,
+}
+
+/// kinit's audit log option: the API server's policy and where its log goes.
+#[derive(Debug, Serialize)]
+struct Audit {
+    policy: String,
+    #[serde(skip)]
+    policy_text: String,
+    /// The API server reads the policy only at start: its pod carries the digest.
+    policy_digest: String,
+    log_dir: String,
+}
+
+/// The user's additions to the components (`--feature-gates`, `--extra-arg`); none in
+/// the render that finds what kinit sets itself.
+#[derive(Debug, Default, Serialize)]
+struct Additions {
+    /// For the static pods' `--feature-gates`: `A=true,B=false`, or empty.
+    feature_gates: String,
+    /// The user's gates the kubelet's config file adds to kinit's own.
+    kubelet_feature_gates: BTreeMap<String, bool>,
+    apiserver_args: BTreeMap<String, String>,
+    controller_manager_args: BTreeMap<String, String>,
+    scheduler_args: BTreeMap<String, String>,
+    kubelet_args: BTreeMap<String, String>,
+}
+
+impl Additions {
+    /// What `settings` adds to kinit's own settings of the kubelet.
+    fn new(settings: &Settings, kubelet: &Owned) -> Self {
+        let extra = &settings.extra_args;
+        Self {
+            feature_gates: settings.feature_gates.to_string(),
+            kubelet_feature_gates: kubelet.others(&settings.feature_gates),
+            apiserver_args: extra.of(Component::ApiServer),
+            controller_manager_args: extra.of(Component::ControllerManager),
+            scheduler_args: extra.of(Component::Scheduler),
+            kubelet_args: extra.of(Component::Kubelet),
+        }
+    }
 }
 
 /// The master as kinit wants it on this host: its container and its files.
 pub struct Master {
     pub spec: ContainerSpec,
+    /// Those the kubelet reads, and the static pods.
     pub files: Vec<File>,
-}
-
-/// Host facts the master depends on, read once by the caller.
-pub struct Host {
-    pub engine: EngineInfo,
-    pub cgroup: cgroup::Setup,
-    /// The resolv.conf pods inherit through CoreDNS (never a loopback stub resolver).
-    pub resolv_conf: PathBuf,
-    /// The host's system directories the node's tools come from, those that exist.
-    pub system_paths: Vec<String>,
-    /// Host paths mounted read-only when they exist (systemd's sockets when Docker uses
-    /// the systemd cgroup driver).
-    pub optional_paths: Vec<String>,
-}
-
-/// The host directories holding the node's tools and their libraries and configuration
-/// (`/etc/alternatives` picks iptables' backend). On merged-/usr hosts /bin and friends
-/// are links into /usr, and mounting them gives the same directories twice: harmless.
-const SYSTEM_PATHS: [&str; 8] = [
-    "/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc",
-];
-
-impl Host {
-    pub fn probe(engine: EngineInfo) -> Result<Self> {
-        let cgroup = cgroup::Setup::probe(&engine.cgroup_driver)?;
-        Ok(Self::new(engine, cgroup, upstream_resolv_conf(), |p| {
-            p.exists()
-        }))
-    }
-
-    /// From facts read elsewhere (a recorded host in tests); `exists` says which host paths
-    /// there are.
-    pub fn new(
-        engine: EngineInfo,
-        cgroup: cgroup::Setup,
-        resolv_conf: PathBuf,
-        exists: impl Fn(&Path) -> bool,
-    ) -> Self {
-        Self {
-            system_paths: SYSTEM_PATHS
-                .into_iter()
-                .filter(|p| exists(Path::new(p)))
-                .map(String::from)
-                .collect(),
-            optional_paths: cgroup.master_binds(&exists),
-            engine,
-            cgroup,
-            resolv_conf,
-        }
-    }
-}
-
-/// The host's system directories that exist here.
-pub fn host_system_paths() -> Vec<String> {
-    SYSTEM_PATHS
-        .into_iter()
-        .filter(|p| Path::new(p).exists())
-        .map(String::from)
-        .collect()
+    /// The API server's audit policy, when the audit log is on; read by the API server
+    /// alone, so its changes restart only that pod.
+    pub audit_policy: Option<File>,
 }
 
 fn path(p: PathBuf) -> String {
     p.to_string_lossy().into_owned()
 }
 
+/// Renders the master for these settings; refuses a user's extra arg or feature gate that
+/// contradicts what kinit sets itself (read from a render without them).
 pub fn render(
     settings: &Settings,
     layout: &Layout,
@@ -189,14 +184,110 @@ pub fn render(
     verbosity: u8,
     credentials: &str,
 ) -> Result<Master> {
+    let start = Start {
+        node_image,
+        verbosity,
+        credentials,
+    };
+    let mut values = values(settings, layout, host, images, &start)?;
+    let own = owned_by_kinit(&files(&values, layout)?)?;
+    owned::check(settings, &own)?;
+    let kubelet = own
+        .iter()
+        .find(|(c, _)| *c == Component::Kubelet)
+        .map(|(_, o)| o)
+        .context("the master's owned flags name no kubelet")?;
+    values.additions = Additions::new(settings, kubelet);
+    let audit_policy = values.audit.as_ref().map(|audit| File {
+        path: PathBuf::from(&audit.policy),
+        contents: audit.policy_text.clone(),
+        mode: Mode::Public,
+    });
+    Ok(Master {
+        spec: manifests::MASTER.render(&values)?,
+        files: files(&values, layout)?,
+        audit_policy,
+    })
+}
+
+/// What kinit sets on the kubelet and the static pods, from a render without the user's
+/// additions, for a check before the first change: the node image and the credentials,
+/// not known yet, set no flag.
+pub fn owned(
+    settings: &Settings,
+    layout: &Layout,
+    host: &Host,
+    images: &Images,
+) -> Result<Vec<(Component, Owned)>> {
+    let start = Start {
+        node_image: "",
+        verbosity: 0,
+        credentials: "",
+    };
+    let values = values(settings, layout, host, images, &start)?;
+    owned_by_kinit(&files(&values, layout)?)
+}
+
+/// The kubelet's and the static pods' flags and gates, in the files rendered without the
+/// user's additions.
+fn owned_by_kinit(files: &[File]) -> Result<Vec<(Component, Owned)>> {
+    let text = |name: &str| -> Result<&str> {
+        files
+            .iter()
+            .find(|f| f.path.ends_with(name))
+            .map(|f| f.contents.as_str())
+            .with_context(|| format!("the master has no file {name}"))
+    };
+    let mut own = vec![(
+        Component::Kubelet,
+        Owned::kubelet(text(ENTRYPOINT)?, text(KUBELET_CONFIG)?)?,
+    )];
+    for (component, pod) in Component::STATIC_PODS
+        .into_iter()
+        .filter_map(|c| c.pod().map(|pod| (c, pod)))
+    {
+        let manifest = text(&format!("{pod}.yaml"))?;
+        own.push((component, Owned::from_pod(manifest)?));
+    }
+    Ok(own)
+}
+
+const ENTRYPOINT: &str = "master-entrypoint.sh";
+const KUBELET_CONFIG: &str = "kubelet.yaml";
+
+/// What the kubelet starts with that sets no flag: its image, log level and credentials.
+struct Start<'a> {
+    node_image: &'a str,
+    verbosity: u8,
+    credentials: &'a str,
+}
+
+fn values(
+    settings: &Settings,
+    layout: &Layout,
+    host: &Host,
+    images: &Images,
+    start: &Start,
+) -> Result<Values> {
     let config = layout.config();
     let cni = layout.cni();
-    let values = Values {
-        image: node_image.to_string(),
-        eviction_free_percent: EVICTION_FREE_PERCENT,
-        credentials: credentials.to_string(),
+    let audit = if settings.audit_log {
+        let policy_text = manifests::AUDIT_POLICY.render_text(&())?;
+        Some(Audit {
+            policy: path(config.join("audit-policy.yaml")),
+            policy_digest: docker::short_digest(policy_text.as_bytes()),
+            policy_text,
+            log_dir: path(layout.logs()),
+        })
+    } else {
+        None
+    };
+    Ok(Values {
+        image: start.node_image.to_string(),
+        eviction_free_mib: EVICTION_FREE_MIB,
+        credentials: start.credentials.to_string(),
         state_dir: path(layout.root().to_path_buf()),
-        entrypoint: path(config.join("master-entrypoint.sh")),
+        entrypoint: path(config.join(ENTRYPOINT)),
         docker_socket: Docker::socket_path(),
         docker_containers: format!("{}/containers", host.engine.root_dir),
         resolv_conf: path(host.resolv_conf.clone()),
@@ -232,9 +323,9 @@ pub fn render(
         pki_dir: path(layout.pki()),
         static_pods_dir: path(layout.static_pods()),
         kubelet_dir: path(layout.kubelet()),
-        kubelet_config: path(config.join("kubelet.yaml")),
+        kubelet_config: path(config.join(KUBELET_CONFIG)),
         kubelet_kubeconfig: path(layout.kubeconfig("kubelet.conf")),
-        kubelet_verbosity: verbosity,
+        kubelet_verbosity: start.verbosity,
         extend_websockets_gate: settings.release()?.minor_number() >= 36,
         controller_manager_kubeconfig: path(layout.kubeconfig("controller-manager.conf")),
         scheduler_kubeconfig: path(layout.kubeconfig("scheduler.conf")),
@@ -243,20 +334,28 @@ pub fn render(
         cri_socket: "/run/kinit-cri-dockerd.sock".into(),
         docker_proxy_socket: "/run/kinit-docker.sock",
         cri_dockerd_dir: path(layout.cri_dockerd()),
+        pulled_images: path(layout.pulled_images()),
         cni_conf_dir: path(cni.join("net.d")),
         cni_cache_dir: path(cni.join("cache")),
         ipam_dir: path(ipam_dir(layout)),
         pod_logs_dir: path(layout.pod_logs()),
-    };
+        audit,
+        additions: Additions::default(),
+    })
+}
+
+/// The files of kinit-master and its static pods.
+fn files(values: &Values, layout: &Layout) -> Result<Vec<File>> {
+    let cni = layout.cni();
     let file = |template: Manifest, path: PathBuf, mode: Mode| -> Result<File> {
         Ok(File {
             path,
-            contents: template.render_text(&values)?,
+            contents: template.render_text(values)?,
             mode,
         })
     };
     let pods = layout.static_pods();
-    let files = vec![
+    Ok(vec![
         file(
             manifests::MASTER_ENTRYPOINT,
             PathBuf::from(&values.entrypoint),
@@ -292,11 +391,7 @@ pub fn render(
             pods.join("kube-scheduler.yaml"),
             Mode::Private,
         )?,
-    ];
-    Ok(Master {
-        spec: manifests::MASTER.render(&values)?,
-        files,
-    })
+    ])
 }
 
 /// host-local's reservations: one file per pod IP, under the network's name.
@@ -304,26 +399,10 @@ pub fn ipam_dir(layout: &Layout) -> PathBuf {
     layout.cni().join("networks")
 }
 
-/// Pods with `dnsPolicy: Default` (CoreDNS itself) inherit this file. A loopback
-/// nameserver there (systemd-resolved's 127.0.0.53) would point CoreDNS at itself, so
-/// take the file listing the real upstream servers when there is one.
-fn upstream_resolv_conf() -> PathBuf {
-    let main = PathBuf::from("/etc/resolv.conf");
-    let resolved = PathBuf::from("/run/systemd/resolve/resolv.conf");
-    let only_loopback = std::fs::read_to_string(&main).is_ok_and(|text| {
-        let servers: Vec<IpAddr> = text
-            .lines()
-            .filter_map(|l| l.trim().strip_prefix("nameserver"))
-            .filter_map(|ip| ip.trim().parse().ok())
-            .collect();
-        !servers.is_empty() && servers.iter().all(IpAddr::is_loopback)
-    });
-    if only_loopback && resolved.exists() {
-        resolved
-    } else {
-        main
-    }
-}
+mod host;
+pub use host::{Host, host_system_paths};
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod user_settings_tests;

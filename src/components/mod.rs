@@ -5,4 +5,5 @@
 pub mod boot;
 pub mod etcd;
 pub mod master;
+pub mod owned;
 pub mod proxy;

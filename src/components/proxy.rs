@@ -1,13 +1,15 @@
 //! kinit-proxy: kube-proxy in iptables mode, and its configuration file.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::Result;
 use serde::Serialize;
 
 use super::master::File;
-use crate::cluster::Settings;
+use super::owned::{self, Owned};
 use crate::cluster::component::PROXY_HEALTHZ_PORT;
+use crate::cluster::{Component, Settings};
 use crate::docker::ContainerSpec;
 use crate::fs::Mode;
 use crate::layout::Layout;
@@ -28,6 +30,10 @@ struct Values {
     pod_cidr: String,
     modules: bool,
     healthz_port: u16,
+    /// The user's gates (besides any kinit sets) and extra args; none in the render that
+    /// finds what kinit sets itself.
+    feature_gates: BTreeMap<String, bool>,
+    extra_args: BTreeMap<String, String>,
 }
 
 pub struct Proxy {
@@ -41,11 +47,10 @@ pub fn config_file(layout: &Layout) -> PathBuf {
     layout.config().join("kube-proxy.yaml")
 }
 
-pub fn render(settings: &Settings, layout: &Layout, images: &Images) -> Result<Proxy> {
-    let config = config_file(layout);
-    let values = Values {
+fn values(settings: &Settings, layout: &Layout, images: &Images) -> Values {
+    Values {
         image: images.kube("kube-proxy"),
-        config: config.to_string_lossy().into_owned(),
+        config: config_file(layout).to_string_lossy().into_owned(),
         kubeconfig: layout
             .kubeconfig("kube-proxy.conf")
             .to_string_lossy()
@@ -54,11 +59,35 @@ pub fn render(settings: &Settings, layout: &Layout, images: &Images) -> Result<P
         pod_cidr: settings.pod_cidr.to_string(),
         modules: Path::new("/lib/modules").exists(),
         healthz_port: PROXY_HEALTHZ_PORT,
+        feature_gates: BTreeMap::new(),
+        extra_args: BTreeMap::new(),
+    }
+}
+
+/// What kinit sets on kube-proxy, from a render without the user's additions.
+pub fn owned(settings: &Settings, layout: &Layout, images: &Images) -> Result<Owned> {
+    let values = values(settings, layout, images);
+    let spec: ContainerSpec = manifests::PROXY.render(&values)?;
+    Owned::kube_proxy(
+        spec.args.iter().map(String::as_str),
+        &manifests::KUBE_PROXY_CONFIG.render_text(&values)?,
+    )
+}
+
+/// Renders kube-proxy for these settings; refuses a user's extra arg or feature gate that
+/// contradicts what kinit sets itself, or that kube-proxy would ignore.
+pub fn render(settings: &Settings, layout: &Layout, images: &Images) -> Result<Proxy> {
+    let own = owned(settings, layout, images)?;
+    owned::check(settings, &[(Component::Proxy, own.clone())])?;
+    let values = Values {
+        feature_gates: own.others(&settings.feature_gates),
+        extra_args: settings.extra_args.of(Component::Proxy),
+        ..values(settings, layout, images)
     };
     Ok(Proxy {
         spec: manifests::PROXY.render(&values)?,
         config: File {
-            path: PathBuf::from(&config),
+            path: config_file(layout),
             contents: manifests::KUBE_PROXY_CONFIG.render_text(&values)?,
             mode: Mode::Public,
         },
@@ -94,5 +123,55 @@ mod tests {
             config["clientConnection"]["kubeconfig"].as_str(),
             Some("/var/lib/kinit/kube-proxy.conf")
         );
+    }
+
+    fn with(gates: &str, extra: &[&str]) -> Settings {
+        let list: Vec<crate::cluster::ExtraArg> =
+            extra.iter().map(|a| a.parse().unwrap()).collect();
+        Settings {
+            feature_gates: gates.parse().unwrap(),
+            extra_args: crate::cluster::ExtraArgs::from_list(&list).unwrap(),
+            ..crate::cluster::test_settings()
+        }
+    }
+
+    #[test]
+    fn kube_proxy_gets_the_gates_in_its_config_and_only_its_logging_flags() {
+        let layout = Layout::new("/var/lib/kinit");
+        let settings = with("InPlacePodVerticalScaling=true", &["proxy:v=4"]);
+        let p = render(&settings, &layout, &Images::default()).unwrap();
+        assert_eq!(
+            p.spec.args,
+            [
+                "kube-proxy",
+                "--config=/var/lib/kinit/config/kube-proxy.yaml",
+                "--v=4"
+            ]
+        );
+        let config: serde_yaml::Value = serde_yaml::from_str(&p.config.contents).unwrap();
+        assert_eq!(config["featureGates"]["InPlacePodVerticalScaling"], true);
+        assert_eq!(config["mode"].as_str(), Some("iptables"));
+
+        let ignored = with(
+            "",
+            &[
+                "proxy:proxy-mode=ipvs",
+                "proxy:config=/x",
+                "proxy:vmodule=x=4",
+            ],
+        );
+        let err = format!(
+            "{:#}",
+            render(&ignored, &layout, &Images::default()).err().unwrap()
+        );
+        assert!(
+            err.contains("--extra-arg proxy:proxy-mode (kube-proxy reads"),
+            "{err}"
+        );
+        assert!(
+            err.contains("--extra-arg proxy:config (kinit sets --config of kube-proxy"),
+            "{err}"
+        );
+        assert!(!err.contains("proxy:vmodule"), "{err}");
     }
 }

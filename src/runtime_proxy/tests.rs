@@ -6,7 +6,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::*;
 
-/// Answers every request with the body it received and the number of the connection it
+/// Answers every request (but an image look-up) with the body it received and the number of the connection it
 /// came on; upgrade requests get 101 and an echo of the raw stream.
 async fn fake_engine(listener: UnixListener) {
     let connections = Arc::new(AtomicUsize::new(0));
@@ -14,6 +14,12 @@ async fn fake_engine(listener: UnixListener) {
         let id = connections.fetch_add(1, Ordering::SeqCst);
         let service = service_fn(move |mut req: Request<Incoming>| async move {
             let upgrade = hyper::upgrade::on(&mut req);
+            // No image is there: the interposer's image look-ups get Docker's 404.
+            if req.method() == Method::GET && req.uri().path().starts_with("/images/") {
+                let mut res = Response::new(full(Bytes::from_static(b"{}")));
+                *res.status_mut() = StatusCode::NOT_FOUND;
+                return Ok(res);
+            }
             let wants_upgrade = req.headers().contains_key(UPGRADE);
             let body = req.into_body().collect().await?.to_bytes();
             let mut res = Response::new(full(body));
@@ -61,7 +67,7 @@ async fn start(rewrites: Rewrites) -> (tempfile::TempDir, PathBuf) {
     tokio::spawn(fake_engine(UnixListener::bind(&engine).expect("bind")));
     let listen = dir.path().join("proxy.sock");
     let proxy = listen.clone();
-    tokio::spawn(async move { serve(&proxy, &engine, rewrites).await.expect("serve") });
+    tokio::spawn(async move { serve(&proxy, &engine, rewrites, None).await.expect("serve") });
     (dir, listen)
 }
 
@@ -183,7 +189,7 @@ async fn refuses_to_listen_on_a_symlink() {
     let dir = tempfile::tempdir().expect("tempdir");
     let listen = dir.path().join("proxy.sock");
     std::os::unix::fs::symlink(dir.path().join("elsewhere"), &listen).expect("symlink");
-    let err = serve(&listen, &dir.path().join("docker.sock"), restricted()).await;
+    let err = serve(&listen, &dir.path().join("docker.sock"), restricted(), None).await;
     assert!(format!("{:#}", err.expect_err("serve")).contains("symbolic link"));
     assert!(!dir.path().join("elsewhere").exists());
 }

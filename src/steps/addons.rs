@@ -1,5 +1,6 @@
 //! Applies what the cluster needs on top of the control plane through the API: the RBAC
-//! binding that lets the API server use the kubelet API (logs, exec), and cluster DNS.
+//! binding that lets the API server use the kubelet API (logs, exec), cluster DNS, and the
+//! enabled addons (without waiting for them: `kinit addons list` says when they are ready).
 
 use anyhow::Result;
 use serde::Serialize;
@@ -23,14 +24,30 @@ pub async fn run(ctx: &Context) -> Result<Outcome> {
         dns_ip: ctx.settings.service_cidr.dns_ip().to_string(),
         dns_domain: ctx.settings.dns_domain.to_string(),
     };
+    let mut texts = Vec::new();
+    for manifest in [manifests::RBAC, manifests::COREDNS] {
+        texts.push(manifest.render_text(&values)?);
+    }
+    for addon in &ctx.settings.addons {
+        texts.push(addon.render(&ctx.layout, &ctx.images)?);
+    }
     let mut total = 0;
     let mut changed = 0;
-    for manifest in [manifests::RBAC, manifests::COREDNS] {
-        let (n, c) = kube.apply(&manifest.render_text(&values)?).await?;
+    for text in &texts {
+        let (n, c) = kube.apply(text).await?;
         total += n;
         changed += c;
     }
-    let dns = format!("CoreDNS at {}", values.dns_ip);
+    let addons: Vec<&str> = ctx.settings.addons.iter().map(|a| a.name()).collect();
+    let dns = format!(
+        "CoreDNS at {}; addons: {}",
+        values.dns_ip,
+        if addons.is_empty() {
+            "none".to_string()
+        } else {
+            addons.join(", ")
+        }
+    );
     Ok(if changed == 0 {
         Outcome::AlreadyDone(format!("{total} objects as they should be; {dns}"))
     } else {

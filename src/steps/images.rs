@@ -1,5 +1,6 @@
-//! Makes every image kinit runs available: loaded from the offline bundle when one is
-//! given and Docker lacks them, otherwise used as present or pulled.
+//! Makes every image kinit runs available, the enabled addons' included: loaded from the
+//! offline bundle when one is given and Docker lacks them, otherwise used as present or
+//! pulled.
 
 use anyhow::Result;
 
@@ -16,7 +17,10 @@ pub async fn run(ctx: &Context) -> Result<Outcome> {
             .loaded
             .len();
     }
-    let images = ctx.images.all();
+    let mut images = ctx.images.all();
+    for addon in &ctx.settings.addons {
+        images.extend(addon.images(&ctx.images));
+    }
     let mut pulled = 0;
     for image in &images {
         if ctx.docker.ensure_image(image).await? == ImageSource::Pulled {

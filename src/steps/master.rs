@@ -1,6 +1,7 @@
 //! Starts `kinit-master` (the kubelet with cri-dockerd) with its files in place, and waits
 //! until the API server it runs as a static pod answers `/readyz`.
 
+use std::ffi::OsStr;
 use std::time::Duration;
 
 use anyhow::{Result, anyhow};
@@ -39,8 +40,18 @@ pub async fn run(ctx: &Context) -> Result<Outcome> {
     ] {
         fs::ensure_dir(&dir)?;
     }
+    if ctx.settings.audit_log {
+        fs::ensure_private_dir(&ctx.layout.logs())?;
+    }
     let mut started_with = Vec::new();
     let mut changed = Vec::new();
+    // The API server's audit policy is the API server's alone (its pod carries its digest),
+    // and is in place before the pod that mounts it.
+    if let Some(policy) = &rendered.audit_policy
+        && !fs::is_current(&policy.path, policy.contents.as_bytes(), policy.mode)?
+    {
+        changed.push(policy);
+    }
     for file in &rendered.files {
         if !fs::is_current(&file.path, file.contents.as_bytes(), file.mode)? {
             changed.push(file);
@@ -68,17 +79,21 @@ pub async fn run(ctx: &Context) -> Result<Outcome> {
         ctx.docker.stop(&name, 10).await?;
         ctx.docker.remove(&name).await?;
     }
-    let pods_changed = changed
-        .iter()
-        .any(|f| f.path.starts_with(ctx.layout.static_pods()));
-    if replacing || pods_changed {
-        for pod in Component::STATIC_PODS
-            .into_iter()
-            .filter_map(Component::pod)
-        {
-            for container in ctx.docker.pod_containers_of("kube-system", pod).await? {
-                ctx.docker.remove(&container).await?;
-            }
+    // A new kubelet starts every pod again; otherwise only those whose manifest changed
+    // restart.
+    let restarting = Component::STATIC_PODS
+        .into_iter()
+        .filter_map(Component::pod)
+        .filter(|pod| {
+            replacing
+                || changed.iter().any(|f| {
+                    f.path.starts_with(ctx.layout.static_pods())
+                        && f.path.file_stem() == Some(OsStr::new(pod))
+                })
+        });
+    for pod in restarting {
+        for container in ctx.docker.pod_containers_of("kube-system", pod).await? {
+            ctx.docker.remove(&container).await?;
         }
     }
     let written = changed.len();

@@ -1,5 +1,6 @@
 //! Checks the host before anything is changed: the Docker engine, free ports, disk space
-//! and the cgroup layout. Every failure names what to do about it.
+//! and the cgroup layout; and the user's component settings against kinit's own. Every
+//! failure names what to do about it.
 
 use std::collections::HashSet;
 use std::net::IpAddr;
@@ -10,7 +11,8 @@ use anyhow::{Context as _, Result, bail};
 use super::Context;
 use crate::cgroup::{self, Driver};
 use crate::cluster::component::{Component, Container, Port};
-use crate::components::master::EVICTION_FREE_PERCENT;
+use crate::components::master::{self, EVICTION_FREE_MIB};
+use crate::components::{owned, proxy};
 use crate::docker::EngineInfo;
 use crate::net;
 use crate::progress::Outcome;
@@ -48,6 +50,7 @@ pub async fn run(ctx: &Context) -> Result<Outcome> {
     let engine = ctx.docker.engine_info().await?;
     let cgroup = cgroup::Setup::probe(&engine.cgroup_driver)?;
     cgroup.check_systemd(Path::exists)?;
+    check_component_settings(ctx, &engine)?;
     let running: HashSet<Container> = ctx
         .docker
         .list()
@@ -84,6 +87,18 @@ pub async fn run(ctx: &Context) -> Result<Outcome> {
     } else {
         Outcome::Done(format!("{found}; set {}", changed.join(", ")))
     })
+}
+
+/// The user's feature gates and extra args against what kinit sets on every component,
+/// every refusal in one error.
+fn check_component_settings(ctx: &Context, engine: &EngineInfo) -> Result<()> {
+    let host = master::Host::probe(engine.clone())?;
+    let mut own = master::owned(&ctx.settings, &ctx.layout, &host, &ctx.images)?;
+    own.push((
+        Component::Proxy,
+        proxy::owned(&ctx.settings, &ctx.layout, &ctx.images)?,
+    ));
+    owned::check(&ctx.settings, &own)
 }
 
 /// The host tools the node needs with this cgroup driver.
@@ -201,7 +216,7 @@ fn check_node_ip(ip: IpAddr) -> Result<()> {
 }
 
 /// Checks the filesystems of the state directory (the kubelet's nodefs) and of Docker's
-/// root (its imagefs): each must keep [`MIN_FREE_BYTES`] free above the share at which the
+/// root (its imagefs): each must keep [`MIN_FREE_BYTES`] free above the amount at which the
 /// kubelet would evict pods and taint the node, so user pods are scheduled once it is up.
 fn check_disk(state_dir: &Path, docker_root: &Path) -> Result<()> {
     for dir in [state_dir, docker_root] {
@@ -213,27 +228,20 @@ fn check_disk(state_dir: &Path, docker_root: &Path) -> Result<()> {
         let stat = nix::sys::statvfs::statvfs(existing)
             .with_context(|| format!("cannot read the free space of {}", existing.display()))?;
         let block = stat.fragment_size() as u64;
-        check_free(
-            existing,
-            stat.blocks_available() as u64 * block,
-            stat.blocks() as u64 * block,
-        )?;
+        check_free(existing, stat.blocks_available() as u64 * block)?;
     }
     Ok(())
 }
 
-fn check_free(dir: &Path, free: u64, size: u64) -> Result<()> {
-    let eviction = size / 100 * u64::from(EVICTION_FREE_PERCENT);
-    let needed = eviction + MIN_FREE_BYTES;
+fn check_free(dir: &Path, free: u64) -> Result<()> {
+    let needed = (EVICTION_FREE_MIB << 20) + MIN_FREE_BYTES;
     if free < needed {
         bail!(
-            "only {} MiB free on the filesystem of {} ({} MiB): the kubelet stops running pods \
-             when less than {EVICTION_FREE_PERCENT}% ({} MiB) is free, and kinit needs {} MiB \
-             above that — free some space first",
+            "only {} MiB free on the filesystem of {}: the kubelet stops running pods when \
+             less than {EVICTION_FREE_MIB} MiB are free, and kinit needs {} MiB above that — \
+             free some space first",
             free >> 20,
             dir.display(),
-            size >> 20,
-            eviction >> 20,
             MIN_FREE_BYTES >> 20,
         );
     }
@@ -248,14 +256,12 @@ mod tests {
     fn a_disk_the_kubelet_would_call_full_is_refused() {
         const GIB: u64 = 1 << 30;
         let dir = Path::new("/var/lib/kinit");
-        // 250 GiB: eviction at 12.5 GiB free, so 14.5 GiB are needed.
-        assert!(check_free(dir, 15 * GIB, 250 * GIB).is_ok());
-        let err = check_free(dir, 7 * GIB, 250 * GIB).unwrap_err().to_string();
-        assert!(err.contains("only 7168 MiB free"), "{err}");
-        assert!(err.contains("less than 5% (12800 MiB)"), "{err}");
-        // A small disk: the 2 GiB kinit needs decide.
-        assert!(check_free(dir, 3 * GIB, 20 * GIB).is_ok());
-        assert!(check_free(dir, 2 * GIB, 20 * GIB).is_err());
+        // Eviction at 1 GiB free, and 2 GiB above it for kinit: 3 GiB are needed, however
+        // large the disk.
+        assert!(check_free(dir, 3 * GIB).is_ok());
+        let err = check_free(dir, 2 * GIB).unwrap_err().to_string();
+        assert!(err.contains("only 2048 MiB free"), "{err}");
+        assert!(err.contains("less than 1024 MiB"), "{err}");
     }
 
     #[test]

@@ -2,6 +2,7 @@
 #![allow(dead_code)] // each test binary uses its own subset
 
 pub mod cluster;
+pub mod component_settings;
 pub mod phases;
 
 use std::io::Write;

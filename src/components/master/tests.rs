@@ -1,10 +1,11 @@
 use std::collections::BTreeSet;
+use std::path::Path;
 
 use super::*;
 use crate::cgroup::tests::Fixture;
 
 /// This test machine as recorded: cgroup v1, Docker's cgroupfs driver.
-fn host() -> Host {
+pub(super) fn host() -> Host {
     recorded_host(&fixture("debian12-v1-cgroupfs"))
 }
 
@@ -37,7 +38,7 @@ fn rendered_for(host: &Host) -> Master {
 }
 
 /// The master for these settings, state directory and host, with credentials `c0ffee`.
-fn rendered_with(settings: &Settings, layout: &Layout, host: &Host) -> Master {
+pub(super) fn rendered_with(settings: &Settings, layout: &Layout, host: &Host) -> Master {
     render(
         settings,
         layout,
@@ -50,7 +51,7 @@ fn rendered_with(settings: &Settings, layout: &Layout, host: &Host) -> Master {
     .unwrap()
 }
 
-fn contents(m: &Master, name: &str) -> String {
+pub(super) fn contents(m: &Master, name: &str) -> String {
     m.files
         .iter()
         .find(|f| f.path.ends_with(name))

@@ -1,0 +1,199 @@
+//! The optional parts of a cluster that `kinit addons` turns on and off, each a set of
+//! objects applied through the API from data files under `manifests/addons/<name>/`:
+//! `storage` (a default StorageClass backed by rancher/local-path-provisioner, volumes
+//! under the state directory) and `metrics-server` (`kubectl top`, HPAs). A cluster's
+//! enabled set lives in its settings; a new cluster gets [`Addon::defaults`].
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::str::FromStr;
+
+use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
+
+use crate::layout::Layout;
+use crate::manifests::{self, Manifest};
+use crate::versions::Images;
+
+/// The label every object of an addon carries, with the addon's name as its value.
+pub const LABEL: &str = "kinit/addon";
+
+/// One addon, by the name users type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Addon {
+    Storage,
+    MetricsServer,
+}
+
+/// The Deployment whose readiness is an addon's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Workload {
+    pub namespace: &'static str,
+    pub name: &'static str,
+}
+
+impl Addon {
+    pub const ALL: [Addon; 2] = [Addon::Storage, Addon::MetricsServer];
+
+    /// What a new cluster gets when neither `--addons` nor the config file says.
+    pub fn defaults() -> BTreeSet<Addon> {
+        Self::ALL.into_iter().collect()
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Addon::Storage => "storage",
+            Addon::MetricsServer => "metrics-server",
+        }
+    }
+
+    pub fn summary(self) -> &'static str {
+        match self {
+            Addon::Storage => {
+                "default StorageClass `standard`: node-local volumes (rancher/local-path-provisioner)"
+            }
+            Addon::MetricsServer => "resource metrics for `kubectl top` and autoscaling",
+        }
+    }
+
+    /// Its data files, in the order they are applied.
+    fn manifests(self) -> &'static [Manifest] {
+        match self {
+            Addon::Storage => &[manifests::STORAGE_PROVISIONER, manifests::STORAGE_CLASS],
+            Addon::MetricsServer => &[
+                manifests::METRICS_SERVER_RBAC,
+                manifests::METRICS_SERVER_DEPLOYMENT,
+                manifests::METRICS_SERVER_API_SERVICE,
+            ],
+        }
+    }
+
+    /// The images its pods run.
+    pub fn images(self, images: &Images) -> Vec<String> {
+        match self {
+            Addon::Storage => vec![images.local_path_provisioner()],
+            Addon::MetricsServer => vec![images.metrics_server()],
+        }
+    }
+
+    /// `kinit/addon=<name>`: selects every object of the addon.
+    pub fn selector(self) -> String {
+        format!("{LABEL}={}", self.name())
+    }
+
+    pub fn workload(self) -> Workload {
+        match self {
+            Addon::Storage => Workload {
+                namespace: "local-path-storage",
+                name: "local-path-provisioner",
+            },
+            Addon::MetricsServer => Workload {
+                namespace: "kube-system",
+                name: "metrics-server",
+            },
+        }
+    }
+
+    /// The provisioner whose PersistentVolumes hold users' data (`disable` refuses to
+    /// remove it while any exists).
+    pub fn provisioner(self) -> Option<&'static str> {
+        match self {
+            Addon::Storage => Some("rancher.io/local-path"),
+            Addon::MetricsServer => None,
+        }
+    }
+
+    /// The APIService it serves, which must be available for the addon to work.
+    pub fn api_service(self) -> Option<&'static str> {
+        match self {
+            Addon::Storage => None,
+            Addon::MetricsServer => Some("v1beta1.metrics.k8s.io"),
+        }
+    }
+
+    /// Its objects as one multi-document YAML text, in the order they are applied.
+    pub fn render(self, layout: &Layout, images: &Images) -> Result<String> {
+        let mut out = String::new();
+        for manifest in self.manifests() {
+            let text = match self {
+                Addon::Storage => manifest.render_text(&StorageValues {
+                    image: images.local_path_provisioner(),
+                    path: layout.local_volumes().display().to_string(),
+                })?,
+                Addon::MetricsServer => manifest.render_text(&MetricsServerValues {
+                    image: images.metrics_server(),
+                })?,
+            };
+            out.push_str(&text);
+            out.push_str("\n---\n");
+        }
+        Ok(out)
+    }
+
+    /// Its objects in the order they are deleted: the reverse of [`Addon::render`], so
+    /// what serves an API (an APIService) goes before its backend, and a namespace last.
+    pub fn render_for_removal(self, layout: &Layout, images: &Images) -> Result<String> {
+        let text = self.render(layout, images)?;
+        let mut docs = Vec::new();
+        for doc in serde_yaml::Deserializer::from_str(&text) {
+            let value = serde_yaml::Value::deserialize(doc)
+                .with_context(|| format!("the {self} addon's manifests are invalid YAML"))?;
+            if !value.is_null() {
+                docs.push(value);
+            }
+        }
+        let mut out = String::new();
+        for doc in docs.iter().rev() {
+            out.push_str(&serde_yaml::to_string(doc).context("cannot write YAML")?);
+            out.push_str("---\n");
+        }
+        Ok(out)
+    }
+}
+
+impl fmt::Display for Addon {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for Addon {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        Self::ALL
+            .into_iter()
+            .find(|a| a.name() == s.trim())
+            .ok_or_else(|| format!("unknown addon '{s}'; known addons: {}", known()))
+    }
+}
+
+/// `storage, metrics-server`.
+fn known() -> String {
+    Addon::ALL.map(Addon::name).join(", ")
+}
+
+/// For `--addons`: a comma-separated list of addon names; empty for none.
+pub fn parse_list(s: &str) -> Result<BTreeSet<Addon>, String> {
+    s.split(',')
+        .map(str::trim)
+        .filter(|name| !name.is_empty())
+        .map(str::parse)
+        .collect()
+}
+
+#[derive(Serialize)]
+struct StorageValues {
+    image: String,
+    /// The directory under which the provisioner makes one directory per volume.
+    path: String,
+}
+
+#[derive(Serialize)]
+struct MetricsServerValues {
+    image: String,
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,197 @@
+//! The default addons end to end: a StatefulSet's claim bound by the storage addon, its
+//! data surviving the pod and down + up; `kubectl top` through metrics-server; and each
+//! addon disabled leaving none of its objects, then enabled again.
+
+use std::time::Duration;
+
+use crate::common::cluster::Cluster;
+use crate::common::text;
+
+/// A StatefulSet whose pod writes a token into its claim once, and keeps it.
+const STATEFUL: &str = r#"
+apiVersion: apps/v1
+kind: StatefulSet
+metadata: {name: keeper, namespace: default}
+spec:
+  serviceName: keeper
+  replicas: 1
+  selector: {matchLabels: {app: keeper}}
+  template:
+    metadata: {labels: {app: keeper}}
+    spec:
+      terminationGracePeriodSeconds: 1
+      containers:
+      - name: keeper
+        image: kinit-examples/web:1
+        imagePullPolicy: Never
+        command: ["sh", "-c", "[ -f /data/token ] || cat /proc/sys/kernel/random/uuid > /data/token; exec sleep 100000"]
+        volumeMounts: [{name: data, mountPath: /data}]
+  volumeClaimTemplates:
+  - metadata: {name: data}
+    spec:
+      accessModes: [ReadWriteOnce]
+      resources: {requests: {storage: 16Mi}}
+"#;
+
+/// Every kind an addon makes, for listing what is left of it by its label.
+const KINDS: &str = "deployments,replicasets,pods,services,serviceaccounts,configmaps,roles,\
+rolebindings,clusterroles,clusterrolebindings,namespaces,storageclasses,apiservices";
+
+fn keeper_ready(c: &Cluster) {
+    c.wait_for("the keeper pod ready", Duration::from_secs(120), || {
+        let out = c.kubectl(&[
+            "get",
+            "pod",
+            "keeper-0",
+            "-o",
+            "jsonpath={.status.containerStatuses[0].ready}",
+        ]);
+        match String::from_utf8_lossy(&out.stdout).as_ref() {
+            "true" => Ok(()),
+            _ => Err(text(&out)),
+        }
+    });
+}
+
+/// The token the keeper pod wrote into its volume.
+pub fn token(c: &Cluster) -> String {
+    keeper_ready(c);
+    let token = c.kubectl_ok(&["exec", "keeper-0", "--", "cat", "/data/token"]);
+    assert_eq!(token.trim().len(), 36, "{token:?}");
+    token
+}
+
+/// The claim binds within seconds to a volume under the state directory, and its data
+/// survives the pod.
+pub fn storage(c: &Cluster) -> String {
+    let class = c.kubectl_ok(&["get", "storageclass", "standard", "-o", "json"]);
+    let class: serde_json::Value = serde_json::from_str(&class).unwrap();
+    assert_eq!(
+        class["metadata"]["annotations"]["storageclass.kubernetes.io/is-default-class"],
+        "true"
+    );
+    c.apply(STATEFUL);
+    c.wait_for("the claim bound", Duration::from_secs(60), || {
+        let phase = c.kubectl_ok(&[
+            "get",
+            "pvc",
+            "data-keeper-0",
+            "-o",
+            "jsonpath={.status.phase}",
+        ]);
+        if phase == "Bound" { Ok(()) } else { Err(phase) }
+    });
+    let first = token(c);
+    let volumes = c.state.join("local-path");
+    let dirs: Vec<_> = std::fs::read_dir(&volumes)
+        .unwrap_or_else(|e| panic!("{}: {e}", volumes.display()))
+        .collect();
+    assert_eq!(dirs.len(), 1, "one volume under {}", volumes.display());
+    c.kubectl_ok(&["delete", "pod", "keeper-0", "--wait=true"]);
+    assert_eq!(token(c), first, "the data did not survive the pod");
+    first
+}
+
+/// `kubectl top` answers once metrics-server has scraped the kubelet (it verifies the
+/// kubelet's certificate: no --kubelet-insecure-tls).
+pub fn metrics(c: &Cluster) {
+    for what in [&["top", "nodes"][..], &["top", "pods", "-A"][..]] {
+        c.wait_for(
+            &format!("kubectl {what:?}"),
+            Duration::from_secs(240),
+            || {
+                let out = c.kubectl(what);
+                if out.status.success() && String::from_utf8_lossy(&out.stdout).lines().count() > 1
+                {
+                    Ok(())
+                } else {
+                    Err(text(&out))
+                }
+            },
+        );
+    }
+}
+
+/// `kinit addons list`: each addon's enabled column and state.
+fn listed(c: &Cluster) -> Vec<(String, String, String)> {
+    c.ok(&["addons", "list"])
+        .lines()
+        .skip(1)
+        .filter_map(|l| {
+            let mut words = l.split_whitespace();
+            let name = words.next()?.to_string();
+            let enabled = words.next()?.to_string();
+            Some((name, enabled, words.collect::<Vec<_>>().join(" ")))
+        })
+        .collect()
+}
+
+fn all_ready(c: &Cluster) {
+    c.wait_for(
+        "every addon enabled and ready",
+        Duration::from_secs(240),
+        || {
+            let list = listed(c);
+            if list.len() == 2 && list.iter().all(|(_, e, s)| e == "yes" && s == "ready") {
+                Ok(())
+            } else {
+                Err(format!("{list:?}"))
+            }
+        },
+    );
+}
+
+fn left_of(c: &Cluster, addon: &str) -> String {
+    let selector = format!("kinit/addon={addon}");
+    c.kubectl_ok(&["get", KINDS, "-A", "-l", &selector, "-o", "name"])
+}
+
+/// Storage refuses to go while its volume exists; each addon disabled leaves none of its
+/// objects and is listed as disabled; enabled again, each is ready.
+pub fn disable_and_enable(c: &Cluster) {
+    all_ready(c);
+    let out = c.kinit(&["addons", "disable", "storage"]);
+    assert!(!out.status.success(), "{}", text(&out));
+    let volume = c.kubectl_ok(&[
+        "get",
+        "pvc",
+        "data-keeper-0",
+        "-o",
+        "jsonpath={.spec.volumeName}",
+    ]);
+    assert!(text(&out).contains(&volume), "{}", text(&out));
+    c.kubectl_ok(&["delete", "statefulset", "keeper", "--wait=true"]);
+    c.kubectl_ok(&["delete", "pvc", "data-keeper-0", "--wait=true"]);
+    let volumes = c.state.join("local-path");
+    c.wait_for(
+        "the volume and its data deleted",
+        Duration::from_secs(120),
+        || {
+            let pvs = c.kubectl_ok(&["get", "pv", "-o", "name"]);
+            let dirs = std::fs::read_dir(&volumes).map(|d| d.count()).unwrap_or(0);
+            if pvs.trim().is_empty() && dirs == 0 {
+                Ok(())
+            } else {
+                Err(format!("volumes: {pvs:?}, {dirs} directories"))
+            }
+        },
+    );
+    for addon in ["storage", "metrics-server"] {
+        c.ok(&["addons", "disable", addon]);
+        let left = left_of(c, addon);
+        assert!(left.trim().is_empty(), "{addon} left:\n{left}");
+        c.ok(&["addons", "disable", addon]); // idempotent
+    }
+    assert!(
+        listed(c).iter().all(|(_, e, s)| e == "no" && s == "-"),
+        "{:?}",
+        listed(c)
+    );
+    assert!(!c.kubectl(&["top", "nodes"]).status.success());
+    for addon in ["storage", "metrics-server"] {
+        c.ok(&["addons", "enable", addon]);
+        c.ok(&["addons", "enable", addon]); // idempotent
+    }
+    all_ready(c);
+    metrics(c);
+}
