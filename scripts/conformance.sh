@@ -112,41 +112,19 @@ report_dir=$(cd "$report_dir" && pwd)
 kubectl="$KINIT_BUNDLE_DIR/release/$KUBERNETES_VERSION/bin/linux/$(go env GOARCH)/kubectl"
 [[ -x $kubectl ]] || kubectl=$(command -v kubectl) || die "no kubectl"
 
-# The kubelet removes images no container uses once the image filesystem is fuller than its
-# GC threshold (85%, as statfs reports it to unprivileged users: on hosts that reserve much
-# of the disk for root, as this project's test machines do, always). A test image removed
-# between two tests cannot be pulled back where no registry is reachable, and the next
-# test's pod would wait for it in ImagePullBackOff. So for the run, each test image is held
-# by a container created from it and never started (Docker refuses to remove an image a
-# container uses); they are removed at the end.
-HOLD_LABEL="kinit-conformance.hold"
-hold_images() {
-  release_images
-  local ref n=0
-  while read -r _ ref; do
-    docker create --label "$HOLD_LABEL=true" --name "kinit-conformance-hold-$n" \
-      --network none --entrypoint /hold "$ref" >/dev/null || die "cannot hold $ref"
-    n=$((n + 1))
-  done < <(grep -E '^(built|bundle) ' "$CONF/images-status.txt")
-  say "holding $n test images for the run (containers labelled $HOLD_LABEL)"
-}
-release_images() {
-  local ids
-  mapfile -t ids < <(docker ps -aq --filter "label=$HOLD_LABEL=true")
-  [[ ${#ids[@]} -eq 0 ]] || docker rm "${ids[@]}" >/dev/null
-}
-
+# The test images are loaded into Docker by this script, not pulled by the node: the
+# kubelet's image GC cannot remove them (kinit's runtime interposer lets it remove only
+# images the node pulled itself), so none goes missing between two tests.
 state=""
 # shellcheck disable=SC2317 # called by the EXIT trap
 cleanup() {
-  release_images
   [[ -n $state ]] || return 0
   say "removing the throwaway cluster (kinit down --purge)"
   "$kinit" --state-dir "$state" down --purge >"$report_dir/kinit-down.log" 2>&1 ||
     { cat "$report_dir/kinit-down.log" >&2; echo "error: kinit down --purge failed" >&2; }
   rm -rf "$state"
 }
-[[ $dry_run -eq 1 ]] || { hold_images; trap cleanup EXIT; }
+[[ $dry_run -eq 1 ]] || trap cleanup EXIT
 if [[ $up -eq 1 && $dry_run -eq 0 ]]; then
   state=$(mktemp -d /var/tmp/kinit-conformance-state.XXXXXX)
   say "bringing up a throwaway cluster (state in $state; log in $report_dir/kinit-up.log)"
