@@ -1,7 +1,8 @@
 //! The optional parts of a cluster that `kinit addons` turns on and off, each a set of
 //! objects applied through the API from data files under `manifests/addons/<name>/`:
 //! `storage` (a default StorageClass backed by rancher/local-path-provisioner, volumes
-//! under the state directory) and `metrics-server` (`kubectl top`, HPAs). A cluster's
+//! under the state directory), `metrics-server` (`kubectl top`, HPAs) and `load-balancer`
+//! (LoadBalancer Services on the node's address, [`crate::service_lb`]). A cluster's
 //! enabled set lives in its settings; a new cluster gets [`Addon::defaults`].
 
 use std::collections::BTreeSet;
@@ -24,6 +25,7 @@ pub const LABEL: &str = "kinit/addon";
 pub enum Addon {
     Storage,
     MetricsServer,
+    LoadBalancer,
 }
 
 /// The Deployment whose readiness is an addon's.
@@ -34,7 +36,7 @@ pub struct Workload {
 }
 
 impl Addon {
-    pub const ALL: [Addon; 2] = [Addon::Storage, Addon::MetricsServer];
+    pub const ALL: [Addon; 3] = [Addon::Storage, Addon::MetricsServer, Addon::LoadBalancer];
 
     /// What a new cluster gets when neither `--addons` nor the config file says.
     pub fn defaults() -> BTreeSet<Addon> {
@@ -45,6 +47,7 @@ impl Addon {
         match self {
             Addon::Storage => "storage",
             Addon::MetricsServer => "metrics-server",
+            Addon::LoadBalancer => "load-balancer",
         }
     }
 
@@ -54,6 +57,7 @@ impl Addon {
                 "default StorageClass `standard`: node-local volumes (rancher/local-path-provisioner)"
             }
             Addon::MetricsServer => "resource metrics for `kubectl top` and autoscaling",
+            Addon::LoadBalancer => "LoadBalancer Services on the node's address",
         }
     }
 
@@ -66,14 +70,16 @@ impl Addon {
                 manifests::METRICS_SERVER_DEPLOYMENT,
                 manifests::METRICS_SERVER_API_SERVICE,
             ],
+            Addon::LoadBalancer => &[manifests::LOAD_BALANCER],
         }
     }
 
-    /// The images its pods run.
+    /// The images its pods run, besides the node image (which is never pulled).
     pub fn images(self, images: &Images) -> Vec<String> {
         match self {
             Addon::Storage => vec![images.local_path_provisioner()],
             Addon::MetricsServer => vec![images.metrics_server()],
+            Addon::LoadBalancer => Vec::new(),
         }
     }
 
@@ -92,6 +98,10 @@ impl Addon {
                 namespace: "kube-system",
                 name: "metrics-server",
             },
+            Addon::LoadBalancer => Workload {
+                namespace: "kube-system",
+                name: "kinit-service-lb",
+            },
         }
     }
 
@@ -100,20 +110,22 @@ impl Addon {
     pub fn provisioner(self) -> Option<&'static str> {
         match self {
             Addon::Storage => Some("rancher.io/local-path"),
-            Addon::MetricsServer => None,
+            Addon::MetricsServer | Addon::LoadBalancer => None,
         }
     }
 
     /// The APIService it serves, which must be available for the addon to work.
     pub fn api_service(self) -> Option<&'static str> {
         match self {
-            Addon::Storage => None,
+            Addon::Storage | Addon::LoadBalancer => None,
             Addon::MetricsServer => Some("v1beta1.metrics.k8s.io"),
         }
     }
 
     /// Its objects as one multi-document YAML text, in the order they are applied.
-    pub fn render(self, layout: &Layout, images: &Images) -> Result<String> {
+    /// `node_image` is the running node's image (`kinit/node:...`), which the
+    /// load-balancer addon's pod runs kinit from.
+    pub fn render(self, layout: &Layout, images: &Images, node_image: &str) -> Result<String> {
         let mut out = String::new();
         for manifest in self.manifests() {
             let text = match self {
@@ -123,6 +135,10 @@ impl Addon {
                 })?,
                 Addon::MetricsServer => manifest.render_text(&MetricsServerValues {
                     image: images.metrics_server(),
+                })?,
+                Addon::LoadBalancer => manifest.render_text(&LoadBalancerValues {
+                    image: node_image.to_string(),
+                    host_paths: host_library_paths(),
                 })?,
             };
             out.push_str(&text);
@@ -134,7 +150,8 @@ impl Addon {
     /// Its objects in the order they are deleted: the reverse of [`Addon::render`], so
     /// what serves an API (an APIService) goes before its backend, and a namespace last.
     pub fn render_for_removal(self, layout: &Layout, images: &Images) -> Result<String> {
-        let text = self.render(layout, images)?;
+        // Removal goes by kind and name: which node image the pod runs does not matter.
+        let text = self.render(layout, images, "")?;
         let mut docs = Vec::new();
         for doc in serde_yaml::Deserializer::from_str(&text) {
             let value = serde_yaml::Value::deserialize(doc)
@@ -169,7 +186,7 @@ impl FromStr for Addon {
     }
 }
 
-/// `storage, metrics-server`.
+/// `storage, metrics-server, load-balancer`.
 fn known() -> String {
     Addon::ALL.map(Addon::name).join(", ")
 }
@@ -193,6 +210,23 @@ struct StorageValues {
 #[derive(Serialize)]
 struct MetricsServerValues {
     image: String,
+}
+
+#[derive(Serialize)]
+struct LoadBalancerValues {
+    image: String,
+    /// The host's library directories, for the dynamically linked kinit in the node image.
+    host_paths: Vec<String>,
+}
+
+/// The directories the C library and kinit's other shared libraries live in, on any
+/// Debian or Ubuntu layout (a merged /usr makes /lib a link, which the mount follows).
+fn host_library_paths() -> Vec<String> {
+    ["/usr", "/lib", "/lib64"]
+        .into_iter()
+        .filter(|p| std::path::Path::new(p).is_dir())
+        .map(String::from)
+        .collect()
 }
 
 #[cfg(test)]

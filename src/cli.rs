@@ -106,6 +106,9 @@ pub enum Command {
     /// again and start the kinit containers Docker could not start before that.
     #[command(hide = true)]
     Boot,
+    /// In the load-balancer addon's pod: give LoadBalancer Services the node's address.
+    #[command(hide = true)]
+    ServiceLb,
 }
 
 #[derive(Debug, Subcommand)]

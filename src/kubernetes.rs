@@ -416,6 +416,7 @@ fn parse_objects(yaml: &str) -> Result<Vec<DynamicObject>> {
     Ok(objects)
 }
 
+mod service_lb;
 mod state;
 #[cfg(test)]
 mod tests;

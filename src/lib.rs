@@ -34,6 +34,7 @@ pub mod pki;
 pub mod progress;
 pub mod release;
 pub mod runtime_proxy;
+pub mod service_lb;
 pub mod socks;
 pub mod steps;
 pub mod teardown;

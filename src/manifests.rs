@@ -50,6 +50,7 @@ manifest!(
     METRICS_SERVER_API_SERVICE,
     "addons/metrics-server/apiservice.yaml"
 );
+manifest!(LOAD_BALANCER, "addons/load-balancer/controller.yaml");
 manifest!(HOST_SYSCTL, "host/sysctl.conf");
 manifest!(HOST_MODULES, "host/modules.conf");
 manifest!(BOOT, "components/boot.yaml");

@@ -33,6 +33,7 @@ const SOCKS: &str = "kinit socks --detach";
 const DOWN_UP: &str = "down keeps every object, up brings them back";
 const STORAGE: &str = "a StatefulSet's volume survives its pod";
 const METRICS: &str = "kubectl top answers";
+const LOAD_BALANCER: &str = "a LoadBalancer Service answers on the node's address";
 
 #[test]
 fn a_cluster_runs_tutorials_survives_restarts_and_purges_clean() {
@@ -63,6 +64,9 @@ fn a_cluster_runs_tutorials_survives_restarts_and_purges_clean() {
     );
     phases.run(STORAGE, &[UP], || *token.borrow_mut() = addons::storage(&c));
     phases.run(METRICS, &[UP], || addons::metrics(&c));
+    phases.run(LOAD_BALANCER, &[SOCKS], || {
+        addons::load_balancer(&c, &socks_addr(&c).expect("a detached proxy"))
+    });
     phases.run(DOWN_UP, &[WORKLOADS_RUN], || down_and_up(&c));
     phases.run("the volume survives down + up", &[STORAGE, DOWN_UP], || {
         assert_eq!(addons::token(&c), *token.borrow());
@@ -74,7 +78,7 @@ fn a_cluster_runs_tutorials_survives_restarts_and_purges_clean() {
     );
     phases.run(
         "addons disabled leave nothing, enabled come back",
-        &[STORAGE, METRICS],
+        &[STORAGE, METRICS, LOAD_BALANCER],
         || addons::disable_and_enable(&c),
     );
     // Runs whatever failed before: it is also what leaves the host clean.

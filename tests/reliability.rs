@@ -8,11 +8,12 @@
 
 use std::net::TcpListener;
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Command;
 use std::time::Duration;
 
 mod common;
 use common::cluster::{Cluster, HOST_FILES, KINIT_CONTAINERS, WORKLOADS, curl, inspect};
+use common::neighbour::{HOST_SIDE, Neighbour};
 use common::phases::Phases;
 use common::{docker_cli, lib_sh, run, run_ok, text};
 
@@ -135,68 +136,6 @@ fn follow_logs(c: &Cluster) {
     let _ = follow.wait();
 }
 
-/// A network namespace on a veth pair stands in for a neighbour that routes the pod and
-/// Service ranges through this host; removed when dropped.
-struct Neighbour;
-
-const NS: &str = "kinit-lan";
-const HOST_SIDE: &str = "198.51.100.1";
-
-impl Neighbour {
-    fn new() -> Self {
-        let _ = run(&["ip", "netns", "delete", NS]);
-        let _ = run(&["ip", "link", "delete", "kinit-lan0"]);
-        run_ok(&["ip", "netns", "add", NS]);
-        let neighbour = Neighbour;
-        run_ok(&[
-            "ip",
-            "link",
-            "add",
-            "kinit-lan0",
-            "type",
-            "veth",
-            "peer",
-            "name",
-            "kinit-lan1",
-        ]);
-        run_ok(&["ip", "link", "set", "kinit-lan1", "netns", NS]);
-        run_ok(&[
-            "ip",
-            "addr",
-            "add",
-            &format!("{HOST_SIDE}/30"),
-            "dev",
-            "kinit-lan0",
-        ]);
-        run_ok(&["ip", "link", "set", "kinit-lan0", "up"]);
-        for args in [
-            vec!["addr", "add", "198.51.100.2/30", "dev", "kinit-lan1"],
-            vec!["link", "set", "kinit-lan1", "up"],
-            vec!["link", "set", "lo", "up"],
-            vec!["route", "add", "10.244.0.0/16", "via", HOST_SIDE],
-            vec!["route", "add", "10.96.0.0/12", "via", HOST_SIDE],
-        ] {
-            let mut full = vec!["ip", "netns", "exec", NS, "ip"];
-            full.extend(args);
-            run_ok(&full);
-        }
-        neighbour
-    }
-
-    fn run(&self, program: &str, args: &[&str]) -> Output {
-        let mut full = vec!["ip", "netns", "exec", NS, program];
-        full.extend(args);
-        run(&full)
-    }
-}
-
-impl Drop for Neighbour {
-    fn drop(&mut self) {
-        let _ = run(&["ip", "netns", "delete", NS]);
-        let _ = run(&["ip", "link", "delete", "kinit-lan0"]);
-    }
-}
-
 fn lan_isolation(c: &Cluster) {
     let pod_ip = c.kubectl_ok(&[
         "get",
@@ -259,9 +198,7 @@ const CLUSTER_PROCESSES: [&str; 9] = [
 fn port_scan(c: &Cluster) {
     let node_ip = node_address(c).unwrap();
     let lan = Neighbour::new();
-    run_ok(&[
-        "ip", "netns", "exec", NS, "ip", "route", "add", &node_ip, "via", HOST_SIDE,
-    ]);
+    lan.route_to(&node_ip);
     // Every TCP port, many at a time: closed ones answer with a reset at once.
     let scan = lan.run(
         "python3",

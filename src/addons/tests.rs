@@ -4,7 +4,9 @@ use crate::versions::Release;
 fn rendered(addon: Addon) -> Vec<serde_yaml::Value> {
     let layout = Layout::new("/var/lib/kinit");
     let images = Images::new(Some("mirror.example:5000/k8s"), Release::default());
-    let text = addon.render(&layout, &images).unwrap();
+    let text = addon
+        .render(&layout, &images, "kinit/node:v1.36.3-0123456789ab")
+        .unwrap();
     assert!(!text.contains("{{") && !text.contains("{%"), "{text}");
     serde_yaml::Deserializer::from_str(&text)
         .map(|doc| serde_yaml::Value::deserialize(doc).unwrap())
@@ -157,13 +159,13 @@ fn metrics_server_verifies_the_kubelet_and_its_api_service_goes_first() {
 fn names_are_parsed_and_unknown_ones_listed() {
     assert_eq!("storage".parse::<Addon>().unwrap(), Addon::Storage);
     assert_eq!(
-        parse_list("metrics-server, storage").unwrap(),
+        parse_list("metrics-server, load-balancer, storage").unwrap(),
         Addon::defaults()
     );
     assert!(parse_list("").unwrap().is_empty());
     let err = parse_list("storage,ingress").unwrap_err();
     assert!(
-        err.contains("'ingress'") && err.contains("storage, metrics-server"),
+        err.contains("'ingress'") && err.contains("storage, metrics-server, load-balancer"),
         "{err}"
     );
     for addon in Addon::ALL {
@@ -172,4 +174,48 @@ fn names_are_parsed_and_unknown_ones_listed() {
         assert_eq!(yaml.trim(), addon.name());
     }
     assert_eq!(Addon::Storage.selector(), "kinit/addon=storage");
+}
+
+#[test]
+fn the_load_balancer_runs_kinit_from_the_node_image_on_the_hosts_network() {
+    let objects = rendered(Addon::LoadBalancer);
+    let names = kinds_and_names(&objects);
+    assert_eq!(
+        names,
+        [
+            "ServiceAccount kinit-service-lb",
+            "ClusterRole kinit:service-lb",
+            "ClusterRoleBinding kinit:service-lb",
+            "Deployment kinit-service-lb",
+        ]
+    );
+    let pod = &objects[3]["spec"]["template"]["spec"];
+    assert_eq!(pod["hostNetwork"], true);
+    let container = &pod["containers"][0];
+    assert_eq!(container["image"], "kinit/node:v1.36.3-0123456789ab");
+    assert_eq!(container["imagePullPolicy"], "Never");
+    assert_eq!(container["command"][1], "service-lb");
+    // Every host directory it mounts is read-only and must exist (never created).
+    let mounts = container["volumeMounts"].as_sequence().unwrap();
+    assert!(!mounts.is_empty());
+    assert!(mounts.iter().all(|m| m["readOnly"] == true), "{mounts:?}");
+    let volumes = pod["volumes"].as_sequence().unwrap();
+    assert!(
+        volumes.iter().all(|v| v["hostPath"]["type"] == "Directory"),
+        "{volumes:?}"
+    );
+    // It may change Services' status, nothing else of theirs.
+    let rules = objects[1]["rules"].as_sequence().unwrap();
+    let writes: Vec<&serde_yaml::Value> = rules
+        .iter()
+        .filter(|r| {
+            r["verbs"]
+                .as_sequence()
+                .unwrap()
+                .iter()
+                .any(|v| v == "patch" || v == "update")
+        })
+        .flat_map(|r| r["resources"].as_sequence().unwrap())
+        .collect();
+    assert_eq!(writes, ["services/status", "events"]);
 }

@@ -205,7 +205,7 @@ fn state_files_of_earlier_kinits_load_and_save_the_same() {
     );
     loaded.save(&path).unwrap();
     // Saving records the addons such a cluster gets: the defaults.
-    let with_addons = format!("{text}addons:\n- storage\n- metrics-server\n");
+    let with_addons = format!("{text}addons:\n- storage\n- metrics-server\n- load-balancer\n");
     assert_eq!(std::fs::read_to_string(&path).unwrap(), with_addons);
     assert_eq!(Settings::load(&path).unwrap().unwrap(), loaded);
     // One from before the pod range was saved reads as the default.
@@ -340,7 +340,7 @@ fn addons_a_new_cluster_gets_exactly_an_existing_one_only_gains() {
 
     let mut existing = settings();
     let kept = existing.request_addons(&only_storage, false);
-    assert_eq!(kept, [Addon::MetricsServer]);
+    assert_eq!(kept, [Addon::MetricsServer, Addon::LoadBalancer]);
     assert_eq!(existing.addons, Addon::defaults());
     existing.addons.clear();
     assert!(existing.request_addons(&only_storage, false).is_empty());

@@ -10,8 +10,9 @@ use crate::addons::Addon;
 use crate::bundle;
 use crate::cli::AddonsCommand;
 use crate::cluster::Settings;
+use crate::cluster::component::Container;
 use crate::config::Config;
-use crate::docker::{Docker, ImageSource};
+use crate::docker::{self, Docker, ImageSource};
 use crate::fs::Lock;
 use crate::kubernetes::Kube;
 use crate::layout::{LOCK_FILE, Layout};
@@ -123,6 +124,11 @@ async fn enable(state_dir: Option<&Path>, config_path: Option<&Path>, addon: Add
     let config = super::load_config(config_path)?;
     let kube = Kube::connect(&layout.kubeconfig("admin.conf")).await?;
     let docker = Docker::connect().await?;
+    let master = docker::container_name(Container::Master.label());
+    let node_image = match docker.inspect(&master).await? {
+        Some(state) => state.image,
+        None => bail!("no {master} container: the cluster is down (run `sudo kinit up`)"),
+    };
     let mut steps = Steps::new();
     steps
         .run(
@@ -132,7 +138,8 @@ async fn enable(state_dir: Option<&Path>, config_path: Option<&Path>, addon: Add
         .await?;
     steps
         .run(&format!("Applying the {addon} addon"), async {
-            let (total, changed) = kube.apply(&addon.render(&layout, &images)?).await?;
+            let text = addon.render(&layout, &images, &node_image)?;
+            let (total, changed) = kube.apply(&text).await?;
             let was = settings.addons.insert(addon);
             if was {
                 settings.save(&layout.settings_file())?;
@@ -216,15 +223,27 @@ async fn disable(state_dir: Option<&Path>, addon: Addon, force: bool) -> Result<
                 .await
             })
             .await?;
+            // With its controller gone, the addresses it gave would stay, and lead nowhere
+            // once kube-proxy drops them... or keep working, unmanaged: clear them.
+            let cleared = if addon == Addon::LoadBalancer {
+                kube.clear_load_balancer_addresses().await?
+            } else {
+                Vec::new()
+            };
             let was = settings.addons.remove(&addon);
             if was {
                 settings.save(&layout.settings_file())?;
             }
-            Ok(if deleted == 0 && !was {
+            let cleared = if cleared.is_empty() {
+                String::new()
+            } else {
+                format!("; cleared the external address of {}", cleared.join(", "))
+            };
+            Ok(if deleted == 0 && !was && cleared.is_empty() {
                 Outcome::AlreadyDone("disabled; nothing of it was there".into())
             } else {
                 Outcome::Done(format!(
-                    "deleted {deleted} objects and their pods; disabled"
+                    "deleted {deleted} objects and their pods; disabled{cleared}"
                 ))
             })
         })

@@ -42,6 +42,11 @@ pub async fn run(cli: Cli) -> Result<()> {
             .render(&mut std::io::stdout())
             .context("cannot write the man page"),
         Command::Boot => boot::run().await,
+        Command::ServiceLb => {
+            let kube = crate::kubernetes::Kube::in_cluster().await?;
+            kube.serve_load_balancers(crate::service_lb::listening)
+                .await
+        }
         Command::RuntimeProxy {
             listen,
             upstream,

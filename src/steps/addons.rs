@@ -29,7 +29,7 @@ pub async fn run(ctx: &Context) -> Result<Outcome> {
         texts.push(manifest.render_text(&values)?);
     }
     for addon in &ctx.settings.addons {
-        texts.push(addon.render(&ctx.layout, &ctx.images)?);
+        texts.push(addon.render(&ctx.layout, &ctx.images, ctx.node_image()?)?);
     }
     let mut total = 0;
     let mut changed = 0;

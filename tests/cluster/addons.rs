@@ -1,10 +1,13 @@
 //! The default addons end to end: a StatefulSet's claim bound by the storage addon, its
-//! data surviving the pod and down + up; `kubectl top` through metrics-server; and each
-//! addon disabled leaving none of its objects, then enabled again.
+//! data surviving the pod and down + up; `kubectl top` through metrics-server; a
+//! LoadBalancer Service on the node's address, from the host, through `kinit socks` and
+//! from a neighbouring machine; and each addon disabled leaving none of its objects, then
+//! enabled again.
 
 use std::time::Duration;
 
-use crate::common::cluster::Cluster;
+use crate::common::cluster::{Cluster, curl};
+use crate::common::neighbour::Neighbour;
 use crate::common::text;
 
 /// A StatefulSet whose pod writes a token into its claim once, and keeps it.
@@ -132,7 +135,7 @@ fn all_ready(c: &Cluster) {
         Duration::from_secs(240),
         || {
             let list = listed(c);
-            if list.len() == 2 && list.iter().all(|(_, e, s)| e == "yes" && s == "ready") {
+            if list.len() == 3 && list.iter().all(|(_, e, s)| e == "yes" && s == "ready") {
                 Ok(())
             } else {
                 Err(format!("{list:?}"))
@@ -176,22 +179,136 @@ pub fn disable_and_enable(c: &Cluster) {
             }
         },
     );
-    for addon in ["storage", "metrics-server"] {
+    for addon in ["storage", "metrics-server", "load-balancer"] {
         c.ok(&["addons", "disable", addon]);
         let left = left_of(c, addon);
         assert!(left.trim().is_empty(), "{addon} left:\n{left}");
         c.ok(&["addons", "disable", addon]); // idempotent
     }
+    // No Service keeps the address the load balancer gave it.
+    assert_eq!(external_ip(c, LB_SERVICE), "");
     assert!(
         listed(c).iter().all(|(_, e, s)| e == "no" && s == "-"),
         "{:?}",
         listed(c)
     );
     assert!(!c.kubectl(&["top", "nodes"]).status.success());
-    for addon in ["storage", "metrics-server"] {
+    for addon in ["storage", "metrics-server", "load-balancer"] {
         c.ok(&["addons", "enable", addon]);
         c.ok(&["addons", "enable", addon]); // idempotent
     }
     all_ready(c);
     metrics(c);
+    wait_external_ip(c, LB_SERVICE, &node_ip(c));
+}
+
+/// The tutorial's web pods behind a LoadBalancer Service on port 8088.
+const LB_SERVICE: &str = "web-lb";
+const LB_PORT: u16 = 8088;
+
+fn lb_service(name: &str, port: u16) -> String {
+    format!(
+        "apiVersion: v1
+kind: Service
+metadata: {{name: {name}, namespace: default}}
+spec:
+  type: LoadBalancer
+  selector: {{app: web}}
+  ports:
+  - {{port: {port}, targetPort: 80, protocol: TCP}}
+"
+    )
+}
+
+fn node_ip(c: &Cluster) -> String {
+    c.kubectl_ok(&[
+        "get",
+        "nodes",
+        "-o",
+        r#"jsonpath={.items[0].status.addresses[?(@.type=="InternalIP")].address}"#,
+    ])
+}
+
+fn external_ip(c: &Cluster, service: &str) -> String {
+    c.kubectl_ok(&[
+        "get",
+        "service",
+        service,
+        "-o",
+        "jsonpath={.status.loadBalancer.ingress[*].ip}",
+    ])
+}
+
+fn wait_external_ip(c: &Cluster, service: &str, want: &str) {
+    c.wait_for(
+        &format!("Service {service} to get the address {want}"),
+        Duration::from_secs(60),
+        || match external_ip(c, service) {
+            ip if ip == want => Ok(()),
+            ip => Err(format!("it has {ip:?}")),
+        },
+    );
+}
+
+/// A LoadBalancer Service gets the node's address and answers on it from the host,
+/// through `kinit socks` (at `socks`) and from a neighbouring machine; a port another
+/// Service or a host program holds leaves a Service pending, with an event saying why.
+pub fn load_balancer(c: &Cluster, socks: &str) {
+    let ip = node_ip(c);
+    c.apply(&lb_service(LB_SERVICE, LB_PORT));
+    wait_external_ip(c, LB_SERVICE, &ip);
+    let url = format!("http://{ip}:{LB_PORT}/");
+    let direct = curl(&[&url]);
+    assert!(text(&direct).contains("Hello from"), "{}", text(&direct));
+    let proxied = curl(&["--socks5", socks, &url]);
+    assert!(text(&proxied).contains("Hello from"), "{}", text(&proxied));
+    let lan = Neighbour::new();
+    lan.route_to(&ip);
+    let neighbour = lan.run("curl", &["-sS", "--max-time", "10", &url]);
+    assert!(
+        text(&neighbour).contains("Hello from"),
+        "{}",
+        text(&neighbour)
+    );
+    drop(lan);
+
+    // The same port again, and the API server's port: both wait, and say why.
+    c.apply(&lb_service("web-lb-again", LB_PORT));
+    c.apply(&lb_service("web-lb-api", 6443));
+    for (service, why) in [
+        (
+            "web-lb-again",
+            format!("{LB_PORT}/TCP is Service default/{LB_SERVICE}'s"),
+        ),
+        (
+            "web-lb-api",
+            "a program on the host listens on 6443/TCP".to_string(),
+        ),
+    ] {
+        c.wait_for(
+            &format!("an event on {service} saying why it waits"),
+            Duration::from_secs(60),
+            || {
+                let events = c.kubectl_ok(&[
+                    "get",
+                    "events",
+                    "--field-selector",
+                    &format!("involvedObject.name={service}"),
+                    "-o",
+                    "jsonpath={.items[*].message}",
+                ]);
+                if events.contains(&why) {
+                    Ok(())
+                } else {
+                    Err(format!("events: {events:?}"))
+                }
+            },
+        );
+        assert_eq!(external_ip(c, service), "", "{service} got an address");
+    }
+    // The API server still answers on its port: the waiting Service took nothing.
+    let api = curl(&["-k", &format!("https://{ip}:6443/readyz")]);
+    assert!(text(&api).contains("ok"), "{}", text(&api));
+    // web-lb stays, for the addon's disable and enable.
+    c.kubectl_ok(&["delete", "service", "web-lb-api", "web-lb-again"]);
 }

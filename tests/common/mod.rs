@@ -3,6 +3,7 @@
 
 pub mod cluster;
 pub mod component_settings;
+pub mod neighbour;
 pub mod phases;
 
 use std::io::Write;

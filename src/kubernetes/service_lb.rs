@@ -1,0 +1,245 @@
+//! The `load-balancer` addon's controller loop (`kinit service-lb`, in a pod on the host's
+//! network): watches Services, gives LoadBalancer ones the node's address as
+//! [`service_lb::decide`] says, and tells a waiting Service why, with an event.
+
+use std::collections::{BTreeSet, HashSet};
+use std::net::IpAddr;
+use std::pin::pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use futures_util::StreamExt;
+use k8s_openapi::api::core::v1::{Node, Service};
+use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::{WatchStreamExt, reflector, watcher};
+use kube::{Resource, ResourceExt};
+use serde_json::json;
+use tracing::{info, warn};
+
+use super::{Kube, READ_TIMEOUT, WATCH_SECONDS};
+use crate::service_lb::{self, CONTROLLER, Claim, Decision, Port, Protocol};
+
+/// Decided again this often without a change to any Service: the node's address may have
+/// moved, and a program may have stopped listening on a port a waiting Service wants.
+const RESYNC: Duration = Duration::from_secs(10);
+
+impl Kube {
+    /// A client from inside a pod, with its service account.
+    pub async fn in_cluster() -> Result<Self> {
+        let mut config = kube::Config::incluster()
+            .context("no in-cluster configuration: `kinit service-lb` runs in its pod")?;
+        config.connect_timeout = Some(Duration::from_secs(5));
+        config.read_timeout = Some(READ_TIMEOUT);
+        let client = kube::Client::try_from(config).context("cannot set up a Kubernetes client")?;
+        Ok(Self::new(client))
+    }
+
+    /// Runs the controller until the process ends. `listening` gives the ports host
+    /// programs listen on at an address ([`service_lb::listening`]).
+    pub async fn serve_load_balancers(
+        &self,
+        listening: impl Fn(IpAddr) -> BTreeSet<Port>,
+    ) -> Result<()> {
+        let services: Api<Service> = Api::all(self.client.clone());
+        let (store, writer) = reflector::store();
+        let config = watcher::Config::default().timeout(WATCH_SECONDS);
+        let mut changes = pin!(reflector(
+            writer,
+            watcher(services, config).default_backoff()
+        ));
+        let recorder = Recorder::new(
+            self.client.clone(),
+            Reporter {
+                controller: CONTROLLER.into(),
+                instance: std::env::var("POD_NAME").ok(),
+            },
+        );
+        let mut told = HashSet::new();
+        let mut resync = tokio::time::interval(RESYNC);
+        loop {
+            tokio::select! {
+                change = changes.next() => match change {
+                    Some(Ok(_)) => {}
+                    // The watcher retries with backoff; say so, and decide on what is known.
+                    Some(Err(e)) => warn!("watching Services: {e}"),
+                    None => bail!("the watch of Services ended"),
+                },
+                _ = resync.tick() => {}
+            }
+            if store.wait_until_ready().await.is_err() {
+                bail!("the Service cache was dropped");
+            }
+            if let Err(e) = self
+                .decide_all(&store.state(), &listening, &recorder, &mut told)
+                .await
+            {
+                warn!("{e:#}");
+            }
+        }
+    }
+
+    async fn decide_all(
+        &self,
+        services: &[Arc<Service>],
+        listening: &impl Fn(IpAddr) -> BTreeSet<Port>,
+        recorder: &Recorder,
+        told: &mut HashSet<(String, String)>,
+    ) -> Result<()> {
+        let node_ip = self.node_ip().await?;
+        let ours: Vec<&Service> = services
+            .iter()
+            .map(Arc::as_ref)
+            .filter(|s| wants_address(s))
+            .collect();
+        let claims: Vec<Claim> = ours.iter().map(|s| claim(s, node_ip)).collect();
+        let decisions = service_lb::decide(&claims, &listening(node_ip));
+        for (service, decision) in ours.into_iter().zip(decisions) {
+            let name = format!(
+                "{}/{}",
+                service.namespace().unwrap_or_default(),
+                service.name_any()
+            );
+            let result = match decision {
+                Decision::Assign if addresses(service) == [node_ip.to_string()] => Ok(()),
+                Decision::Assign => {
+                    info!("{name}: external address {node_ip}");
+                    self.set_address(service, Some(node_ip)).await
+                }
+                Decision::Pending(why) => {
+                    let mut result = Ok(());
+                    if !addresses(service).is_empty() {
+                        info!("{name}: no external address ({why})");
+                        result = self.set_address(service, None).await;
+                    }
+                    // Told once per Service and reason, not on every resync.
+                    if told.insert((service.uid().unwrap_or_default(), why.clone())) {
+                        tell(recorder, service, &why).await;
+                    }
+                    result
+                }
+            };
+            if let Err(e) = result {
+                warn!("{name}: {e:#}");
+            }
+        }
+        Ok(())
+    }
+
+    /// The node's InternalIP (a kinit cluster has one node).
+    async fn node_ip(&self) -> Result<IpAddr> {
+        let nodes: Api<Node> = Api::all(self.client.clone());
+        let list = nodes
+            .list(&ListParams::default())
+            .await
+            .context("cannot list the nodes")?;
+        list.items
+            .iter()
+            .filter_map(|n| n.status.as_ref()?.addresses.as_ref())
+            .flatten()
+            .find(|a| a.type_ == "InternalIP")
+            .and_then(|a| a.address.parse().ok())
+            .context("no node has an InternalIP yet")
+    }
+
+    /// Sets a Service's `status.loadBalancer.ingress` to the address, or clears it.
+    async fn set_address(&self, service: &Service, ip: Option<IpAddr>) -> Result<()> {
+        let api: Api<Service> = Api::namespaced(
+            self.client.clone(),
+            &service.namespace().unwrap_or_default(),
+        );
+        let ingress = ip.map(|ip| json!([{"ip": ip.to_string(), "ipMode": "VIP"}]));
+        let patch = json!({"status": {"loadBalancer": {"ingress": ingress}}});
+        api.patch_status(
+            &service.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(&patch),
+        )
+        .await
+        .context("cannot update its status")?;
+        Ok(())
+    }
+
+    /// Clears the address of every Service this controller serves: what disabling the
+    /// addon leaves behind otherwise. Returns the Services changed.
+    pub async fn clear_load_balancer_addresses(&self) -> Result<Vec<String>> {
+        let services: Api<Service> = Api::all(self.client.clone());
+        let list = services
+            .list(&ListParams::default())
+            .await
+            .context("cannot list the Services")?;
+        let mut cleared = Vec::new();
+        for service in list.items.iter().filter(|s| wants_address(s)) {
+            if !addresses(service).is_empty() {
+                self.set_address(service, None).await?;
+                cleared.push(format!(
+                    "{}/{}",
+                    service.namespace().unwrap_or_default(),
+                    service.name_any()
+                ));
+            }
+        }
+        Ok(cleared)
+    }
+}
+
+/// Type LoadBalancer and no `loadBalancerClass`: a Service with a class is another
+/// implementation's.
+fn wants_address(service: &Service) -> bool {
+    service.spec.as_ref().is_some_and(|spec| {
+        spec.type_.as_deref() == Some("LoadBalancer") && spec.load_balancer_class.is_none()
+    })
+}
+
+fn addresses(service: &Service) -> Vec<String> {
+    service
+        .status
+        .as_ref()
+        .and_then(|s| s.load_balancer.as_ref())
+        .and_then(|lb| lb.ingress.as_ref())
+        .into_iter()
+        .flatten()
+        .filter_map(|i| i.ip.clone())
+        .collect()
+}
+
+fn claim(service: &Service, node_ip: IpAddr) -> Claim {
+    let ports = service
+        .spec
+        .as_ref()
+        .and_then(|s| s.ports.as_ref())
+        .into_iter()
+        .flatten()
+        .filter_map(|p| {
+            Some(Port {
+                protocol: Protocol::parse(p.protocol.as_deref())?,
+                number: u16::try_from(p.port).ok()?,
+            })
+        })
+        .collect();
+    Claim {
+        namespace: service.namespace().unwrap_or_default(),
+        name: service.name_any(),
+        created: service
+            .creation_timestamp()
+            .map(|t| t.0.to_string())
+            .unwrap_or_default(),
+        ports,
+        holds: addresses(service).contains(&node_ip.to_string()),
+    }
+}
+
+/// A Warning event on the Service; a failure to record it is only logged.
+async fn tell(recorder: &Recorder, service: &Service, why: &str) {
+    let event = Event {
+        type_: EventType::Warning,
+        reason: "AddressUnavailable".into(),
+        note: Some(why.into()),
+        action: "AssignAddress".into(),
+        secondary: None,
+    };
+    if let Err(e) = recorder.publish(&event, &service.object_ref(&())).await {
+        warn!("cannot record an event: {e}");
+    }
+}
