@@ -18,6 +18,7 @@ const KEYS: &[&str] = &[
     "PREVIOUS_PAUSE_VERSION",
     "LOCAL_PATH_PROVISIONER_VERSION",
     "METRICS_SERVER_VERSION",
+    "TRAEFIK_VERSION",
 ];
 
 fn main() {

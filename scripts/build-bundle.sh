@@ -4,7 +4,7 @@
 #   scripts/build-bundle.sh [--only COMPONENT[,COMPONENT...]] [--pinned-only] [KUBE_VERSION] OUT_DIR
 #
 # Components: etcd kubernetes cri-dockerd coredns cni pause workloads registry
-#             local-path-provisioner metrics-server (default: all),
+#             local-path-provisioner metrics-server traefik (default: all),
 # and conformance (only when asked for: the upstream conformance suite and its test images,
 # scripts/bundle/conformance.sh).
 #
@@ -34,7 +34,7 @@ BUNDLE_DIR="$SCRIPT_DIR/bundle"
 source "$SCRIPT_DIR/versions.env"
 
 ALL_COMPONENTS=(etcd kubernetes cri-dockerd coredns cni pause workloads registry
-  local-path-provisioner metrics-server)
+  local-path-provisioner metrics-server traefik)
 # Built only when --only names them: what kinit does not need, only its tests.
 OPTIONAL_COMPONENTS=(conformance)
 
@@ -622,6 +622,33 @@ image_metrics_server() {
   smoke "$ref" --version
 }
 
+# Traefik (the ingress addon's controller), stamped like its Makefile. Its web dashboard
+# (webui/, built with npm upstream) is not built: kinit does not enable the dashboard.
+build_traefik() {
+  local out=$1 mod="github.com/traefik/traefik/v3@${TRAEFIK_VERSION}" date
+  go_wrapper traefik
+  go_copy_replaces "$mod"
+  go get "github.com/traefik/traefik/v3/cmd/traefik@${TRAEFIK_VERSION}"
+  date=$(go_origin "$mod" Time)
+  go_build "$out/bin" "-X github.com/traefik/traefik/v3/pkg/version.Version=${TRAEFIK_VERSION} \
+    -X github.com/traefik/traefik/v3/pkg/version.Codename=kinit-bundle \
+    ${date:+-X github.com/traefik/traefik/v3/pkg/version.BuildDate=$date}" \
+    github.com/traefik/traefik/v3/cmd/traefik
+  "$out/bin/traefik" version
+}
+
+# docker.io/library/traefik: upstream is alpine with /usr/local/bin/traefik and an
+# entrypoint script that prepends `traefik` to flags; kinit's manifest names the binary as
+# its command, which either image runs.
+image_traefik() {
+  local out=$1 r="$STEP_WORK/rootfs-traefik"
+  local ref="docker.io/library/traefik:${TRAEFIK_VERSION}"
+  base_rootfs "$r"
+  install -m 0755 "${STEP_DIR[traefik]}/bin/traefik" "$r/usr/local/bin/traefik"
+  image_from_rootfs "$out" "$r" "$ref" 'ENTRYPOINT ["/usr/local/bin/traefik"]' 'EXPOSE 80'
+  smoke "$ref" version
+}
+
 # ---------------------------------------------------------------------------------------
 # Components
 # ---------------------------------------------------------------------------------------
@@ -696,6 +723,12 @@ comp_metrics_server() {
   run_step metrics-server "$METRICS_SERVER_VERSION" build_metrics_server
   run_step image-metrics-server "$METRICS_SERVER_VERSION" image_metrics_server "$(stamp_of metrics-server)"
   export_image image-metrics-server
+}
+
+comp_traefik() {
+  run_step traefik "$TRAEFIK_VERSION" build_traefik
+  run_step image-traefik "$TRAEFIK_VERSION" image_traefik "$(stamp_of traefik)"
+  export_image image-traefik
 }
 
 # ---------------------------------------------------------------------------------------

@@ -2,7 +2,8 @@
 //! objects applied through the API from data files under `manifests/addons/<name>/`:
 //! `storage` (a default StorageClass backed by rancher/local-path-provisioner, volumes
 //! under the state directory), `metrics-server` (`kubectl top`, HPAs) and `load-balancer`
-//! (LoadBalancer Services on the node's address, [`crate::service_lb`]). A cluster's
+//! (LoadBalancer Services on the node's address, [`crate::service_lb`]), and `ingress`
+//! (Traefik, off by default for its memory; it needs `load-balancer`). A cluster's
 //! enabled set lives in its settings; a new cluster gets [`Addon::defaults`].
 
 use std::collections::BTreeSet;
@@ -26,6 +27,7 @@ pub enum Addon {
     Storage,
     MetricsServer,
     LoadBalancer,
+    Ingress,
 }
 
 /// The Deployment whose readiness is an addon's.
@@ -36,11 +38,27 @@ pub struct Workload {
 }
 
 impl Addon {
-    pub const ALL: [Addon; 3] = [Addon::Storage, Addon::MetricsServer, Addon::LoadBalancer];
+    pub const ALL: [Addon; 4] = [
+        Addon::Storage,
+        Addon::MetricsServer,
+        Addon::LoadBalancer,
+        Addon::Ingress,
+    ];
 
-    /// What a new cluster gets when neither `--addons` nor the config file says.
+    /// What a new cluster gets when neither `--addons` nor the config file says: all but
+    /// the ingress controller, whose idle memory (about 100 MiB) a cluster without
+    /// Ingresses should not pay.
     pub fn defaults() -> BTreeSet<Addon> {
-        Self::ALL.into_iter().collect()
+        [Addon::Storage, Addon::MetricsServer, Addon::LoadBalancer].into()
+    }
+
+    /// The addons it cannot work without: the ingress controller's address is its
+    /// LoadBalancer Service's.
+    pub fn requires(self) -> &'static [Addon] {
+        match self {
+            Addon::Ingress => &[Addon::LoadBalancer],
+            Addon::Storage | Addon::MetricsServer | Addon::LoadBalancer => &[],
+        }
     }
 
     pub fn name(self) -> &'static str {
@@ -48,6 +66,7 @@ impl Addon {
             Addon::Storage => "storage",
             Addon::MetricsServer => "metrics-server",
             Addon::LoadBalancer => "load-balancer",
+            Addon::Ingress => "ingress",
         }
     }
 
@@ -58,6 +77,7 @@ impl Addon {
             }
             Addon::MetricsServer => "resource metrics for `kubectl top` and autoscaling",
             Addon::LoadBalancer => "LoadBalancer Services on the node's address",
+            Addon::Ingress => "Traefik: Ingresses on ports 80 and 443 of the node's address",
         }
     }
 
@@ -71,6 +91,7 @@ impl Addon {
                 manifests::METRICS_SERVER_API_SERVICE,
             ],
             Addon::LoadBalancer => &[manifests::LOAD_BALANCER],
+            Addon::Ingress => &[manifests::INGRESS],
         }
     }
 
@@ -80,6 +101,7 @@ impl Addon {
             Addon::Storage => vec![images.local_path_provisioner()],
             Addon::MetricsServer => vec![images.metrics_server()],
             Addon::LoadBalancer => Vec::new(),
+            Addon::Ingress => vec![images.traefik()],
         }
     }
 
@@ -102,6 +124,10 @@ impl Addon {
                 namespace: "kube-system",
                 name: "kinit-service-lb",
             },
+            Addon::Ingress => Workload {
+                namespace: "kube-system",
+                name: "traefik",
+            },
         }
     }
 
@@ -110,14 +136,14 @@ impl Addon {
     pub fn provisioner(self) -> Option<&'static str> {
         match self {
             Addon::Storage => Some("rancher.io/local-path"),
-            Addon::MetricsServer | Addon::LoadBalancer => None,
+            Addon::MetricsServer | Addon::LoadBalancer | Addon::Ingress => None,
         }
     }
 
     /// The APIService it serves, which must be available for the addon to work.
     pub fn api_service(self) -> Option<&'static str> {
         match self {
-            Addon::Storage | Addon::LoadBalancer => None,
+            Addon::Storage | Addon::LoadBalancer | Addon::Ingress => None,
             Addon::MetricsServer => Some("v1beta1.metrics.k8s.io"),
         }
     }
@@ -133,12 +159,15 @@ impl Addon {
                     image: images.local_path_provisioner(),
                     path: layout.local_volumes().display().to_string(),
                 })?,
-                Addon::MetricsServer => manifest.render_text(&MetricsServerValues {
+                Addon::MetricsServer => manifest.render_text(&ImageValues {
                     image: images.metrics_server(),
                 })?,
                 Addon::LoadBalancer => manifest.render_text(&LoadBalancerValues {
                     image: node_image.to_string(),
                     host_paths: host_library_paths(),
+                })?,
+                Addon::Ingress => manifest.render_text(&ImageValues {
+                    image: images.traefik(),
                 })?,
             };
             out.push_str(&text);
@@ -186,9 +215,18 @@ impl FromStr for Addon {
     }
 }
 
-/// `storage, metrics-server, load-balancer`.
+/// `storage, metrics-server, load-balancer, ingress`.
 fn known() -> String {
     Addon::ALL.map(Addon::name).join(", ")
+}
+
+/// `addons` and every addon they require.
+pub fn with_requirements(addons: &BTreeSet<Addon>) -> BTreeSet<Addon> {
+    let mut all = addons.clone();
+    for addon in addons {
+        all.extend(addon.requires());
+    }
+    all
 }
 
 /// For `--addons`: a comma-separated list of addon names; empty for none.
@@ -207,8 +245,9 @@ struct StorageValues {
     path: String,
 }
 
+/// What metrics-server's and the ingress controller's manifests take: their image.
 #[derive(Serialize)]
-struct MetricsServerValues {
+struct ImageValues {
     image: String,
 }
 

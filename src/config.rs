@@ -228,9 +228,9 @@ mod tests {
             Config::load(&path).unwrap().addons,
             Some([crate::addons::Addon::Storage].into())
         );
-        std::fs::write(&path, "addons: [ingress]\n").unwrap();
+        std::fs::write(&path, "addons: [gateway]\n").unwrap();
         let err = format!("{:#}", Config::load(&path).unwrap_err());
-        assert!(err.contains("unknown variant `ingress`"), "{err}");
+        assert!(err.contains("unknown variant `gateway`"), "{err}");
         std::fs::write(&path, "mirorr: http://typo\n").unwrap();
         assert!(format!("{:#}", Config::load(&path).unwrap_err()).contains("unknown field"));
     }

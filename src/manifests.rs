@@ -51,6 +51,7 @@ manifest!(
     "addons/metrics-server/apiservice.yaml"
 );
 manifest!(LOAD_BALANCER, "addons/load-balancer/controller.yaml");
+manifest!(INGRESS, "addons/ingress/traefik.yaml");
 manifest!(HOST_SYSCTL, "host/sysctl.conf");
 manifest!(HOST_MODULES, "host/modules.conf");
 manifest!(BOOT, "components/boot.yaml");

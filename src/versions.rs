@@ -84,6 +84,7 @@ pub fn parse_kubernetes_version(s: &str) -> Result<String, String> {
 /// The addons' images (`kinit addons`) as their projects publish them, registry included.
 pub const LOCAL_PATH_PROVISIONER_IMAGE: &str = "docker.io/rancher/local-path-provisioner";
 pub const METRICS_SERVER_IMAGE: &str = "registry.k8s.io/metrics-server/metrics-server";
+pub const TRAEFIK_IMAGE: &str = "docker.io/library/traefik";
 
 /// The upstream images a cluster runs, under one repository: the upstream registries, or
 /// a mirror holding them under the same paths (kubeadm's `imageRepository`). A mirror
@@ -141,6 +142,11 @@ impl Images {
         self.addon(METRICS_SERVER_IMAGE, METRICS_SERVER_VERSION)
     }
 
+    /// The ingress addon's controller.
+    pub fn traefik(&self) -> String {
+        self.addon(TRAEFIK_IMAGE, TRAEFIK_VERSION)
+    }
+
     /// An addon's upstream image, or its path under the mirror.
     fn addon(&self, upstream: &str, tag: &str) -> String {
         match self.repository.as_str() {
@@ -151,7 +157,11 @@ impl Images {
 
     /// Every addon's image, enabled or not (`kinit images list`, the bundle).
     pub fn addons(&self) -> Vec<String> {
-        vec![self.local_path_provisioner(), self.metrics_server()]
+        vec![
+            self.local_path_provisioner(),
+            self.metrics_server(),
+            self.traefik(),
+        ]
     }
 
     /// Every one of them, in the order a cluster starts them.
@@ -227,6 +237,7 @@ mod tests {
                 format!(
                     "127.0.0.1:5000/k8s/metrics-server/metrics-server:{METRICS_SERVER_VERSION}"
                 ),
+                format!("127.0.0.1:5000/k8s/library/traefik:{TRAEFIK_VERSION}"),
             ]
         );
         assert_eq!(

@@ -34,6 +34,7 @@ const DOWN_UP: &str = "down keeps every object, up brings them back";
 const STORAGE: &str = "a StatefulSet's volume survives its pod";
 const METRICS: &str = "kubectl top answers";
 const LOAD_BALANCER: &str = "a LoadBalancer Service answers on the node's address";
+const INGRESS: &str = "an Ingress answers by host name over HTTP and HTTPS";
 
 #[test]
 fn a_cluster_runs_tutorials_survives_restarts_and_purges_clean() {
@@ -76,9 +77,12 @@ fn a_cluster_runs_tutorials_survives_restarts_and_purges_clean() {
         &[DOWN_UP],
         || docker_restart(&c),
     );
+    phases.run(INGRESS, &[LOAD_BALANCER], || {
+        addons::ingress(&c, &socks_addr(&c).expect("a detached proxy"))
+    });
     phases.run(
         "addons disabled leave nothing, enabled come back",
-        &[STORAGE, METRICS, LOAD_BALANCER],
+        &[STORAGE, METRICS, LOAD_BALANCER, INGRESS],
         || addons::disable_and_enable(&c),
     );
     // Runs whatever failed before: it is also what leaves the host clean.

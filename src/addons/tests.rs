@@ -163,9 +163,10 @@ fn names_are_parsed_and_unknown_ones_listed() {
         Addon::defaults()
     );
     assert!(parse_list("").unwrap().is_empty());
-    let err = parse_list("storage,ingress").unwrap_err();
+    let err = parse_list("storage,gateway").unwrap_err();
     assert!(
-        err.contains("'ingress'") && err.contains("storage, metrics-server, load-balancer"),
+        err.contains("'gateway'")
+            && err.contains("storage, metrics-server, load-balancer, ingress"),
         "{err}"
     );
     for addon in Addon::ALL {
@@ -218,4 +219,51 @@ fn the_load_balancer_runs_kinit_from_the_node_image_on_the_hosts_network() {
         .flat_map(|r| r["resources"].as_sequence().unwrap())
         .collect();
     assert_eq!(writes, ["services/status", "events"]);
+}
+
+#[test]
+fn ingress_is_traefik_behind_a_load_balancer_and_the_default_class() {
+    let objects = rendered(Addon::Ingress);
+    let names = kinds_and_names(&objects);
+    for expected in [
+        "IngressClass traefik",
+        "Deployment traefik",
+        "Service traefik",
+    ] {
+        assert!(names.iter().any(|n| n == expected), "{expected}: {names:?}");
+    }
+    let class = &objects[names
+        .iter()
+        .position(|n| n == "IngressClass traefik")
+        .unwrap()];
+    assert_eq!(
+        class["metadata"]["annotations"]["ingressclass.kubernetes.io/is-default-class"],
+        "true"
+    );
+    let service = &objects[names.iter().position(|n| n == "Service traefik").unwrap()];
+    assert_eq!(service["spec"]["type"], "LoadBalancer");
+    let ports: Vec<i64> = service["spec"]["ports"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|p| p["port"].as_i64().unwrap())
+        .collect();
+    assert_eq!(ports, [80, 443]);
+    let deployment = &objects[names
+        .iter()
+        .position(|n| n == "Deployment traefik")
+        .unwrap()];
+    let container = &deployment["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(
+        container["image"],
+        format!(
+            "mirror.example:5000/k8s/library/traefik:{}",
+            crate::versions::TRAEFIK_VERSION
+        )
+    );
+    assert!(!Addon::defaults().contains(&Addon::Ingress));
+    assert_eq!(
+        with_requirements(&[Addon::Ingress].into()),
+        [Addon::LoadBalancer, Addon::Ingress].into()
+    );
 }

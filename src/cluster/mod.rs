@@ -228,6 +228,7 @@ impl Settings {
     /// addon, whose volumes may hold data: `kinit addons disable` does). Returns the ones
     /// kept that were not named.
     pub fn request_addons(&mut self, wanted: &BTreeSet<Addon>, new_cluster: bool) -> Vec<Addon> {
+        let wanted = &crate::addons::with_requirements(wanted);
         if new_cluster {
             self.addons = wanted.clone();
             return Vec::new();

@@ -338,6 +338,11 @@ fn addons_a_new_cluster_gets_exactly_an_existing_one_only_gains() {
     assert!(new.request_addons(&Default::default(), true).is_empty());
     assert!(new.addons.is_empty());
 
+    // The ingress controller brings the load balancer its address needs.
+    let mut ingress = settings();
+    ingress.request_addons(&[Addon::Ingress].into(), true);
+    assert_eq!(ingress.addons, [Addon::LoadBalancer, Addon::Ingress].into());
+
     let mut existing = settings();
     let kept = existing.request_addons(&only_storage, false);
     assert_eq!(kept, [Addon::MetricsServer, Addon::LoadBalancer]);
@@ -353,11 +358,11 @@ fn addons_a_new_cluster_gets_exactly_an_existing_one_only_gains() {
     assert_eq!(Settings::load(&path).unwrap().unwrap(), existing);
     let text = std::fs::read_to_string(&path)
         .unwrap()
-        .replace("- storage", "- ingress");
+        .replace("- storage", "- gateway");
     std::fs::write(&path, text).unwrap();
     let err = format!("{:#}", Settings::load(&path).unwrap_err());
     assert!(
-        err.contains("is corrupt") && err.contains("ingress"),
+        err.contains("is corrupt") && err.contains("gateway"),
         "{err}"
     );
 }

@@ -129,29 +129,37 @@ async fn enable(state_dir: Option<&Path>, config_path: Option<&Path>, addon: Add
         Some(state) => state.image,
         None => bail!("no {master} container: the cluster is down (run `sudo kinit up`)"),
     };
+    // What it requires and lacks first, as `kinit up --addons` would.
+    let missing = addon
+        .requires()
+        .iter()
+        .copied()
+        .filter(|a| !settings.addons.contains(a));
     let mut steps = Steps::new();
-    steps
-        .run(
-            &format!("Making the {addon} images available"),
-            addon_images(&docker, &config, &addon.images(&images)),
-        )
-        .await?;
-    steps
-        .run(&format!("Applying the {addon} addon"), async {
-            let text = addon.render(&layout, &images, &node_image)?;
-            let (total, changed) = kube.apply(&text).await?;
-            let was = settings.addons.insert(addon);
-            if was {
-                settings.save(&layout.settings_file())?;
-            }
-            Ok(match (changed, was) {
-                (0, false) => {
-                    Outcome::AlreadyDone(format!("enabled; {total} objects as they should be"))
+    for addon in missing.chain([addon]).collect::<Vec<_>>() {
+        steps
+            .run(
+                &format!("Making the {addon} images available"),
+                addon_images(&docker, &config, &addon.images(&images)),
+            )
+            .await?;
+        steps
+            .run(&format!("Applying the {addon} addon"), async {
+                let text = addon.render(&layout, &images, &node_image)?;
+                let (total, changed) = kube.apply(&text).await?;
+                let was = settings.addons.insert(addon);
+                if was {
+                    settings.save(&layout.settings_file())?;
                 }
-                _ => Outcome::Done(format!("applied {changed} of {total} objects; enabled")),
+                Ok(match (changed, was) {
+                    (0, false) => {
+                        Outcome::AlreadyDone(format!("enabled; {total} objects as they should be"))
+                    }
+                    _ => Outcome::Done(format!("applied {changed} of {total} objects; enabled")),
+                })
             })
-        })
-        .await?;
+            .await?;
+    }
     crate::outln!("`kinit addons list` says when {addon} is ready.")?;
     Ok(())
 }
@@ -177,6 +185,19 @@ async fn addon_images(docker: &Docker, config: &Config, images: &[String]) -> Re
 
 async fn disable(state_dir: Option<&Path>, addon: Addon, force: bool) -> Result<()> {
     let (_lock, layout, mut settings, images) = changing(state_dir, "addons disable")?;
+    let needed_by: Vec<&str> = settings
+        .addons
+        .iter()
+        .filter(|a| a.requires().contains(&addon))
+        .map(|a| a.name())
+        .collect();
+    if !needed_by.is_empty() {
+        bail!(
+            "the {} addon needs {addon}: disable it first (`sudo kinit addons disable {}`)",
+            needed_by.join(", "),
+            needed_by[0]
+        );
+    }
     let kube = Kube::connect(&layout.kubeconfig("admin.conf")).await?;
     if let Some(provisioner) = addon.provisioner()
         && !force

@@ -4,6 +4,7 @@
 //! from a neighbouring machine; and each addon disabled leaving none of its objects, then
 //! enabled again.
 
+use std::process::Command;
 use std::time::Duration;
 
 use crate::common::cluster::{Cluster, curl};
@@ -38,7 +39,7 @@ spec:
 
 /// Every kind an addon makes, for listing what is left of it by its label.
 const KINDS: &str = "deployments,replicasets,pods,services,serviceaccounts,configmaps,roles,\
-rolebindings,clusterroles,clusterrolebindings,namespaces,storageclasses,apiservices";
+rolebindings,clusterroles,clusterrolebindings,namespaces,storageclasses,apiservices,ingressclasses";
 
 fn keeper_ready(c: &Cluster) {
     c.wait_for("the keeper pod ready", Duration::from_secs(120), || {
@@ -129,13 +130,21 @@ fn listed(c: &Cluster) -> Vec<(String, String, String)> {
         .collect()
 }
 
-fn all_ready(c: &Cluster) {
+/// Every addon listed; those named enabled and ready, the others disabled with nothing left.
+fn all_ready(c: &Cluster, enabled: &[&str]) {
     c.wait_for(
-        "every addon enabled and ready",
+        &format!("addons {enabled:?} enabled and ready, the others disabled"),
         Duration::from_secs(240),
         || {
             let list = listed(c);
-            if list.len() == 3 && list.iter().all(|(_, e, s)| e == "yes" && s == "ready") {
+            let as_wanted = list.iter().all(|(name, e, s)| {
+                if enabled.contains(&name.as_str()) {
+                    e == "yes" && s == "ready"
+                } else {
+                    e == "no" && s == "-"
+                }
+            });
+            if list.len() == ADDONS.len() && as_wanted {
                 Ok(())
             } else {
                 Err(format!("{list:?}"))
@@ -143,6 +152,11 @@ fn all_ready(c: &Cluster) {
         },
     );
 }
+
+/// Every addon, in the order they can be disabled (the ingress controller needs the load
+/// balancer).
+const ADDONS: [&str; 4] = ["ingress", "storage", "metrics-server", "load-balancer"];
+const DEFAULTS: [&str; 3] = ["storage", "metrics-server", "load-balancer"];
 
 fn left_of(c: &Cluster, addon: &str) -> String {
     let selector = format!("kinit/addon={addon}");
@@ -152,7 +166,15 @@ fn left_of(c: &Cluster, addon: &str) -> String {
 /// Storage refuses to go while its volume exists; each addon disabled leaves none of its
 /// objects and is listed as disabled; enabled again, each is ready.
 pub fn disable_and_enable(c: &Cluster) {
-    all_ready(c);
+    all_ready(c, &ADDONS);
+    // The load balancer cannot go while the ingress controller needs it.
+    let out = c.kinit(&["addons", "disable", "load-balancer"]);
+    assert!(!out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("the ingress addon needs load-balancer"),
+        "{}",
+        text(&out)
+    );
     let out = c.kinit(&["addons", "disable", "storage"]);
     assert!(!out.status.success(), "{}", text(&out));
     let volume = c.kubectl_ok(&[
@@ -179,7 +201,7 @@ pub fn disable_and_enable(c: &Cluster) {
             }
         },
     );
-    for addon in ["storage", "metrics-server", "load-balancer"] {
+    for addon in ADDONS {
         c.ok(&["addons", "disable", addon]);
         let left = left_of(c, addon);
         assert!(left.trim().is_empty(), "{addon} left:\n{left}");
@@ -193,11 +215,11 @@ pub fn disable_and_enable(c: &Cluster) {
         listed(c)
     );
     assert!(!c.kubectl(&["top", "nodes"]).status.success());
-    for addon in ["storage", "metrics-server", "load-balancer"] {
+    for addon in DEFAULTS {
         c.ok(&["addons", "enable", addon]);
         c.ok(&["addons", "enable", addon]); // idempotent
     }
-    all_ready(c);
+    all_ready(c, &DEFAULTS);
     metrics(c);
     wait_external_ip(c, LB_SERVICE, &node_ip(c));
 }
@@ -230,9 +252,15 @@ fn node_ip(c: &Cluster) -> String {
 }
 
 fn external_ip(c: &Cluster, service: &str) -> String {
+    external_ip_in(c, "default", service)
+}
+
+fn external_ip_in(c: &Cluster, namespace: &str, service: &str) -> String {
     c.kubectl_ok(&[
         "get",
         "service",
+        "-n",
+        namespace,
         service,
         "-o",
         "jsonpath={.status.loadBalancer.ingress[*].ip}",
@@ -240,10 +268,14 @@ fn external_ip(c: &Cluster, service: &str) -> String {
 }
 
 fn wait_external_ip(c: &Cluster, service: &str, want: &str) {
+    wait_external_ip_in(c, "default", service, want);
+}
+
+fn wait_external_ip_in(c: &Cluster, namespace: &str, service: &str, want: &str) {
     c.wait_for(
-        &format!("Service {service} to get the address {want}"),
+        &format!("Service {namespace}/{service} to get the address {want}"),
         Duration::from_secs(60),
-        || match external_ip(c, service) {
+        || match external_ip_in(c, namespace, service) {
             ip if ip == want => Ok(()),
             ip => Err(format!("it has {ip:?}")),
         },
@@ -311,4 +343,90 @@ pub fn load_balancer(c: &Cluster, socks: &str) {
     assert!(text(&api).contains("ok"), "{}", text(&api));
     // web-lb stays, for the addon's disable and enable.
     c.kubectl_ok(&["delete", "service", "web-lb-api", "web-lb-again"]);
+}
+
+/// An Ingress routing the host web.kinit.test to the tutorial's web Service.
+const INGRESS: &str = r#"
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata: {name: web, namespace: default}
+spec:
+  rules:
+  - host: web.kinit.test
+    http:
+      paths:
+      - path: /
+        pathType: Prefix
+        backend: {service: {name: web, port: {number: 80}}}
+"#;
+
+/// `kinit addons enable ingress` (which the default set leaves out): an Ingress without a
+/// class (the default one) answers by host name over HTTP and HTTPS on the node's address,
+/// from the host and through `kinit socks`; other host names get Traefik's 404.
+pub fn ingress(c: &Cluster, socks: &str) {
+    c.ok(&["addons", "enable", "ingress"]);
+    all_ready(c, &ADDONS);
+    let ip = node_ip(c);
+    wait_external_ip_in(c, "kube-system", "traefik", &ip);
+    c.apply(INGRESS);
+    c.wait_for(
+        "the Ingress to route web.kinit.test",
+        Duration::from_secs(60),
+        || {
+            let out = curl(&[
+                "--resolve",
+                &format!("web.kinit.test:80:{ip}"),
+                "http://web.kinit.test/",
+            ]);
+            if text(&out).contains("Hello from") {
+                Ok(())
+            } else {
+                Err(text(&out))
+            }
+        },
+    );
+    let https = curl(&[
+        "-k",
+        "--resolve",
+        &format!("web.kinit.test:443:{ip}"),
+        "https://web.kinit.test/",
+    ]);
+    assert!(text(&https).contains("Hello from"), "{}", text(&https));
+    let proxied = curl(&[
+        "--socks5",
+        socks,
+        "-H",
+        "Host: web.kinit.test",
+        &format!("http://{ip}/"),
+    ]);
+    assert!(text(&proxied).contains("Hello from"), "{}", text(&proxied));
+    let other = Command::new("curl")
+        .args([
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "--max-time",
+            "5",
+        ])
+        .args(["-H", "Host: other.kinit.test", &format!("http://{ip}/")])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&other.stdout), "404");
+    // The Ingress reports the address it is served at.
+    c.wait_for("the Ingress's address", Duration::from_secs(60), || {
+        let address = c.kubectl_ok(&[
+            "get",
+            "ingress",
+            "web",
+            "-o",
+            "jsonpath={.status.loadBalancer.ingress[*].ip}",
+        ]);
+        if address == ip {
+            Ok(())
+        } else {
+            Err(format!("{address:?}"))
+        }
+    });
 }
