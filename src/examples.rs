@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use anyhow::{Result, bail};
 use serde::Serialize;
 
+use crate::addons::Addon;
 use crate::manifests::{self, Manifest};
 
 /// What "ready" means for an example, and what to show once it is.
@@ -16,7 +17,13 @@ pub enum Shape {
     Deployment,
     /// A Job named `hello` that runs to completion.
     Job,
+    /// Deployments `<name>` and `<name>-db`, a Service `<name>`, and an Ingress `<name>`
+    /// serving the host [`INGRESS_HOST`].
+    Ingress,
 }
+
+/// The host name the ingress example is served at.
+pub const INGRESS_HOST: &str = "telescope.kinit.test";
 
 #[derive(Debug)]
 pub struct Example {
@@ -26,9 +33,11 @@ pub struct Example {
     /// Image slots and their upstream defaults; `--image-override SLOT=IMAGE` swaps one.
     pub images: &'static [(&'static str, &'static str)],
     pub shape: Shape,
+    /// The addons it cannot run without.
+    pub needs: &'static [Addon],
 }
 
-pub const ALL: [Example; 3] = [
+pub const ALL: [Example; 4] = [
     Example {
         name: "telescope",
         summary: "Telescope and MongoDB, two containers of one pod sharing localhost",
@@ -39,6 +48,7 @@ pub const ALL: [Example; 3] = [
             ("mongo", "mongo:4.4"),
         ],
         shape: Shape::Pods,
+        needs: &[],
     },
     Example {
         name: "nginx",
@@ -46,6 +56,7 @@ pub const ALL: [Example; 3] = [
         manifest: manifests::EXAMPLE_NGINX,
         images: &[("nginx", "nginx:1.27")],
         shape: Shape::Deployment,
+        needs: &[],
     },
     Example {
         name: "job",
@@ -53,6 +64,18 @@ pub const ALL: [Example; 3] = [
         manifest: manifests::EXAMPLE_JOB,
         images: &[("busybox", "busybox:1.36")],
         shape: Shape::Job,
+        needs: &[],
+    },
+    Example {
+        name: "telescope-ingress",
+        summary: "Telescope and MongoDB as Deployments, the database on a volume, the app behind an Ingress",
+        manifest: manifests::EXAMPLE_TELESCOPE_INGRESS,
+        images: &[
+            ("telescope", "meteorhacks/telescope"),
+            ("mongo", "mongo:4.4"),
+        ],
+        shape: Shape::Ingress,
+        needs: &[Addon::Storage, Addon::Ingress],
     },
 ];
 
@@ -143,7 +166,7 @@ mod tests {
             find("wordpress")
                 .unwrap_err()
                 .to_string()
-                .contains("telescope, nginx, job")
+                .contains("telescope, nginx, job, telescope-ingress")
         );
         let nginx = find("nginx").unwrap();
         for (bad, why) in [

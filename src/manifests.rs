@@ -58,6 +58,7 @@ manifest!(BOOT, "components/boot.yaml");
 manifest!(EXAMPLE_TELESCOPE, "examples/telescope.yaml");
 manifest!(EXAMPLE_NGINX, "examples/nginx.yaml");
 manifest!(EXAMPLE_JOB, "examples/job.yaml");
+manifest!(EXAMPLE_TELESCOPE_INGRESS, "examples/telescope-ingress.yaml");
 
 impl Manifest {
     /// Renders the template with `values` and reads the result as YAML into `T`.

@@ -81,6 +81,11 @@ fn a_cluster_runs_tutorials_survives_restarts_and_purges_clean() {
         addons::ingress(&c, &socks_addr(&c).expect("a detached proxy"))
     });
     phases.run(
+        "the ingress tutorial: served by host name, its data outlives its pod",
+        &[INGRESS, STORAGE],
+        || addons::tutorial(&c),
+    );
+    phases.run(
         "addons disabled leave nothing, enabled come back",
         &[STORAGE, METRICS, LOAD_BALANCER, INGRESS],
         || addons::disable_and_enable(&c),

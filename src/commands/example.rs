@@ -24,7 +24,7 @@ pub async fn run(state_dir: Option<&Path>, args: &ExampleArgs) -> Result<()> {
     if args.list {
         for e in &examples::ALL {
             let images: Vec<String> = e.images.iter().map(|(s, i)| format!("{s}={i}")).collect();
-            crate::outln!("{:<10} {} ({})", e.name, e.summary, images.join(", "))?;
+            crate::outln!("{:<18} {} ({})", e.name, e.summary, images.join(", "))?;
         }
         return Ok(());
     }
@@ -49,6 +49,20 @@ pub async fn run(state_dir: Option<&Path>, args: &ExampleArgs) -> Result<()> {
             layout.root().display()
         );
     };
+    let missing: Vec<&str> = example
+        .needs
+        .iter()
+        .filter(|a| !settings.addons.contains(a))
+        .map(|a| a.name())
+        .collect();
+    if !missing.is_empty() && !args.delete {
+        bail!(
+            "the {name} example needs the {} addon{}: `sudo kinit addons enable {}` first",
+            missing.join(" and "),
+            if missing.len() > 1 { "s" } else { "" },
+            missing.join(" && sudo kinit addons enable ")
+        );
+    }
     let manifest = example.render(&args.image_override, settings.dns_domain.as_str())?;
     let kube = Kube::connect(&credentials(&layout)?).await?;
 
@@ -119,9 +133,13 @@ pub(super) fn credentials(layout: &Layout) -> Result<PathBuf> {
 async fn wait_ready(kube: &Kube, example: &Example) -> Result<Outcome> {
     let what = format!("the {} example did not become ready", example.name);
     wait::within(&what, READY_TIMEOUT, async |seen| match example.shape {
-        Shape::Pods | Shape::Deployment => {
-            if example.shape == Shape::Deployment {
+        Shape::Pods | Shape::Deployment | Shape::Ingress => {
+            if example.shape != Shape::Pods {
                 kube.wait_deployment(NAMESPACE, example.name, seen).await?;
+            }
+            if example.shape == Shape::Ingress {
+                let db = format!("{}-db", example.name);
+                kube.wait_deployment(NAMESPACE, &db, seen).await?;
             }
             // Every pod ready, and every one of them behind the Service.
             let selector = example.selector();
@@ -194,6 +212,28 @@ async fn show(kube: &Kube, example: &Example, settings: &Settings) -> Result<()>
             );
             say(&format!(
                 "laptop, set the browser's SOCKS5 proxy to 127.0.0.1:8082 (remote DNS on) and open {service}"
+            ));
+        }
+        Shape::Ingress => {
+            let ip = settings.node_ip;
+            let host = examples::INGRESS_HOST;
+            say(&format!(
+                "The {} example is ready at http://{host}/",
+                example.name
+            ));
+            say(&format!(
+                "  (the Ingress on the node's address {ip}; MongoDB's data on the claim {}-db)",
+                example.name
+            ));
+            say("");
+            say(&format!(
+                "From this host: curl --resolve {host}:80:{ip} http://{host}/"
+            ));
+            say(&format!(
+                "From a browser on a machine that reaches {ip} (the one hosting a Vagrant box): add"
+            ));
+            say(&format!(
+                "`{ip} {host}` to its hosts file and open http://{host}/"
             ));
         }
         Shape::Job => {

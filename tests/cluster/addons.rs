@@ -167,7 +167,8 @@ fn left_of(c: &Cluster, addon: &str) -> String {
 /// objects and is listed as disabled; enabled again, each is ready.
 pub fn disable_and_enable(c: &Cluster) {
     all_ready(c, &ADDONS);
-    // The load balancer cannot go while the ingress controller needs it.
+    // The load balancer cannot go while the ingress controller needs it, and the ingress
+    // tutorial does not deploy without the ingress controller.
     let out = c.kinit(&["addons", "disable", "load-balancer"]);
     assert!(!out.status.success(), "{}", text(&out));
     assert!(
@@ -215,6 +216,13 @@ pub fn disable_and_enable(c: &Cluster) {
         listed(c)
     );
     assert!(!c.kubectl(&["top", "nodes"]).status.success());
+    let out = c.kinit(&["example", "telescope-ingress"]);
+    assert!(!out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("needs the storage and ingress addons"),
+        "{}",
+        text(&out)
+    );
     for addon in DEFAULTS {
         c.ok(&["addons", "enable", addon]);
         c.ok(&["addons", "enable", addon]); // idempotent
@@ -429,4 +437,59 @@ pub fn ingress(c: &Cluster, socks: &str) {
             Err(format!("{address:?}"))
         }
     });
+}
+
+/// `kinit example telescope-ingress` with the bundle's web stand-in in both slots (it has
+/// a shell to write with): served by its Ingress host name, and what the database writes
+/// on its claim outlives its pod.
+pub fn tutorial(c: &Cluster) {
+    let out = c.ok(&[
+        "example",
+        "telescope-ingress",
+        "--image-override",
+        "telescope=kinit-examples/web:1",
+        "--image-override",
+        "mongo=kinit-examples/web:1",
+    ]);
+    assert!(out.contains("http://telescope.kinit.test/"), "{out}");
+    let ip = node_ip(c);
+    let page = curl(&[
+        "--resolve",
+        &format!("telescope.kinit.test:80:{ip}"),
+        "http://telescope.kinit.test/",
+    ]);
+    assert!(text(&page).contains("Hello from"), "{}", text(&page));
+    let db = "deployment/telescope-ingress-db";
+    c.kubectl_ok(&[
+        "exec",
+        db,
+        "--",
+        "sh",
+        "-c",
+        "echo kept > /data/db/kinit-token",
+    ]);
+    c.kubectl_ok(&[
+        "delete",
+        "pod",
+        "-l",
+        "app=telescope-ingress-db",
+        "--wait=true",
+    ]);
+    c.wait_for("the database pod back", Duration::from_secs(120), || {
+        let out = c.kubectl(&["exec", db, "--", "cat", "/data/db/kinit-token"]);
+        match String::from_utf8_lossy(&out.stdout).trim() {
+            "kept" => Ok(()),
+            _ => Err(text(&out)),
+        }
+    });
+    c.ok(&["example", "telescope-ingress", "--delete"]);
+    let left = c.kubectl_ok(&[
+        "get",
+        "pvc,deploy,svc,ingress",
+        "-l",
+        "kinit.io/example=telescope-ingress",
+        "-o",
+        "name",
+    ]);
+    assert!(left.trim().is_empty(), "left: {left}");
 }
