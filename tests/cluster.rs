@@ -34,6 +34,7 @@ const DOWN_UP: &str = "down keeps every object, up brings them back";
 const STORAGE: &str = "a StatefulSet's volume survives its pod";
 const METRICS: &str = "kubectl top answers";
 const LOAD_BALANCER: &str = "a LoadBalancer Service answers on the node's address";
+const DOCKER_RESTART: &str = "a Docker restart brings everything back";
 const INGRESS: &str = "an Ingress answers by host name over HTTP and HTTPS";
 
 #[test]
@@ -65,18 +66,12 @@ fn a_cluster_runs_tutorials_survives_restarts_and_purges_clean() {
     );
     phases.run(STORAGE, &[UP], || *token.borrow_mut() = addons::storage(&c));
     phases.run(METRICS, &[UP], || addons::metrics(&c));
+    phases.run("an HPA on CPU scales a Deployment", &[METRICS], || {
+        addons::autoscaling(&c)
+    });
     phases.run(LOAD_BALANCER, &[SOCKS], || {
         addons::load_balancer(&c, &socks_addr(&c).expect("a detached proxy"))
     });
-    phases.run(DOWN_UP, &[WORKLOADS_RUN], || down_and_up(&c));
-    phases.run("the volume survives down + up", &[STORAGE, DOWN_UP], || {
-        assert_eq!(addons::token(&c), *token.borrow());
-    });
-    phases.run(
-        "a Docker restart brings everything back",
-        &[DOWN_UP],
-        || docker_restart(&c),
-    );
     phases.run(INGRESS, &[LOAD_BALANCER], || {
         addons::ingress(&c, &socks_addr(&c).expect("a detached proxy"))
     });
@@ -84,6 +79,16 @@ fn a_cluster_runs_tutorials_survives_restarts_and_purges_clean() {
         "the ingress tutorial: served by host name, its data outlives its pod",
         &[INGRESS, STORAGE],
         || addons::tutorial(&c),
+    );
+    phases.run(DOWN_UP, &[WORKLOADS_RUN], || down_and_up(&c));
+    phases.run("the volume survives down + up", &[STORAGE, DOWN_UP], || {
+        assert_eq!(addons::token(&c), *token.borrow());
+    });
+    phases.run(DOCKER_RESTART, &[DOWN_UP], || docker_restart(&c));
+    phases.run(
+        "the volume survives a Docker restart",
+        &[STORAGE, DOCKER_RESTART],
+        || assert_eq!(addons::token(&c), *token.borrow()),
     );
     phases.run(
         "addons disabled leave nothing, enabled come back",

@@ -493,3 +493,59 @@ pub fn tutorial(c: &Cluster) {
     ]);
     assert!(left.trim().is_empty(), "left: {left}");
 }
+
+/// A Deployment that keeps a CPU busy, and an HPA that wants it at half of its request.
+const BUSY: &str = r#"
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: busy, namespace: default}
+spec:
+  replicas: 1
+  selector: {matchLabels: {app: busy}}
+  template:
+    metadata: {labels: {app: busy}}
+    spec:
+      terminationGracePeriodSeconds: 1
+      containers:
+      - name: busy
+        image: kinit-examples/web:1
+        imagePullPolicy: Never
+        command: ["sh", "-c", "while :; do :; done"]
+        resources: {requests: {cpu: 20m}, limits: {cpu: 100m}}
+---
+apiVersion: autoscaling/v2
+kind: HorizontalPodAutoscaler
+metadata: {name: busy, namespace: default}
+spec:
+  scaleTargetRef: {apiVersion: apps/v1, kind: Deployment, name: busy}
+  minReplicas: 1
+  maxReplicas: 2
+  metrics:
+  - type: Resource
+    resource: {name: cpu, target: {type: Utilization, averageUtilization: 50}}
+"#;
+
+/// An HPA on CPU, fed by metrics-server, scales a busy Deployment up.
+pub fn autoscaling(c: &Cluster) {
+    c.apply(BUSY);
+    c.wait_for(
+        "the HPA to scale busy to 2 replicas",
+        Duration::from_secs(300),
+        || {
+            let replicas = c.kubectl_ok(&[
+                "get",
+                "deployment",
+                "busy",
+                "-o",
+                "jsonpath={.spec.replicas}",
+            ]);
+            if replicas == "2" {
+                Ok(())
+            } else {
+                let hpa = c.kubectl(&["describe", "hpa", "busy"]);
+                Err(format!("{replicas} replicas; {}", text(&hpa)))
+            }
+        },
+    );
+    c.kubectl_ok(&["delete", "hpa,deployment", "busy"]);
+}
