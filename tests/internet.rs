@@ -355,6 +355,9 @@ fn first_run(run: &Run, internet: &Internet, release: Release) {
         internet.repository.as_str(),
         "--kubernetes-version",
         version,
+        // Every addon, the ingress controller too: each image from its upstream registry.
+        "--addons",
+        "storage,metrics-server,load-balancer,ingress",
     ];
     let state = format!("state-{version}");
     let out = run.up(&state, &args);
@@ -459,7 +462,7 @@ fn first_run(run: &Run, internet: &Internet, release: Release) {
     );
 }
 
-/// The images `kinit up` makes present with the default addons: the cluster's and theirs.
+/// The images `kinit up` makes present with every addon: the cluster's and theirs.
 fn everything(images: &Images) -> Vec<String> {
     images.all().into_iter().chain(images.addons()).collect()
 }
