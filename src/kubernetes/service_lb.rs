@@ -58,18 +58,24 @@ impl Kube {
         );
         let mut told = HashSet::new();
         let mut resync = tokio::time::interval(RESYNC);
+        // Nothing is decided before the first full list: a Service not seen yet could hold
+        // a port another would be given.
+        let mut listed = false;
         loop {
             tokio::select! {
                 change = changes.next() => match change {
-                    Some(Ok(_)) => {}
+                    Some(Ok(watcher::Event::InitDone)) => listed = true,
+                    // The rest of a list comes before its InitDone.
+                    Some(Ok(watcher::Event::Init | watcher::Event::InitApply(_))) => continue,
+                    Some(Ok(watcher::Event::Apply(_) | watcher::Event::Delete(_))) => {}
                     // The watcher retries with backoff; say so, and decide on what is known.
                     Some(Err(e)) => warn!("watching Services: {e}"),
                     None => bail!("the watch of Services ended"),
                 },
                 _ = resync.tick() => {}
             }
-            if store.wait_until_ready().await.is_err() {
-                bail!("the Service cache was dropped");
+            if !listed {
+                continue;
             }
             if let Err(e) = self
                 .decide_all(&store.state(), &listening, &recorder, &mut told)
@@ -88,6 +94,13 @@ impl Kube {
         told: &mut HashSet<(String, String)>,
     ) -> Result<()> {
         let node_ip = self.node_ip().await?;
+        // A Service changed from type LoadBalancer to another type keeps its status: the
+        // address it had is this controller's to take back.
+        for service in services.iter().filter(|s| was_load_balancer(s, node_ip)) {
+            if let Err(e) = self.set_address(service, None).await {
+                warn!("{}: {e:#}", service.name_any());
+            }
+        }
         let ours: Vec<&Service> = services
             .iter()
             .map(Arc::as_ref)
@@ -190,6 +203,14 @@ fn wants_address(service: &Service) -> bool {
     service.spec.as_ref().is_some_and(|spec| {
         spec.type_.as_deref() == Some("LoadBalancer") && spec.load_balancer_class.is_none()
     })
+}
+
+/// No longer of type LoadBalancer, but still showing the node's address.
+fn was_load_balancer(service: &Service, node_ip: IpAddr) -> bool {
+    let spec = service.spec.as_ref();
+    spec.and_then(|s| s.type_.as_deref()) != Some("LoadBalancer")
+        && spec.and_then(|s| s.load_balancer_class.as_ref()).is_none()
+        && addresses(service) == [node_ip.to_string()]
 }
 
 fn addresses(service: &Service) -> Vec<String> {
