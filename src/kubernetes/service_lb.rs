@@ -264,3 +264,78 @@ async fn tell(recorder: &Recorder, service: &Service, why: &str) {
         warn!("cannot record an event: {e}");
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn service(spec: serde_json::Value, status: serde_json::Value) -> Service {
+        serde_json::from_value(json!({
+            "metadata": {"name": "web", "namespace": "shop",
+                         "creationTimestamp": "2026-12-01T10:00:00Z"},
+            "spec": spec,
+            "status": status,
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn only_classless_load_balancers_are_served_and_claim_their_ports() {
+        let node: IpAddr = "192.0.2.2".parse().unwrap();
+        let lb = service(
+            json!({"type": "LoadBalancer", "ports": [
+                {"port": 80}, {"port": 53, "protocol": "UDP"}]}),
+            json!({"loadBalancer": {"ingress": [{"ip": "192.0.2.2", "ipMode": "VIP"}]}}),
+        );
+        assert!(wants_address(&lb));
+        let claim = claim(&lb, node);
+        assert_eq!(
+            (claim.namespace.as_str(), claim.name.as_str()),
+            ("shop", "web")
+        );
+        assert!(claim.holds);
+        assert_eq!(claim.created, "2026-12-01T10:00:00Z");
+        assert_eq!(
+            claim.ports,
+            [
+                Port {
+                    protocol: Protocol::Tcp,
+                    number: 80
+                },
+                Port {
+                    protocol: Protocol::Udp,
+                    number: 53
+                },
+            ]
+        );
+        let classed = service(
+            json!({"type": "LoadBalancer", "loadBalancerClass": "example.com/lb"}),
+            json!({}),
+        );
+        assert!(!wants_address(&classed));
+        assert!(!wants_address(&service(
+            json!({"type": "ClusterIP"}),
+            json!({})
+        )));
+    }
+
+    #[test]
+    fn a_service_changed_to_another_type_gives_the_address_back() {
+        let node: IpAddr = "192.0.2.2".parse().unwrap();
+        let ours = json!({"loadBalancer": {"ingress": [{"ip": "192.0.2.2", "ipMode": "VIP"}]}});
+        assert!(was_load_balancer(
+            &service(json!({"type": "ClusterIP"}), ours.clone()),
+            node
+        ));
+        assert!(!was_load_balancer(
+            &service(json!({"type": "LoadBalancer"}), ours),
+            node
+        ));
+        // Another implementation's address is left alone.
+        let theirs = json!({"loadBalancer": {"ingress": [{"ip": "203.0.113.7"}]}});
+        assert!(!was_load_balancer(
+            &service(json!({"type": "ClusterIP"}), theirs),
+            node
+        ));
+    }
+}
