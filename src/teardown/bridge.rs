@@ -8,6 +8,7 @@
 
 use std::path::Path;
 use std::process::Command;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use ipnet::IpNet;
@@ -45,6 +46,25 @@ fn has_gateway(addrs: &[IpNet], node_pod_cidr: IpNet) -> bool {
         .any(|a| a.addr() == gateway && a.prefix_len() == node_pod_cidr.prefix_len())
 }
 
+/// How long the kernel may take to delete the veths of pods just removed.
+const VETH_GRACE: Duration = Duration::from_secs(10);
+
+/// The interfaces attached to the bridge, once those of the pods just removed are gone:
+/// the kernel tears a network namespace down, and its veth with it, some time after the
+/// last process in it ended (longer with more pods), so a count taken at once would find
+/// kinit's own pods and keep the bridge. Someone else's ports stay: that costs
+/// [`VETH_GRACE`] before the bridge is left alone.
+fn attached_after_pods_went(brif: &Path) -> usize {
+    let count = || std::fs::read_dir(brif).map(|e| e.count()).unwrap_or(0);
+    let deadline = Instant::now() + VETH_GRACE;
+    let mut ports = count();
+    while ports > 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+        ports = count();
+    }
+    ports
+}
+
 /// Deletes the pod bridge if kinit's network made it for `node_pod_cidr`.
 pub fn remove(node_pod_cidr: IpNet) -> Result<Outcome> {
     let sys = Path::new("/sys/class/net").join(BRIDGE);
@@ -54,9 +74,7 @@ pub fn remove(node_pod_cidr: IpNet) -> Result<Outcome> {
     if !sys.join("bridge").is_dir() {
         return Ok(Outcome::Kept(format!("{BRIDGE} is not a bridge")));
     }
-    let ports = std::fs::read_dir(sys.join("brif"))
-        .map(|entries| entries.count())
-        .unwrap_or(0);
+    let ports = attached_after_pods_went(&sys.join("brif"));
     if ports > 0 {
         return Ok(Outcome::Kept(format!(
             "{ports} interfaces are still attached to {BRIDGE}"
