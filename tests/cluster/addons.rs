@@ -298,8 +298,19 @@ pub fn load_balancer(c: &Cluster, socks: &str) {
     c.apply(&lb_service(LB_SERVICE, LB_PORT));
     wait_external_ip(c, LB_SERVICE, &ip);
     let url = format!("http://{ip}:{LB_PORT}/");
-    let direct = curl(&[&url]);
-    assert!(text(&direct).contains("Hello from"), "{}", text(&direct));
+    // kube-proxy programs the address a moment after the status shows it.
+    c.wait_for(
+        &format!("{url} to answer from the host"),
+        Duration::from_secs(30),
+        || {
+            let direct = curl(&[&url]);
+            if text(&direct).contains("Hello from") {
+                Ok(())
+            } else {
+                Err(text(&direct))
+            }
+        },
+    );
     let proxied = curl(&["--socks5", socks, &url]);
     assert!(text(&proxied).contains("Hello from"), "{}", text(&proxied));
     let lan = Neighbour::new();
