@@ -157,7 +157,14 @@ async fn wait_ready(kube: &Kube, example: &Example) -> Result<Outcome> {
                     }
                 })
                 .await?;
-            kube.wait_endpoints(NAMESPACE, example.name, ready, seen)
+            let serving = if example.shape == Shape::Ingress {
+                // Only the app's pods are behind its Service; the database has its own.
+                let app = format!("app={}", example.name);
+                kube.pods_matching(NAMESPACE, Some(&app)).await?.len()
+            } else {
+                ready
+            };
+            kube.wait_endpoints(NAMESPACE, example.name, serving, seen)
                 .await
         }
         Shape::Job => match kube.wait_job(NAMESPACE, "hello", seen).await? {
