@@ -1,6 +1,7 @@
 //! Waits until the cluster is usable: the node Ready, every kube-system pod running and
-//! ready, and cluster DNS answering from the host through its Service IP (which proves
-//! the pod network, kube-proxy and CoreDNS together).
+//! ready (but the addons', which `kinit addons list` reports on), and cluster DNS answering
+//! from the host through its Service IP (which proves the pod network, kube-proxy and
+//! CoreDNS together).
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
@@ -18,6 +19,9 @@ use crate::wait;
 const NODE_TIMEOUT: Duration = Duration::from_secs(180);
 const PODS_TIMEOUT: Duration = Duration::from_secs(300);
 const DNS_TIMEOUT: Duration = Duration::from_secs(120);
+/// Pods without the addon label ([`crate::addons::LABEL`]): an addon's readiness
+/// (metrics-server's takes 20 s and more) is not the cluster's.
+const NOT_ADDONS: &str = "!kinit/addon";
 
 pub async fn run(ctx: &Context) -> Result<Outcome> {
     let kube = Kube::connect(&ctx.layout.kubeconfig("admin.conf")).await?;
@@ -33,7 +37,7 @@ pub async fn run(ctx: &Context) -> Result<Outcome> {
             "the kube-system pods did not all become ready",
             PODS_TIMEOUT,
             async |seen| {
-                kube.wait_pods("kube-system", None, seen, |pods| {
+                kube.wait_pods("kube-system", Some(NOT_ADDONS), seen, |pods| {
                     let pending = not_ready(pods, node);
                     if pending.is_empty() {
                         Ok(())
@@ -95,4 +99,31 @@ fn not_ready(pods: &[PodState], node: &str) -> Vec<String> {
         pending.push("coredns".into());
     }
     pending
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_wait_leaves_out_exactly_the_addons_pods() {
+        assert_eq!(NOT_ADDONS, format!("!{}", crate::addons::LABEL));
+        let pod = |name: &str, phase: &str, ready: bool| PodState {
+            name: name.into(),
+            phase: phase.into(),
+            ready,
+            ip: None,
+        };
+        let mut pods = vec![
+            pod("kube-apiserver-vm", "Running", true),
+            pod("kube-controller-manager-vm", "Running", true),
+            pod("kube-scheduler-vm", "Running", true),
+            pod("coredns-5cd5957b57-x", "Running", true),
+        ];
+        assert!(not_ready(&pods, "vm").is_empty());
+        pods.push(pod("coredns-5cd5957b57-y", "Pending", false));
+        assert_eq!(not_ready(&pods, "vm"), ["coredns-5cd5957b57-y (Pending)"]);
+        pods.retain(|p| p.name != "kube-scheduler-vm");
+        assert!(not_ready(&pods, "vm").contains(&"kube-scheduler-vm".to_string()));
+    }
 }
