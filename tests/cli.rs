@@ -379,16 +379,16 @@ fn bad_input_fails_with_one_clear_line_and_changes_nothing() {
             "is not a mirror URL",
         ),
         (
-            vec!["--state-dir", d, "up", "--addons", "storage,ingress"],
-            "unknown addon 'ingress'; known addons: storage, metrics-server",
+            vec!["--state-dir", d, "up", "--addons", "storage,gateway"],
+            "unknown addon 'gateway'; known addons: storage, metrics-server, load-balancer, ingress",
         ),
         (
-            vec!["--state-dir", d, "addons", "enable", "ingress"],
-            "unknown addon 'ingress'; known addons: storage, metrics-server",
+            vec!["--state-dir", d, "addons", "enable", "gateway"],
+            "unknown addon 'gateway'; known addons: storage, metrics-server, load-balancer, ingress",
         ),
         (
             vec!["--state-dir", d, "addons", "disable", "Storage"],
-            "unknown addon 'Storage'; known addons: storage, metrics-server",
+            "unknown addon 'Storage'; known addons: storage, metrics-server, load-balancer, ingress",
         ),
         (vec!["--state-dir", d, "addons", "list"], "no cluster in"),
         (
