@@ -371,6 +371,42 @@ fn purge_deletes_the_bridge_kinit_made() {
 }
 
 #[test]
+fn purge_deletes_kinits_marked_bridge_with_a_veth_still_attached() {
+    let _turn = turn();
+    let dir = tempfile::tempdir().unwrap();
+    let state = state_dir(dir.path());
+    let mut undo = Undo(vec![]);
+    // As kinit's master makes it, with a veth of a pod whose network namespace the kernel
+    // has not torn down yet.
+    cni0_bridge(&mut undo, "10.244.0.1/24");
+    run_ok(&[
+        "ip",
+        "link",
+        "set",
+        "dev",
+        "cni0",
+        "alias",
+        kinit::components::master::BRIDGE_MARK,
+    ]);
+    undo.add(&["ip", "link", "delete", "kinit-test0"]);
+    run_ok(&[
+        "ip",
+        "link",
+        "add",
+        "kinit-test0",
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "kinit-test1",
+    ]);
+    run_ok(&["ip", "link", "set", "kinit-test0", "master", "cni0"]);
+    let out = ok(&state, &["down", "--purge"]);
+    assert!(!Path::new("/sys/class/net/cni0").exists(), "{out}");
+    assert!(out.contains("Deleted the bridge cni0"), "{out}");
+}
+
+#[test]
 fn a_purge_killed_half_way_finishes_when_run_again() {
     let _turn = turn();
     for point in ["containers-removed", "state-partly-deleted"] {

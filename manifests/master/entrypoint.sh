@@ -24,6 +24,14 @@ for dir in{% for dir in cgroup_dirs %} {{ dir | sh }}{% endfor %}; do
   mkdir -p "$dir"
 done
 
+# The pod bridge, made here with kinit's mark when there is none (the CNI bridge plugin
+# takes an existing bridge as it is), so that `kinit down --purge` knows it for kinit's even
+# while veths are still attached: the kernel keeps a removed pod's network namespace, and
+# its veth on the bridge, until the pod's last TCP connection has timed out.
+if ip link add {{ bridge | sh }} type bridge 2>/dev/null; then
+  ip link set dev {{ bridge | sh }} alias {{ bridge_mark | sh }}
+fi
+
 # Docker sets the FORWARD policy to DROP, and with bridge-nf-call-iptables on, traffic
 # between pods on the bridge goes through FORWARD: let the pod bridge through. Appended,
 # not inserted first, so that DOCKER-USER and whatever an administrator put ahead of it

@@ -24,6 +24,9 @@ use crate::versions::Images;
 
 /// The Linux bridge pods attach to, in the host's network namespace.
 pub const BRIDGE: &str = "cni0";
+/// The alias the master's entrypoint gives the bridge when it makes it: what tells
+/// `kinit down --purge` the bridge is kinit's, whatever is still attached to it.
+pub const BRIDGE_MARK: &str = "kinit-pod-bridge";
 /// The kubelet's cgroup root, created by the entrypoint: kinit's pods stay apart from
 /// anything else on the host.
 pub const CGROUP_ROOT: &str = cgroup::KUBELET_ROOT;
@@ -90,6 +93,7 @@ struct Values {
     /// The directories the entrypoint makes before the kubelet starts.
     cgroup_dirs: Vec<String>,
     bridge: &'static str,
+    bridge_mark: &'static str,
     pause_image: String,
     apiserver_image: String,
     controller_manager_image: String,
@@ -316,6 +320,7 @@ fn values(
         cgroup_slice: host.cgroup.root_slice(),
         cgroup_dirs: host.cgroup.root_dirs().into_iter().map(path).collect(),
         bridge: BRIDGE,
+        bridge_mark: BRIDGE_MARK,
         pause_image: images.pause(),
         apiserver_image: images.kube("kube-apiserver"),
         controller_manager_image: images.kube("kube-controller-manager"),

@@ -1,10 +1,14 @@
 //! The pod bridge, deleted only when it is the one kinit's CNI network made.
 //!
 //! `cni0` is the bridge plugin's default name, so flannel, a kubeadm node or an
-//! administrator may have one too. kinit's is told apart by what the bridge plugin did
-//! to it: as the pods' gateway it holds the first address of kinit's node pod range.
-//! And once kinit's pods are gone nothing is attached to it; a bridge that still has
-//! ports serves someone else.
+//! administrator may have one too. kinit's master makes the bridge itself, with an alias
+//! ([`BRIDGE_MARK`]): a marked bridge is kinit's, and goes even while the veths of pods
+//! just removed are still attached (the kernel keeps a dead pod's network namespace until
+//! its last TCP connection times out, minutes at worst). An unmarked one (made by a kinit
+//! before the mark, or by someone else) is kinit's when the bridge plugin made it for
+//! kinit: as the pods' gateway it holds the first address of kinit's node pod range, and
+//! once kinit's pods are gone nothing is attached to it; a bridge that still has ports
+//! serves someone else.
 
 use std::path::Path;
 use std::process::Command;
@@ -14,7 +18,7 @@ use anyhow::{Context, Result, bail};
 use ipnet::IpNet;
 
 use crate::cluster::nth_address;
-use crate::components::master::BRIDGE;
+use crate::components::master::{BRIDGE, BRIDGE_MARK};
 use crate::fs;
 
 /// What became of the bridge.
@@ -74,7 +78,13 @@ pub fn remove(node_pod_cidr: IpNet) -> Result<Outcome> {
     if !sys.join("bridge").is_dir() {
         return Ok(Outcome::Kept(format!("{BRIDGE} is not a bridge")));
     }
-    let ports = attached_after_pods_went(&sys.join("brif"));
+    let marked =
+        std::fs::read_to_string(sys.join("ifalias")).is_ok_and(|alias| alias.trim() == BRIDGE_MARK);
+    let ports = if marked {
+        0
+    } else {
+        attached_after_pods_went(&sys.join("brif"))
+    };
     if ports > 0 {
         return Ok(Outcome::Kept(format!(
             "{ports} interfaces are still attached to {BRIDGE}"
@@ -99,7 +109,7 @@ pub fn remove(node_pod_cidr: IpNet) -> Result<Outcome> {
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     };
     let addrs = addresses(&ip(&["-o", "addr", "show", "dev", BRIDGE])?);
-    if !has_gateway(&addrs, node_pod_cidr) {
+    if !marked && !has_gateway(&addrs, node_pod_cidr) {
         return Ok(Outcome::Kept(format!(
             "{BRIDGE} does not have kinit's pod gateway {}/{}, so another tool made it",
             nth_address(node_pod_cidr, 1),
