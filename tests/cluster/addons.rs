@@ -364,7 +364,8 @@ pub fn load_balancer(c: &Cluster, socks: &str) {
     c.kubectl_ok(&["delete", "service", "web-lb-api", "web-lb-again"]);
 }
 
-/// An Ingress routing the host web.kinit.test to the tutorial's web Service.
+/// An Ingress routing the host web.kinit.test to the tutorial's web Service, and one
+/// routing the path /hostname of any host there.
 const INGRESS: &str = r#"
 apiVersion: networking.k8s.io/v1
 kind: Ingress
@@ -377,11 +378,23 @@ spec:
       - path: /
         pathType: Prefix
         backend: {service: {name: web, port: {number: 80}}}
+---
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata: {name: web-path, namespace: default}
+spec:
+  rules:
+  - http:
+      paths:
+      - path: /hostname
+        pathType: Exact
+        backend: {service: {name: web, port: {number: 80}}}
 "#;
 
 /// `kinit addons enable ingress` (which the default set leaves out): an Ingress without a
 /// class (the default one) answers by host name over HTTP and HTTPS on the node's address,
-/// from the host and through `kinit socks`; other host names get Traefik's 404.
+/// from the host and through `kinit socks`, another by path; other host names and paths
+/// get Traefik's 404.
 pub fn ingress(c: &Cluster, socks: &str) {
     c.ok(&["addons", "enable", "ingress"]);
     all_ready(c, &ADDONS);
@@ -433,6 +446,23 @@ pub fn ingress(c: &Cluster, socks: &str) {
         .output()
         .unwrap();
     assert_eq!(String::from_utf8_lossy(&other.stdout), "404");
+    // By path: /hostname of any host is routed, and answers with a web pod's name.
+    c.wait_for(
+        "the Ingress to route /hostname",
+        Duration::from_secs(30),
+        || {
+            let by_path = curl(&[
+                "-H",
+                "Host: other.kinit.test",
+                &format!("http://{ip}/hostname"),
+            ]);
+            if String::from_utf8_lossy(&by_path.stdout).starts_with("web-") {
+                Ok(())
+            } else {
+                Err(text(&by_path))
+            }
+        },
+    );
     // The Ingress reports the address it is served at.
     c.wait_for("the Ingress's address", Duration::from_secs(60), || {
         let address = c.kubectl_ok(&[
