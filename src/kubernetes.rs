@@ -72,9 +72,14 @@ impl Kube {
             context: Some(CONTEXT.to_string()),
             ..Default::default()
         };
-        let mut config = kube::Config::from_custom_kubeconfig(file, &options)
+        let config = kube::Config::from_custom_kubeconfig(file, &options)
             .await
             .with_context(|| format!("cannot use the kubeconfig {}", kubeconfig.display()))?;
+        Self::from_config(config)
+    }
+
+    /// A client for `config` with kinit's timeouts.
+    fn from_config(mut config: kube::Config) -> Result<Self> {
         config.connect_timeout = Some(Duration::from_secs(5));
         config.read_timeout = Some(READ_TIMEOUT);
         let client = kube::Client::try_from(config).context("cannot set up a Kubernetes client")?;

@@ -196,7 +196,7 @@ const CLUSTER_PROCESSES: [&str; 9] = [
 ];
 
 fn port_scan(c: &Cluster) {
-    let node_ip = node_address(c).unwrap();
+    let node_ip = c.node_address().unwrap();
     let lan = Neighbour::new();
     lan.route_to(&node_ip);
     // Every TCP port, many at a time: closed ones answer with a reset at once.
@@ -397,21 +397,6 @@ fn etcd_members(c: &Cluster) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-/// The node's InternalIP, or what kubectl said instead (the API server may be restarting).
-fn node_address(c: &Cluster) -> Result<String, String> {
-    let out = c.kubectl(&[
-        "get",
-        "nodes",
-        "-o",
-        r#"jsonpath={.items[0].status.addresses[?(@.type=="InternalIP")].address}"#,
-    ]);
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-    } else {
-        Err(text(&out))
-    }
-}
-
 /// The address as the API server's certificate must name it: curl verifies the chain and
 /// the name, and an answer of 401 (no credentials) means TLS held.
 fn api_server_verifies_as(c: &Cluster, ip: &str) {
@@ -439,7 +424,7 @@ fn api_server_verifies_as(c: &Cluster, ip: &str) {
 fn moved_address(c: &Cluster) {
     const MOVED: &str = "192.0.2.77";
     let node = node_name(c);
-    let before = node_address(c).unwrap();
+    let before = c.node_address().unwrap();
     // A second address on an interface of its own, as a new DHCP lease would give; a veth
     // pair, since the test hosts' kernels have no dummy interfaces.
     let _ = run(&["ip", "link", "delete", "kinit-dummy0"]);
@@ -479,7 +464,7 @@ fn moved_address(c: &Cluster) {
 fn settled_at(c: &Cluster, node: &str, ip: &str) {
     assert_eq!(c.status()["cluster"]["nodeIp"], ip);
     c.wait_for("the node at its address", Duration::from_secs(120), || {
-        let got = node_address(c)?;
+        let got = c.node_address()?;
         if got == ip { Ok(()) } else { Err(got) }
     });
     back_by_itself(c, node);

@@ -18,7 +18,7 @@ use kube::{Resource, ResourceExt};
 use serde_json::json;
 use tracing::{info, warn};
 
-use super::{Kube, READ_TIMEOUT, WATCH_SECONDS};
+use super::{Kube, WATCH_SECONDS};
 use crate::service_lb::{self, CONTROLLER, Claim, Decision, Port, Protocol};
 
 /// Decided again this often without a change to any Service: the node's address may have
@@ -28,12 +28,9 @@ const RESYNC: Duration = Duration::from_secs(10);
 impl Kube {
     /// A client from inside a pod, with its service account.
     pub async fn in_cluster() -> Result<Self> {
-        let mut config = kube::Config::incluster()
+        let config = kube::Config::incluster()
             .context("no in-cluster configuration: `kinit service-lb` runs in its pod")?;
-        config.connect_timeout = Some(Duration::from_secs(5));
-        config.read_timeout = Some(READ_TIMEOUT);
-        let client = kube::Client::try_from(config).context("cannot set up a Kubernetes client")?;
-        Ok(Self::new(client))
+        Self::from_config(config)
     }
 
     /// Runs the controller until the process ends. `listening` gives the ports host

@@ -251,12 +251,8 @@ spec:
 }
 
 fn node_ip(c: &Cluster) -> String {
-    c.kubectl_ok(&[
-        "get",
-        "nodes",
-        "-o",
-        r#"jsonpath={.items[0].status.addresses[?(@.type=="InternalIP")].address}"#,
-    ])
+    c.node_address()
+        .unwrap_or_else(|e| panic!("the node's address: {e}"))
 }
 
 fn external_ip(c: &Cluster, service: &str) -> String {

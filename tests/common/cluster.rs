@@ -157,6 +157,22 @@ impl Cluster {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
+    /// The node's InternalIP, or what kubectl said instead (the API server may be
+    /// restarting).
+    pub fn node_address(&self) -> Result<String, String> {
+        let out = self.kubectl(&[
+            "get",
+            "nodes",
+            "-o",
+            r#"jsonpath={.items[0].status.addresses[?(@.type=="InternalIP")].address}"#,
+        ]);
+        if out.status.success() {
+            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        } else {
+            Err(text(&out))
+        }
+    }
+
     pub fn apply(&self, yaml: &str) {
         let out = with_stdin(
             Command::new(self.bin.join("kubectl"))
