@@ -55,11 +55,13 @@ wait_port "$registry_port"
 MIRROR="http://127.0.0.1:$http_port"
 REPOSITORY="127.0.0.1:$registry_port"
 
-# The registry gets every upstream image of the bundle under its registry.k8s.io path.
+# The registry gets every upstream image kinit lists (the cluster's and the addons'), each
+# under its upstream path less the registry host, as an --image-repository mirror holds it.
 mapfile -t upstream < <("${KINIT[@]}" images list | awk '{print $2}')
-for tar in "$KINIT_BUNDLE_DIR"/images/registry.k8s.io_*.tar; do
-  ref=$(tar -xOf "$tar" manifest.json | python3 -c 'import json,sys; print(json.load(sys.stdin)[0]["RepoTags"][0])')
-  "$KINIT_BUNDLE_DIR/tools/crane" push "$tar" "$REPOSITORY/${ref#registry.k8s.io/}" >/dev/null 2>&1 ||
+for ref in "${upstream[@]}"; do
+  tar="$KINIT_BUNDLE_DIR/images/$(tr '/:' '__' <<<"$ref").tar"
+  [ -f "$tar" ] || die "the bundle has no $ref ($tar)"
+  "$KINIT_BUNDLE_DIR/tools/crane" push "$tar" "$REPOSITORY/${ref#*/}" >/dev/null 2>&1 ||
     die "cannot push $ref to the registry"
 done
 
