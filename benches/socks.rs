@@ -1,7 +1,7 @@
 //! SOCKS5 proxy benchmark on loopback (issue 5), run by scripts/bench-socks.sh, which
 //! starts the proxies and passes them in:
 //!
-//!   socks-bench [--bytes N] [--connects N] [--concurrent N] NAME=HOST:PORT[@PID,PID..]...
+//!   socks-bench [--bytes N] [--connects N] [--concurrent N] [--tsv FILE] NAME=HOST:PORT[@PID,PID..]...
 //!
 //! For each proxy, and for a direct connection as the baseline, it measures:
 //! - throughput: one connection downloading `--bytes` from a local server, best of 3;
@@ -10,7 +10,9 @@
 //! - memory: the proxy's resident memory (sum over its PIDs) idle, and with `--concurrent`
 //!   tunnels open at once.
 //!
-//! Figures and ratios against direct and against kinit come from this one run.
+//! Figures and ratios against direct and against kinit come from this one run. `--tsv FILE`
+//! writes them for scripts/bench.sh too: one line per proxy, tab-separated: name, MiB/s,
+//! p50 ms, p99 ms.
 //!
 //! Besides the proxies passed in, it measures `splice-floor`: the least a user-space relay
 //! can do, in this process: a bare SOCKS5 CONNECT, then one thread per direction moving
@@ -61,6 +63,7 @@ async fn run() -> Result<(), String> {
     let mut bytes: u64 = 2 << 30;
     let mut connects = 2000;
     let mut concurrent = 1000;
+    let mut tsv: Option<String> = None;
     let mut targets = vec![Target {
         name: "direct".into(),
         proxy: None,
@@ -77,6 +80,7 @@ async fn run() -> Result<(), String> {
             "--bytes" => bytes = value("--bytes")?,
             "--connects" => connects = value("--connects")? as usize,
             "--concurrent" => concurrent = value("--concurrent")? as usize,
+            "--tsv" => tsv = Some(args.next().ok_or("--tsv needs a file")?),
             // cargo bench passes --bench to every bench binary.
             "--bench" => {}
             spec => targets.push(parse_target(spec)?),
@@ -99,6 +103,13 @@ async fn run() -> Result<(), String> {
         results.push((t.name.clone(), f));
     }
 
+    if let Some(path) = &tsv {
+        let lines: String = results
+            .iter()
+            .map(|(n, f)| format!("{n}\t{}\t{}\t{}\n", f.mib_per_s, f.p50_ms, f.p99_ms))
+            .collect();
+        std::fs::write(path, lines).map_err(|e| format!("{path}: {e}"))?;
+    }
     let direct = results[0].1.mib_per_s;
     let kinit = results.iter().find(|(n, _)| n == "kinit").map(|(_, f)| f);
     println!(

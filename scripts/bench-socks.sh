@@ -20,6 +20,9 @@ if [ -z "${KINIT_BUILT:-}" ]; then
   export KINIT_BUILT=1
 fi
 become_root "$@"
+TARGET=${CARGO_TARGET_DIR:-$REPO/target}
+# Measured as users run it: a backtrace captured per failed tunnel is a developer setting.
+unset RUST_BACKTRACE RUST_LIB_BACKTRACE
 apt_ensure microsocks:microsocks danted:dante-server sshd:openssh-server ssh:openssh-client
 
 WORK=$(mktemp -d /tmp/kinit-socks-bench.XXXXXX)
@@ -38,7 +41,7 @@ targets=()
 port=$(free_port)
 # Every benchmark tunnel comes from 127.0.0.1: lift the per-client and global caps above
 # --concurrent.
-"$REPO/target/release/kinit" --state-dir "$WORK/kinit" socks --port "$port" --allow 127.0.0.1/32 \
+"$TARGET/release/kinit" --state-dir "$WORK/kinit" socks --port "$port" --allow 127.0.0.1/32 \
   --max-tunnels-per-client 60000 --max-tunnels 60000 \
   >"$WORK/kinit.log" 2>&1 &
 PIDS+=($!); wait_port "$port" kinit
@@ -107,5 +110,5 @@ then
 fi
 
 say "proxies: ${targets[*]}"
-bench=$(ls -t "$REPO"/target/release/deps/socks-* | grep -v '\.d$' | head -n 1)
+bench=$(ls -t "$TARGET"/release/deps/socks-* | grep -v '\.d$' | head -n 1)
 "$bench" "$@" "${targets[@]}"

@@ -15,7 +15,7 @@ die() { printf 'error: %s\n' "$*" >&2; exit 1; }
 become_root() {
   [ "$(id -u)" -eq 0 ] && return 0
   command -v sudo >/dev/null || die "run this as root"
-  exec sudo --preserve-env=CI,KINIT_BUILD_CACHE,KINIT_BUNDLE_DIR,KINIT_BUILT,PATH "$0" "$@"
+  exec sudo --preserve-env=CI,CARGO_TARGET_DIR,KINIT_BUILD_CACHE,KINIT_BUNDLE_DIR,KINIT_BUILT,PATH "$0" "$@"
 }
 
 # apt_ensure COMMAND:PACKAGE ... installs each PACKAGE whose COMMAND is missing.

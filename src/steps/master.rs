@@ -97,7 +97,16 @@ pub async fn run(ctx: &Context) -> Result<Outcome> {
         }
     }
     let written = changed.len();
-    for file in changed {
+    // The controller-manager's and scheduler's pods start once the API server is ready.
+    // The kubelet makes a static pod's mirror pod (what `kubectl get pods` shows) when it
+    // syncs the pod, and on a new cluster one synced before the API server has created the
+    // system-node-critical PriorityClass is refused it until the kubelet's periodic sync,
+    // a minute later; both wait for the API server anyway.
+    let (after_ready, now): (Vec<_>, Vec<_>) = changed.into_iter().partition(|f| {
+        f.path.starts_with(ctx.layout.static_pods())
+            && f.path.file_stem() != Component::ApiServer.pod().map(OsStr::new)
+    });
+    for file in now {
         fs::write_file(&file.path, file.contents.as_bytes(), file.mode)?;
     }
 
@@ -129,6 +138,9 @@ pub async fn run(ctx: &Context) -> Result<Outcome> {
         return Err(anyhow!(
             "{e:#}\nthe kubelet's last log lines:\n{kubelet}\nthe API server's last log lines:\n{apiserver}"
         ));
+    }
+    for file in after_ready {
+        fs::write_file(&file.path, file.contents.as_bytes(), file.mode)?;
     }
     let endpoint = ctx.settings.api_server_url();
     Ok(match (applied, written) {

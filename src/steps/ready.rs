@@ -5,7 +5,7 @@
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{Result, anyhow, bail};
 
@@ -26,6 +26,14 @@ const NOT_ADDONS: &str = "!kinit/addon";
 pub async fn run(ctx: &Context) -> Result<Outcome> {
     let kube = Kube::connect(&ctx.layout.kubeconfig("admin.conf")).await?;
     let node = ctx.settings.hostname.as_str();
+    let started = Instant::now();
+    // With -v, when each part of the wait ended: where a slow bring-up spends its time.
+    let phase = |what: &str| {
+        tracing::debug!(
+            "phase: {what} at {:.1}s into the wait",
+            started.elapsed().as_secs_f64()
+        )
+    };
     let result = async {
         wait::within(
             &format!("the node {node} did not become Ready"),
@@ -33,6 +41,7 @@ pub async fn run(ctx: &Context) -> Result<Outcome> {
             async |seen| kube.wait_node_ready(node, seen).await,
         )
         .await?;
+        phase(&format!("node {node} Ready"));
         wait::within(
             "the kube-system pods did not all become ready",
             PODS_TIMEOUT,
@@ -49,6 +58,7 @@ pub async fn run(ctx: &Context) -> Result<Outcome> {
             },
         )
         .await?;
+        phase("kube-system pods running and ready");
         let fqdn = format!("kubernetes.default.svc.{}", ctx.settings.dns_domain);
         let expected = ctx.settings.service_cidr.kubernetes_ip();
         let resolver = Resolver::new(
@@ -67,6 +77,7 @@ pub async fn run(ctx: &Context) -> Result<Outcome> {
             }
         })
         .await?;
+        phase("cluster DNS answers");
         Ok::<_, anyhow::Error>(())
     }
     .await;
