@@ -230,6 +230,20 @@ impl Lock {
 mod tests {
     use super::*;
 
+    /// Hidden: the kubelet ran a static pod's temporary file as a pod of its own.
+    #[test]
+    fn temporary_names_are_hidden_and_unpredictable() {
+        let names: Vec<_> = dir::temp_names(std::ffi::OsStr::new("pod.yaml"))
+            .take(2)
+            .collect();
+        assert!(
+            names[0]
+                .to_string_lossy()
+                .starts_with(".pod.yaml.kinit-tmp-")
+        );
+        assert_ne!(names[0], names[1]);
+    }
+
     #[test]
     fn writes_with_modes_and_replaces_atomically() {
         let dir = tempfile::tempdir().unwrap();
