@@ -17,11 +17,7 @@ set -euo pipefail
 # shellcheck source=scripts/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$REPO"
-if [ -z "${KINIT_BUILT:-}" ]; then
-  ensure_cargo
-  cargo build --locked --release -q
-  export KINIT_BUILT=1
-fi
+build_for_bench --kinit-only
 become_root "$@"
 apt_ensure bc:bc python3:python3
 ensure_docker

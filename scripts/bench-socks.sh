@@ -13,12 +13,7 @@ set -euo pipefail
 # shellcheck source=scripts/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$REPO"
-if [ -z "${KINIT_BUILT:-}" ]; then
-  ensure_cargo
-  cargo build --locked --release -q
-  cargo bench --locked --bench socks --no-run -q 2>/dev/null
-  export KINIT_BUILT=1
-fi
+build_for_bench --socks
 become_root "$@"
 TARGET=${CARGO_TARGET_DIR:-$REPO/target}
 # Measured as users run it: a backtrace captured per failed tunnel is a developer setting.

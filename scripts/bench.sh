@@ -34,12 +34,7 @@ while [[ $# -gt 0 ]]; do
   esac
 done
 TARGET=${CARGO_TARGET_DIR:-$REPO/target}
-if [ -z "${KINIT_BUILT:-}" ]; then
-  ensure_cargo
-  cargo build --locked --release -q
-  cargo bench --locked --bench socks --no-run -q 2>/dev/null
-  export KINIT_BUILT=1
-fi
+build_for_bench --socks
 become_root "${args[@]}"
 apt_ensure bc:bc dig:bind9-dnsutils curl:curl python3:python3
 ensure_docker
@@ -100,23 +95,21 @@ component_container() {
   esac
 }
 container_pids() { docker top "$1" -eo pid 2>/dev/null | tail -n +2; }
-rss_kib() {
-  local pid total=0 rss
+# sum_procs CONTAINER FILE AWK: the sum, over every process of a container, of what AWK
+# prints from its /proc/PID/FILE.
+sum_procs() {
+  local pid total=0 v
   for pid in $(container_pids "$1"); do
-    rss=$(awk '/^VmRSS:/ {print $2}' "/proc/$pid/status" 2>/dev/null || echo 0)
-    total=$((total + ${rss:-0}))
+    v=$(awk "$3" "/proc/$pid/$2" 2>/dev/null || echo 0)
+    total=$((total + ${v:-0}))
   done
   echo "$total"
 }
+# shellcheck disable=SC2016 # awk programs, for awk to expand
+rss_kib() { sum_procs "$1" status '/^VmRSS:/ {print $2}'; }
 # CPU ticks (user + system) of every process of a container, children that ended included.
-cpu_ticks() {
-  local pid total=0 t
-  for pid in $(container_pids "$1"); do
-    t=$(awk '{print $14 + $15 + $16 + $17}' "/proc/$pid/stat" 2>/dev/null || echo 0)
-    total=$((total + ${t:-0}))
-  done
-  echo "$total"
-}
+# shellcheck disable=SC2016
+cpu_ticks() { sum_procs "$1" stat '{print $14 + $15 + $16 + $17}'; }
 
 median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR+1)/2] : (a[NR/2] + a[NR/2+1]) / 2}'; }
 # row LABEL VALUE UNIT TARGET [NOTE]: one line of the table.

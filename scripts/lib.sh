@@ -202,6 +202,19 @@ wait_port() {
 
 now() { date +%s.%N; }
 
+# build_for_bench --kinit-only|--socks: the release build of kinit (and with --socks the SOCKS
+# benchmark's binary), as the user who runs the script and before it becomes root; once
+# for a benchmark and the benchmark scripts it runs (KINIT_BUILT).
+build_for_bench() {
+  [ -z "${KINIT_BUILT:-}" ] || return 0
+  ensure_cargo
+  cargo build --locked --release -q
+  if [ "$1" = --socks ]; then
+    cargo bench --locked --bench socks --no-run -q 2>/dev/null
+  fi
+  export KINIT_BUILT=1
+}
+
 # timed_up: runs "${KINIT[@]}" "${UP[@]}" with its output in $WORK/up.log and prints how
 # many seconds it took; the caller sets KINIT, UP and WORK.
 timed_up() {
