@@ -197,7 +197,7 @@ done
 if [ "$SOCKS" = 1 ]; then
   # name mib_s p50_ms p99_ms
   get() { awk -v n="$1" -v c="$2" '$1 == n {print $c}' "$WORK/socks.tsv"; }
-  us() { echo "1000 * $1" | bc -l; }
+  us() { echo "1000 * ($1)" | bc -l; }
   d50=$(get direct 3) k50=$(get kinit 3) k99=$(get kinit 4) m99=$(get microsocks 4)
   over=$(us "$k50 - $d50")
   row "socks p50 set-up, kinit over direct" "$(printf '%.0f' "$over")" "µs" "<= 100 µs" "$(meets "$over" '<=' 100)"
