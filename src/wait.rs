@@ -9,8 +9,11 @@ use std::time::Duration;
 
 use anyhow::{Result, anyhow};
 
-/// How often [`until`] asks again.
-const POLL_INTERVAL: Duration = Duration::from_millis(500);
+/// How often [`until`] asks again. What it asks are cheap local checks (a health endpoint,
+/// one DNS query), and each half poll interval is, on average, time `kinit up` waits after
+/// the thing is already there. Polling every tenth of a second rather than every half took
+/// 0.5 s off a cold `kinit up` and 2 s off a warm one on the 2-core test VM (issue 14).
+const POLL_INTERVAL: Duration = Duration::from_millis(100);
 
 /// The last state a wait saw that kept it waiting: for the error when it runs out.
 #[derive(Debug, Default)]
@@ -51,7 +54,7 @@ pub async fn within<T>(
     }
 }
 
-/// Asks `check` every half second until it answers `Ok(true)` or `timeout` passes. An
+/// Asks `check` every tenth of a second until it answers `Ok(true)` or `timeout` passes. An
 /// error of `check` is not fatal (what it asks may not answer yet): the error of a wait
 /// that runs out quotes it when it was the last answer.
 pub async fn until<F, Fut>(what: &str, timeout: Duration, mut check: F) -> Result<()>
@@ -93,8 +96,8 @@ mod tests {
             format!("{err:#}"),
             format!("the thing did not come within 3s (last check: refused #{calls})")
         );
-        // Two checks a second, the first at once.
-        assert!((6..=7).contains(&calls), "{calls}");
+        // Ten checks a second, the first at once.
+        assert!((30..=31).contains(&calls), "{calls}");
 
         // A check that answers "not yet" leaves nothing to quote, not an older error.
         let mut first = true;
