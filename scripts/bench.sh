@@ -51,7 +51,7 @@ WORK=$(mktemp -d /tmp/kinit-bench.XXXXXX)
 STATE=$WORK/state-first
 run_kinit() { "$TARGET/release/kinit" --state-dir "$STATE" "$@"; }
 # `kinit down` (data kept), its report shown only when it fails.
-down() { run_kinit down >"$WORK/down.log" 2>&1 || { cat "$WORK/down.log" >&2; die "kinit down failed"; }; }
+down() { logged "$WORK/down.log" "kinit down" run_kinit down; }
 UP=(up --bundle "$KINIT_BUNDLE_DIR" --bin-dir "$WORK/bin" --kubeconfig "$WORK/kubeconfig")
 KUBECTL=("$WORK/bin/kubectl" --kubeconfig "$WORK/kubeconfig")
 cleanup() {
@@ -84,7 +84,7 @@ undeploy() {
 usable() {
   local t0 t_up ip _
   t0=$(now)
-  run_kinit -v "${UP[@]}" >"$WORK/up.log" 2>&1 || { cat "$WORK/up.log" >&2; die "kinit up failed"; }
+  logged "$WORK/up.log" "kinit up" run_kinit -v "${UP[@]}"
   t_up=$(now)
   deploy usable 1
   ip=$("${KUBECTL[@]}" get service usable -o jsonpath='{.spec.clusterIP}')

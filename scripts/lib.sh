@@ -202,6 +202,14 @@ wait_port() {
 
 now() { date +%s.%N; }
 
+# logged LOG WHAT CMD...: runs CMD with its output in LOG; when it fails, shows LOG and dies
+# with "WHAT failed".
+logged() {
+  local log=$1 what=$2
+  shift 2
+  "$@" >"$log" 2>&1 || { cat "$log" >&2; die "$what failed"; }
+}
+
 # build_for_bench --kinit-only|--socks: the release build of kinit (and with --socks the SOCKS
 # benchmark's binary), as the user who runs the script and before it becomes root; once
 # for a benchmark and the benchmark scripts it runs (KINIT_BUILT).
@@ -220,7 +228,7 @@ build_for_bench() {
 timed_up() {
   local t0 t1
   t0=$(now)
-  "${KINIT[@]}" "${UP[@]}" >"$WORK/up.log" 2>&1 || { cat "$WORK/up.log" >&2; die "kinit up failed"; }
+  logged "$WORK/up.log" "kinit up" "${KINIT[@]}" "${UP[@]}"
   t1=$(now)
   echo "$t1 - $t0" | bc -l
 }
