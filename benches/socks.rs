@@ -6,7 +6,11 @@
 //! For each proxy, and for a direct connection as the baseline, it measures:
 //! - throughput: one connection downloading `--bytes` from a local server, best of 3;
 //! - set-up latency: `--connects` sequential connections, each timed from the TCP connect
-//!   to the first byte back from the server through the tunnel (p50 and p99);
+//!   to the first byte back from the server through the tunnel (p50 and p99). They are
+//!   taken in rounds after every throughput run, one connection through each proxy in turn
+//!   per round, so what disturbs the host for a moment (another VM, a daemon waking up)
+//!   falls on every proxy alike rather than on whichever was being measured then: a p99 of
+//!   a thousand connections is the tenth slowest, and one such moment decides it;
 //! - memory: the proxy's resident memory (sum over its PIDs) idle, and with `--concurrent`
 //!   tunnels open at once.
 //!
@@ -87,6 +91,9 @@ async fn run() -> Result<(), String> {
         }
     }
 
+    if connects == 0 {
+        return Err("--connects must be at least 1".into());
+    }
     let source = start_source().await?;
     targets.insert(
         1,
@@ -96,12 +103,28 @@ async fn run() -> Result<(), String> {
             pids: Pids::None,
         },
     );
-    let mut results = Vec::new();
+    let mut loads = Vec::new();
     for t in &targets {
         eprintln!("measuring {} ...", t.name);
-        let f = measure(t, source, bytes, connects, concurrent).await?;
-        results.push((t.name.clone(), f));
+        loads.push(load(t, source, bytes, concurrent).await?);
     }
+    eprintln!("measuring set-up latency, {connects} rounds ...");
+    let latencies = latencies(&targets, source, connects).await?;
+    let results: Vec<(String, Figures)> = targets
+        .iter()
+        .zip(loads)
+        .zip(latencies)
+        .map(|((t, load), (p50_ms, p99_ms))| {
+            let figures = Figures {
+                mib_per_s: load.mib_per_s,
+                p50_ms,
+                p99_ms,
+                idle_rss_kib: load.idle_rss_kib,
+                busy_rss_kib: load.busy_rss_kib,
+            };
+            (t.name.clone(), figures)
+        })
+        .collect();
 
     if let Some(path) = &tsv {
         let lines: String = results
@@ -113,7 +136,7 @@ async fn run() -> Result<(), String> {
     let direct = results[0].1.mib_per_s;
     let kinit = results.iter().find(|(n, _)| n == "kinit").map(|(_, f)| f);
     println!(
-        "SOCKS5 on loopback: {} MiB download (best of 3), {connects} sequential connects, {concurrent} concurrent tunnels",
+        "SOCKS5 on loopback: {} MiB download (best of 3), {connects} sequential connects each (in rounds over all), {concurrent} concurrent tunnels",
         bytes >> 20
     );
     println!(
@@ -397,13 +420,14 @@ fn rss_kib(pids: &Pids) -> Option<u64> {
     Some(total)
 }
 
-async fn measure(
-    t: &Target,
-    dest: SocketAddr,
-    bytes: u64,
-    connects: usize,
-    concurrent: usize,
-) -> Result<Figures, String> {
+/// What one proxy moves and holds: throughput and memory.
+struct Load {
+    mib_per_s: f64,
+    idle_rss_kib: Option<u64>,
+    busy_rss_kib: Option<u64>,
+}
+
+async fn load(t: &Target, dest: SocketAddr, bytes: u64, concurrent: usize) -> Result<Load, String> {
     // Warm up (and check the proxy works) before measuring anything.
     first_byte(t.proxy, dest).await?;
     let idle_rss_kib = rss_kib(&t.pids);
@@ -412,19 +436,6 @@ async fn measure(
     for _ in 0..3 {
         best = best.max(download(t.proxy, dest, bytes).await?);
     }
-
-    let mut times = Vec::with_capacity(connects);
-    for _ in 0..connects {
-        let started = Instant::now();
-        let s = first_byte(t.proxy, dest).await?;
-        times.push(started.elapsed());
-        drop(s);
-    }
-    times.sort();
-    let pct = |p: f64| {
-        let i = ((times.len() as f64 * p).ceil() as usize).clamp(1, times.len()) - 1;
-        times[i].as_secs_f64() * 1000.0
-    };
 
     let mut open_tunnels = Vec::with_capacity(concurrent);
     for _ in 0..concurrent {
@@ -435,11 +446,38 @@ async fn measure(
     drop(open_tunnels);
     tokio::time::sleep(Duration::from_millis(500)).await;
 
-    Ok(Figures {
+    Ok(Load {
         mib_per_s: best,
-        p50_ms: pct(0.50),
-        p99_ms: pct(0.99),
         idle_rss_kib,
         busy_rss_kib,
     })
+}
+
+/// Each target's set-up latency p50 and p99 in milliseconds, from `rounds` rounds of one
+/// connection through each target in turn.
+async fn latencies(
+    targets: &[Target],
+    dest: SocketAddr,
+    rounds: usize,
+) -> Result<Vec<(f64, f64)>, String> {
+    let mut times = vec![Vec::with_capacity(rounds); targets.len()];
+    for _ in 0..rounds {
+        for (t, times) in targets.iter().zip(&mut times) {
+            let started = Instant::now();
+            let s = first_byte(t.proxy, dest).await?;
+            times.push(started.elapsed());
+            drop(s);
+        }
+    }
+    Ok(times
+        .into_iter()
+        .map(|mut times| {
+            times.sort();
+            let pct = |p: f64| {
+                let i = ((times.len() as f64 * p).ceil() as usize).clamp(1, times.len()) - 1;
+                times[i].as_secs_f64() * 1000.0
+            };
+            (pct(0.50), pct(0.99))
+        })
+        .collect())
 }

@@ -8,14 +8,22 @@ KINIT_BUILD_CACHE=${KINIT_BUILD_CACHE:-/var/cache/kinit-build}
 KINIT_BUNDLE_DIR=${KINIT_BUNDLE_DIR:-$KINIT_BUILD_CACHE/bundle}
 export KINIT_BUILD_CACHE KINIT_BUNDLE_DIR
 
-say() { printf '==> %s\n' "$*"; }
+# Under CI (.ci/run sets KINIT_CI_T0), each line also says how far into the run it came,
+# so a slow run's log shows where its time went.
+say() {
+  if [ -n "${KINIT_CI_T0:-}" ]; then
+    printf '==> [%ss] %s\n' "$(($(date +%s) - KINIT_CI_T0))" "$*"
+  else
+    printf '==> %s\n' "$*"
+  fi
+}
 die() { printf 'error: %s\n' "$*" >&2; exit 1; }
 
 # Re-runs the calling script as root (through sudo when there is one).
 become_root() {
   [ "$(id -u)" -eq 0 ] && return 0
   command -v sudo >/dev/null || die "run this as root"
-  exec sudo --preserve-env=CI,CARGO_TARGET_DIR,KINIT_BUILD_CACHE,KINIT_BUNDLE_DIR,KINIT_BUILT,PATH "$0" "$@"
+  exec sudo --preserve-env=CI,KINIT_CI_T0,CARGO_TARGET_DIR,KINIT_BUILD_CACHE,KINIT_BUNDLE_DIR,KINIT_BUILT,PATH "$0" "$@"
 }
 
 # apt_ensure COMMAND:PACKAGE ... installs each PACKAGE whose COMMAND is missing.
@@ -51,8 +59,7 @@ start_docker() {
     # Its own session: the daemon outlives the script (and the terminal) that started it.
     setsid nohup dockerd >>/var/log/kinit-dockerd.log 2>&1 </dev/null &
   fi
-  local i
-  for i in $(seq 60); do
+  for _ in $(seq 60); do
     docker info >/dev/null 2>&1 && return 0
     sleep 1
   done
@@ -70,8 +77,7 @@ stop_docker() {
   pid=$(cat /var/run/docker.pid 2>/dev/null || true)
   [ -n "$pid" ] || die "no /var/run/docker.pid: is dockerd running?"
   kill "$pid"
-  local i
-  for i in $(seq 60); do
+  for _ in $(seq 60); do
     kill -0 "$pid" 2>/dev/null || return 0
     sleep 1
   done
@@ -175,6 +181,18 @@ ensure_go() {
 # ensure_bundle [COMPONENTS [BUILD-BUNDLE OPTIONS...]]: images and binaries built from
 # upstream sources into the offline bundle, all components unless a comma-separated list
 # is given (cached: seconds after the first build).
+# test_prerequisites: everything scripts/test.sh needs before its first test: the host's
+# tools, a running Docker engine, the whole offline bundle and the conformance suite with
+# its images (built once, then cached). .ci/run also starts it early, beside its Rust builds.
+test_prerequisites() {
+  apt_ensure curl:curl openssl:openssl setpriv:util-linux dnsmasq:dnsmasq-base python3:python3 \
+    iptables-save:iptables vagrant:vagrant
+  ensure_cargo
+  ensure_docker
+  ensure_bundle ""           # every component
+  ensure_bundle conformance  # e2e.test, ginkgo and the test images (scripts/conformance.sh)
+}
+
 ensure_bundle() {
   ensure_go
   apt_ensure gcc:gcc
@@ -192,8 +210,7 @@ free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",
 
 # wait_port PORT [WHAT]: until something accepts connections on 127.0.0.1:PORT (10 s).
 wait_port() {
-  local i
-  for i in $(seq 100); do
+  for _ in $(seq 100); do
     (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
     sleep 0.1
   done

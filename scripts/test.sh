@@ -17,12 +17,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 become_root "$@"
 cd "$REPO"
 
-apt_ensure curl:curl openssl:openssl setpriv:util-linux dnsmasq:dnsmasq-base python3:python3 \
-  iptables-save:iptables vagrant:vagrant
-ensure_cargo
-ensure_docker
-ensure_bundle ""   # every component
-ensure_bundle conformance   # e2e.test, ginkgo and the test images (scripts/conformance.sh)
+test_prerequisites
 
 say "cargo test (unit, CLI, Docker, cluster, SOCKS and bundle tiers)"
 cargo test --locked "$@"

@@ -63,13 +63,20 @@ where
     Fut: Future<Output = Result<bool>>,
 {
     within(what, timeout, async |seen| {
+        // With ten checks a second, a component's start would repeat the same line dozens
+        // of times under -v: log an error only when it differs from the one before.
+        let mut logged = None;
         loop {
             match check().await {
                 Ok(true) => return Ok(()),
                 Ok(false) => seen.clear(),
                 Err(e) => {
-                    tracing::debug!("still waiting ({what}?): {e:#}");
-                    seen.set(format!("{e:#}"));
+                    let e = format!("{e:#}");
+                    if logged.as_ref() != Some(&e) {
+                        tracing::debug!("still waiting ({what}?): {e}");
+                        logged = Some(e.clone());
+                    }
+                    seen.set(e);
                 }
             }
             tokio::time::sleep(POLL_INTERVAL).await;
@@ -122,6 +129,45 @@ mod tests {
         );
         let ok = until("never shown", Duration::from_secs(3), || async { Ok(true) }).await;
         assert!(ok.is_ok());
+    }
+
+    /// Twenty failed checks with two different errors make two log lines, not twenty.
+    #[tokio::test(start_paused = true)]
+    async fn a_repeated_error_is_logged_once() {
+        #[derive(Clone, Default)]
+        struct Lines(std::sync::Arc<Mutex<Vec<u8>>>);
+        impl std::io::Write for Lines {
+            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(buf);
+                Ok(buf.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let lines = Lines::default();
+        let writer = lines.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::DEBUG)
+            .with_writer(move || writer.clone())
+            .finish();
+        let _guard = tracing::subscriber::set_default(subscriber);
+
+        let mut calls = 0;
+        until("the thing", Duration::from_secs(10), || {
+            calls += 1;
+            let answer = match calls {
+                1..=10 => Err(anyhow!("connection refused")),
+                11..=20 => Err(anyhow!("not ready yet")),
+                _ => Ok(true),
+            };
+            async move { answer }
+        })
+        .await
+        .unwrap();
+        let logged = String::from_utf8(lines.0.lock().unwrap().clone()).unwrap();
+        assert_eq!(logged.matches("still waiting").count(), 2, "{logged}");
+        assert!(logged.contains("connection refused") && logged.contains("not ready yet"));
     }
 
     #[tokio::test(start_paused = true)]

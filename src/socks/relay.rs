@@ -13,10 +13,16 @@ use tokio::io::Interest;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
-/// The pipe's capacity, and so the most one splice call moves: larger than the default
-/// 64 KiB, so a fast transfer takes fewer wake-ups. The kernel caps it for unprivileged
-/// users (fs.pipe-max-size); a smaller pipe still works.
+/// The most one splice call moves, and the pipe's capacity once a tunnel carries bulk
+/// data: larger than the default 64 KiB, so a fast transfer takes fewer wake-ups. The
+/// kernel caps it for unprivileged users (fs.pipe-max-size); a smaller pipe still works.
 const CHUNK: usize = 1024 * 1024;
+
+/// A new tunnel's pipe keeps the kernel's default size (64 KiB with 4 KiB pages): most
+/// tunnels carry a request and a page or two, and sizing every pipe on creation costs each
+/// tunnel two more system calls and larger kernel allocations. A splice that moves this
+/// much marks a bulk transfer, and the pipe then grows to [`CHUNK`].
+const BULK: usize = 64 * 1024;
 
 /// What a tunnel has carried so far, updated as it runs, so a tunnel closed for idling or
 /// broken midway still reports its bytes.
@@ -116,8 +122,8 @@ async fn one_way(
     traffic: &Traffic,
 ) -> io::Result<()> {
     let (pipe_out, pipe_in) = nix::unistd::pipe2(OFlag::O_NONBLOCK | OFlag::O_CLOEXEC)?;
-    let _ = nix::fcntl::fcntl(&pipe_in, nix::fcntl::FcntlArg::F_SETPIPE_SZ(CHUNK as i32));
     let flags = SpliceFFlags::SPLICE_F_MOVE | SPLICE_NONBLOCK;
+    let mut grown = false;
     loop {
         // The pipe is empty here, so "would block" can only mean the socket has no data.
         let n = from
@@ -132,6 +138,11 @@ async fn one_way(
         traffic.touch();
         drain(&pipe_out, to, n, flags, traffic).await?;
         total.fetch_add(n as u64, Ordering::Relaxed);
+        if n >= BULK && !grown {
+            // Once, whatever the answer: where the kernel refuses, the default pipe works.
+            grown = true;
+            let _ = nix::fcntl::fcntl(&pipe_in, nix::fcntl::FcntlArg::F_SETPIPE_SZ(CHUNK as i32));
+        }
     }
     // The peer of `to` sees the end of the stream; reading from it goes on.
     match nix::sys::socket::shutdown(
