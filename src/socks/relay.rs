@@ -18,11 +18,13 @@ use tokio::time::Instant;
 /// kernel caps it for unprivileged users (fs.pipe-max-size); a smaller pipe still works.
 const CHUNK: usize = 1024 * 1024;
 
-/// A new tunnel's pipe keeps the kernel's default size (64 KiB with 4 KiB pages): most
-/// tunnels carry a request and a page or two, and sizing every pipe on creation costs each
-/// tunnel two more system calls and larger kernel allocations. A splice that moves this
-/// much marks a bulk transfer, and the pipe then grows to [`CHUNK`].
-const BULK: usize = 64 * 1024;
+/// A new tunnel's pipe keeps the kernel's default size (16 buffers): most tunnels carry a
+/// request and a page or two, and sizing every pipe on creation costs each tunnel two more
+/// system calls and larger kernel allocations. Once a direction has moved this much it is
+/// a bulk transfer, and its pipe grows to [`CHUNK`]. Counted over the tunnel, not per
+/// splice: a full default pipe may hold less than 64 KiB when the socket's buffers are
+/// partly filled pages.
+const BULK: u64 = 64 * 1024;
 
 /// What a tunnel has carried so far, updated as it runs, so a tunnel closed for idling or
 /// broken midway still reports its bytes.
@@ -137,8 +139,8 @@ async fn one_way(
         }
         traffic.touch();
         drain(&pipe_out, to, n, flags, traffic).await?;
-        total.fetch_add(n as u64, Ordering::Relaxed);
-        if n >= BULK && !grown {
+        let moved = total.fetch_add(n as u64, Ordering::Relaxed) + n as u64;
+        if moved >= BULK && !grown {
             // Once, whatever the answer: where the kernel refuses, the default pipe works.
             grown = true;
             let _ = nix::fcntl::fcntl(&pipe_in, nix::fcntl::FcntlArg::F_SETPIPE_SZ(CHUNK as i32));
