@@ -178,9 +178,6 @@ ensure_go() {
   say "using $(go version)"
 }
 
-# ensure_bundle [COMPONENTS [BUILD-BUNDLE OPTIONS...]]: images and binaries built from
-# upstream sources into the offline bundle, all components unless a comma-separated list
-# is given (cached: seconds after the first build).
 # test_prerequisites: everything scripts/test.sh needs before its first test: the host's
 # tools, a running Docker engine, the whole offline bundle and the conformance suite with
 # its images (built once, then cached). .ci/run also starts it early, beside its Rust builds.
@@ -193,6 +190,9 @@ test_prerequisites() {
   ensure_bundle conformance  # e2e.test, ginkgo and the test images (scripts/conformance.sh)
 }
 
+# ensure_bundle [COMPONENTS [BUILD-BUNDLE OPTIONS...]]: images and binaries built from
+# upstream sources into the offline bundle, all components unless a comma-separated list
+# is given (cached: seconds after the first build).
 ensure_bundle() {
   ensure_go
   apt_ensure gcc:gcc
