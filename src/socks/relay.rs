@@ -125,7 +125,6 @@ async fn one_way(
 ) -> io::Result<()> {
     let (pipe_out, pipe_in) = nix::unistd::pipe2(OFlag::O_NONBLOCK | OFlag::O_CLOEXEC)?;
     let flags = SpliceFFlags::SPLICE_F_MOVE | SPLICE_NONBLOCK;
-    let mut grown = false;
     loop {
         // The pipe is empty here, so "would block" can only mean the socket has no data.
         let n = from
@@ -139,10 +138,10 @@ async fn one_way(
         }
         traffic.touch();
         drain(&pipe_out, to, n, flags, traffic).await?;
-        let moved = total.fetch_add(n as u64, Ordering::Relaxed) + n as u64;
-        if moved >= BULK && !grown {
-            // Once, whatever the answer: where the kernel refuses, the default pipe works.
-            grown = true;
+        let before = total.fetch_add(n as u64, Ordering::Relaxed);
+        if before < BULK && before + n as u64 >= BULK {
+            // Once, at the crossing, whatever the answer: where the kernel refuses, the
+            // default pipe works.
             let _ = nix::fcntl::fcntl(&pipe_in, nix::fcntl::FcntlArg::F_SETPIPE_SZ(CHUNK as i32));
         }
     }
