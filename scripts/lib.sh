@@ -179,8 +179,8 @@ ensure_go() {
 }
 
 # test_prerequisites: everything scripts/test.sh needs before its first test: the host's
-# tools, a running Docker engine, the whole offline bundle and the conformance suite with
-# its images (built once, then cached). .ci/run also starts it early, beside its Rust builds.
+# tools, a running Docker engine, the whole offline bundle, the conformance suite with its
+# images and the VM tier's guest image (built once, then cached). .ci/run also starts it early, beside its Rust builds.
 test_prerequisites() {
   apt_ensure curl:curl openssl:openssl setpriv:util-linux dnsmasq:dnsmasq-base python3:python3 \
     iptables-save:iptables vagrant:vagrant
@@ -188,6 +188,10 @@ test_prerequisites() {
   ensure_docker
   ensure_bundle ""           # every component
   ensure_bundle conformance  # e2e.test, ginkgo and the test images (scripts/conformance.sh)
+  # The VM tier's guest (scripts/test-vm.sh): Debian packages only, cached by its recipe.
+  # shellcheck source=scripts/vm/guest.sh
+  source "$REPO/scripts/vm/guest.sh"
+  say "VM tier guest image: $(guest_image bookworm)"
 }
 
 # ensure_bundle [COMPONENTS [BUILD-BUNDLE OPTIONS...]]: images and binaries built from

@@ -3,7 +3,9 @@
 # (musl targets, no shared library needed at run time), each with a `.sha256` beside it in
 # sha256sum's format, named as scripts/install.sh fetches them:
 #
-#   scripts/release.sh [OUT_DIR]        # default: target/release-artifacts
+#   scripts/release.sh [--host-only] [OUT_DIR]   # default: target/release-artifacts
+#
+# --host-only builds this machine's architecture alone (the VM tier's guests run it).
 #
 #   OUT_DIR/kinit-linux-amd64  kinit-linux-amd64.sha256
 #   OUT_DIR/kinit-linux-arm64  kinit-linux-arm64.sha256
@@ -17,6 +19,15 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$REPO"
 
+PAIRS=(x86_64-unknown-linux-musl:amd64 aarch64-unknown-linux-musl:arm64)
+if [ "${1:-}" = --host-only ]; then
+  shift
+  case $(uname -m) in
+    x86_64) PAIRS=("${PAIRS[0]}") ;;
+    aarch64) PAIRS=("${PAIRS[1]}") ;;
+    *) die "no release target for $(uname -m)" ;;
+  esac
+fi
 OUT_DIR=${1:-$REPO/target/release-artifacts}
 ensure_cargo
 command -v rustup >/dev/null || die "rustup is needed to add the musl targets (https://rustup.rs)"
@@ -26,7 +37,7 @@ if ! command -v clang >/dev/null || ! command -v llvm-ar >/dev/null; then
 fi
 mkdir -p "$OUT_DIR"
 
-for pair in x86_64-unknown-linux-musl:amd64 aarch64-unknown-linux-musl:arm64; do
+for pair in "${PAIRS[@]}"; do
   target=${pair%%:*} arch=${pair#*:}
   rustup target list --installed | grep -qx "$target" || rustup target add "$target"
   env_target=${target//-/_}

@@ -5,8 +5,11 @@
 # component of it) and the upstream conformance suite with its test images (cached after
 # the first run), then runs every test tier: cargo's (unit, CLI, Docker, cluster end to end,
 # SOCKS, bundle), a fixed subset of the upstream conformance tests on a cluster of its own
-# (scripts/conformance.sh --ci), install.sh in a clean Debian root filesystem, and
-# `vagrant validate`.
+# (scripts/conformance.sh --ci), install.sh in a clean Debian root filesystem,
+# `vagrant validate`, and the VM tier: a Debian 12 guest under qemu (systemd, cgroup v2)
+# from install.sh through `kinit up`, the walkthroughs and a real reboot to
+# `kinit down --purge` (scripts/test-vm.sh; `scripts/test-vm.sh bookworm trixie` is the
+# full run).
 #
 #   scripts/test.sh [extra cargo test arguments]
 #
@@ -30,3 +33,6 @@ say "install.sh in a clean Debian root filesystem"
 
 say "vagrant validate"
 (cd "$REPO/vagrant" && vagrant validate)
+
+say "the VM tier: a Debian 12 guest with systemd and cgroup v2 (scripts/test-vm.sh)"
+"$REPO/scripts/test-vm.sh" bookworm

@@ -7,6 +7,13 @@
 //! sets them ([`prepare`]) and writes the sysctl and module files a systemd boot applies
 //! ([`persist`]); the `kinit-boot` container sets them again on every start of the Docker
 //! daemon, so hosts without systemd come back too (src/commands/boot.rs).
+//!
+//! On a host systemd runs, a shutdown or reboot waits for the kubelet to stop every pod
+//! (its graceful node shutdown, through systemd-logind's delay inhibitor lock): otherwise
+//! systemd stops each pod's scope itself, and a pod whose PID 1 ignores SIGTERM holds the
+//! shutdown up for systemd's stop timeout. logind grants a delay of at most
+//! `InhibitDelayMaxSec` (5 s unless configured), so kinit writes a drop-in raising it to
+//! the kubelet's [`SHUTDOWN_GRACE_SECONDS`] ([`persist`]) and has logind read it.
 
 use std::fs::OpenOptions;
 use std::io::ErrorKind;
@@ -33,6 +40,18 @@ pub const MODULES: &[&str] = &["br_netfilter"];
 /// scripts on other inits).
 pub const SYSCTL_FILE: &str = "/etc/sysctl.d/99-kinit.conf";
 pub const MODULES_FILE: &str = "/etc/modules-load.d/kinit.conf";
+/// Read by systemd-logind at its start and on SIGHUP.
+pub const LOGIND_FILE: &str = "/etc/systemd/logind.conf.d/99-kinit.conf";
+
+/// How long the kubelet takes at a shutdown to stop the pods, and of that the share left for
+/// the critical ones (the control plane, CoreDNS), which it stops last.
+pub const SHUTDOWN_GRACE_SECONDS: u32 = 30;
+pub const SHUTDOWN_GRACE_CRITICAL_SECONDS: u32 = 10;
+
+/// systemd runs the host when this directory exists (as sd_booted(3) tells).
+const SYSTEMD_RUNNING: &str = "/run/systemd/system";
+/// The D-Bus system bus, through which the kubelet asks logind for its lock.
+pub const DBUS_SOCKET: &str = "/run/dbus/system_bus_socket";
 
 /// The first line of every file [`persist`] writes: only a file that starts with it is
 /// kinit's to replace or delete.
@@ -57,15 +76,22 @@ pub fn prepare() -> Result<Vec<String>> {
     Ok(changed)
 }
 
+/// Whether the kubelet can take part in the host's shutdown: systemd runs the host (with
+/// logind, part of every systemd install) and the system bus it asks logind over is up.
+pub fn has_logind() -> bool {
+    Path::new(SYSTEMD_RUNNING).is_dir() && Path::new(DBUS_SOCKET).exists()
+}
+
 #[derive(Serialize)]
 struct PersistValues {
     marker: &'static str,
     sysctls: Vec<(String, &'static str)>,
     modules: &'static [&'static str],
+    inhibit_delay_seconds: u32,
 }
 
 /// The files a boot applies, rendered.
-fn persisted_files() -> Result<[(&'static str, String); 2]> {
+fn persisted_files() -> Result<[(&'static str, String); 3]> {
     let values = PersistValues {
         marker: MARKER,
         sysctls: SYSCTLS
@@ -73,6 +99,7 @@ fn persisted_files() -> Result<[(&'static str, String); 2]> {
             .map(|(k, v)| (k.replace('/', "."), *v))
             .collect(),
         modules: MODULES,
+        inhibit_delay_seconds: SHUTDOWN_GRACE_SECONDS,
     };
     // The templates drop their final newline; the files end with one.
     let line_ended = |text: String| text + "\n";
@@ -85,15 +112,30 @@ fn persisted_files() -> Result<[(&'static str, String); 2]> {
             MODULES_FILE,
             line_ended(manifests::HOST_MODULES.render_text(&values)?),
         ),
+        (
+            LOGIND_FILE,
+            line_ended(manifests::HOST_LOGIND.render_text(&values)?),
+        ),
     ])
 }
 
-/// Writes the sysctl and module files, on hosts that have the directories for them;
-/// returns the files it wrote. A file of that name that kinit did not write is left alone.
-pub fn persist(etc: &Path) -> Result<Vec<String>> {
+/// Writes the sysctl and module files, on hosts that have the directories for them, and
+/// with `logind` (see [`has_logind`]) logind's drop-in, making its directory when systemd's
+/// configuration directory has none; returns the files it wrote. A file of that name that
+/// kinit did not write is left alone. A new or changed drop-in takes effect once logind
+/// reloads ([`reload_logind`]).
+pub fn persist(etc: &Path, logind: bool) -> Result<Vec<String>> {
     let mut written = Vec::new();
     for (path, contents) in persisted_files()? {
+        let is_logind = path == LOGIND_FILE;
         let path = etc.join(path.trim_start_matches("/etc/"));
+        if is_logind {
+            let Some(dir) = path.parent() else { continue };
+            if !logind || !dir.parent().is_some_and(Path::is_dir) {
+                continue;
+            }
+            fs::ensure_dir(dir)?;
+        }
         if !path.parent().is_some_and(Path::is_dir) {
             continue;
         }
@@ -111,22 +153,53 @@ pub fn persist(etc: &Path) -> Result<Vec<String>> {
     Ok(written)
 }
 
-/// Deletes what [`persist`] wrote; returns the files it deleted.
+/// Deletes what [`persist`] wrote; returns the files it deleted. logind's drop-in
+/// directory goes too when deleting kinit's file left it empty: an empty drop-in directory
+/// configures nothing, and on the hosts kinit runs on it was kinit that made it.
 pub fn unpersist(etc: &Path) -> Result<Vec<String>> {
     let mut removed = Vec::new();
     for (path, _) in persisted_files()? {
+        let is_logind = path == LOGIND_FILE;
         let path = etc.join(path.trim_start_matches("/etc/"));
         if is_ours_or_missing(&path)? {
             match std::fs::remove_file(&path) {
                 Ok(()) => removed.push(path.display().to_string()),
-                Err(e) if e.kind() == ErrorKind::NotFound => {}
+                Err(e) if e.kind() == ErrorKind::NotFound => continue,
                 Err(e) => {
                     return Err(e).with_context(|| format!("cannot delete {}", path.display()));
                 }
             }
+            if is_logind && let Some(dir) = path.parent() {
+                // Fails, and is meant to, when anything else is in it.
+                let _ = std::fs::remove_dir(dir);
+            }
         }
     }
     Ok(removed)
+}
+
+/// Has systemd-logind read its configuration again (it does on SIGHUP), so that a drop-in
+/// [`persist`] or [`unpersist`] changed applies before the kubelet asks for its lock.
+pub fn reload_logind() -> Result<()> {
+    let status = std::process::Command::new(
+        fs::system_tool("systemctl").unwrap_or_else(|| "systemctl".into()),
+    )
+    .env("PATH", fs::SYSTEM_PATH)
+    .args([
+        "kill",
+        "--kill-whom=main",
+        "--signal=SIGHUP",
+        "systemd-logind.service",
+    ])
+    .status()
+    .context("cannot run systemctl to have systemd-logind reload its configuration")?;
+    if !status.success() {
+        bail!(
+            "`systemctl kill --signal=SIGHUP systemd-logind.service` failed ({status}); \
+             run `sudo systemctl restart systemd-logind` and `kinit up` again"
+        );
+    }
+    Ok(())
 }
 
 /// A regular file starting with [`MARKER`] (never through a symlink), or nothing there.
@@ -271,13 +344,13 @@ mod tests {
     fn persisted_files_name_every_setting_and_only_ours_are_replaced_or_deleted() {
         let etc = tempfile::tempdir().unwrap();
         // Hosts without the directories get nothing.
-        assert!(persist(etc.path()).unwrap().is_empty());
+        assert!(persist(etc.path(), false).unwrap().is_empty());
         for dir in ["sysctl.d", "modules-load.d"] {
             std::fs::create_dir(etc.path().join(dir)).unwrap();
         }
-        assert_eq!(persist(etc.path()).unwrap().len(), 2);
+        assert_eq!(persist(etc.path(), false).unwrap().len(), 2);
         assert!(
-            persist(etc.path()).unwrap().is_empty(),
+            persist(etc.path(), false).unwrap().is_empty(),
             "rewritten unchanged"
         );
         let sysctl = std::fs::read_to_string(etc.path().join("sysctl.d/99-kinit.conf")).unwrap();
@@ -301,13 +374,49 @@ mod tests {
         std::fs::write(&elsewhere, "mine\n").unwrap();
         std::os::unix::fs::symlink(&elsewhere, etc.path().join("modules-load.d/kinit.conf"))
             .unwrap();
-        assert!(persist(etc.path()).unwrap().is_empty());
+        assert!(persist(etc.path(), false).unwrap().is_empty());
         assert!(unpersist(etc.path()).unwrap().is_empty());
         assert_eq!(
             std::fs::read_to_string(&theirs).unwrap(),
             "vm.swappiness = 1\n"
         );
         assert_eq!(std::fs::read_to_string(&elsewhere).unwrap(), "mine\n");
+    }
+
+    #[test]
+    fn logind_drop_in_only_under_systemd_and_its_directory_goes_when_kinit_emptied_it() {
+        let etc = tempfile::tempdir().unwrap();
+        let dir = etc.path().join("systemd/logind.conf.d");
+        let file = dir.join("99-kinit.conf");
+        // No systemd configuration directory, or not asked for: nothing.
+        assert!(persist(etc.path(), true).unwrap().is_empty());
+        std::fs::create_dir(etc.path().join("systemd")).unwrap();
+        assert!(persist(etc.path(), false).unwrap().is_empty());
+        assert!(!dir.exists());
+
+        assert_eq!(
+            persist(etc.path(), true).unwrap(),
+            [file.display().to_string()]
+        );
+        let text = std::fs::read_to_string(&file).unwrap();
+        assert!(text.starts_with(MARKER), "{text}");
+        assert!(
+            text.contains(&format!(
+                "\n[Login]\nInhibitDelayMaxSec={SHUTDOWN_GRACE_SECONDS}\n"
+            )),
+            "{text}"
+        );
+        assert_eq!(unpersist(etc.path()).unwrap(), [file.display().to_string()]);
+        assert!(
+            !dir.exists(),
+            "the directory kinit made is gone with its file"
+        );
+
+        // Another drop-in beside kinit's keeps the directory.
+        persist(etc.path(), true).unwrap();
+        std::fs::write(dir.join("50-admin.conf"), "[Login]\n").unwrap();
+        assert_eq!(unpersist(etc.path()).unwrap().len(), 1);
+        assert!(dir.join("50-admin.conf").exists());
     }
 
     #[test]

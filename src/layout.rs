@@ -101,6 +101,12 @@ impl Layout {
         self.cri_dockerd().join("kinit-pulled-images")
     }
 
+    /// The images `kinit up` pulled itself (absent from the engine until then), one ID a
+    /// line: with [`Self::pulled_images`], what `kinit down --purge` removes.
+    pub fn kinit_pulled_images(&self) -> PathBuf {
+        self.root.join("pulled-images")
+    }
+
     /// Where the kubelet keeps pod logs (links to Docker's log files).
     pub fn pod_logs(&self) -> PathBuf {
         self.root.join("pod-logs")

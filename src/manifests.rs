@@ -54,6 +54,7 @@ manifest!(LOAD_BALANCER, "addons/load-balancer/controller.yaml");
 manifest!(INGRESS, "addons/ingress/traefik.yaml");
 manifest!(HOST_SYSCTL, "host/sysctl.conf");
 manifest!(HOST_MODULES, "host/modules.conf");
+manifest!(HOST_LOGIND, "host/logind.conf");
 manifest!(BOOT, "components/boot.yaml");
 manifest!(EXAMPLE_TELESCOPE, "examples/telescope.yaml");
 manifest!(EXAMPLE_NGINX, "examples/nginx.yaml");

@@ -114,6 +114,11 @@ supervised cri-dockerd \
 
 wait_for_socket {{ cri_socket | sh }} cri-dockerd
 
+{%- if shutdown_grace_seconds %}
+# The kubelet's shutdown inhibitor lock comes from logind over the system bus, at the
+# host's socket (this image has no /var/run link for godbus' default path).
+export DBUS_SYSTEM_BUS_ADDRESS=unix:path=/run/dbus/system_bus_socket
+{%- endif %}
 exec kubelet \
   --config={{ kubelet_config | sh }} \
   --kubeconfig={{ kubelet_kubeconfig | sh }} \

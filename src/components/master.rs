@@ -69,6 +69,9 @@ struct Values {
     resolv_conf: String,
     host_system_paths: Vec<String>,
     optional_host_paths: Vec<String>,
+    /// The kubelet's graceful node shutdown, 0 where no logind runs the host's shutdowns.
+    shutdown_grace_seconds: u32,
+    shutdown_grace_critical_seconds: u32,
     node_ip: String,
     /// The node IP as it appears in a URL (IPv6 in brackets).
     node_host: String,
@@ -297,6 +300,14 @@ fn values(
         resolv_conf: path(host.resolv_conf.clone()),
         host_system_paths: host.system_paths.clone(),
         optional_host_paths: host.optional_paths.clone(),
+        shutdown_grace_seconds: match host.graceful_shutdown {
+            true => crate::host::SHUTDOWN_GRACE_SECONDS,
+            false => 0,
+        },
+        shutdown_grace_critical_seconds: match host.graceful_shutdown {
+            true => crate::host::SHUTDOWN_GRACE_CRITICAL_SECONDS,
+            false => 0,
+        },
         node_ip: settings.node_ip.to_string(),
         node_host: url_host(settings.node_ip),
         hostname: settings.hostname.to_string(),

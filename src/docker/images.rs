@@ -1,12 +1,13 @@
 //! Images on the engine: used as they are, pulled with a progress bar, loaded from
 //! archives, removed when they are kinit's.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::path::Path;
 
 use anyhow::{Context, Result, anyhow};
 use bollard::query_parameters::{
-    CreateImageOptions, ImportImageOptions, ListImagesOptions, RemoveImageOptions,
+    CreateImageOptions, ImportImageOptions, ListContainersOptions, ListImagesOptions,
+    RemoveImageOptions,
 };
 use futures_util::StreamExt;
 use tracing::debug;
@@ -108,6 +109,62 @@ impl Docker {
         Ok(removed)
     }
 
+    /// The IDs of every image the engine has.
+    pub async fn image_ids(&self) -> Result<HashSet<String>> {
+        let images = self
+            .api
+            .list_images(None::<ListImagesOptions>)
+            .await
+            .context("cannot list images")?;
+        Ok(images.into_iter().map(|i| i.id).collect())
+    }
+
+    /// The ID of the image the engine has under `image`, if any.
+    pub async fn image_id(&self, image: &str) -> Result<Option<String>> {
+        match self.api.inspect_image(image).await.map_err(Error::from) {
+            Ok(found) => Ok(found.id),
+            Err(Error::NotFound(_)) => Ok(None),
+            Err(e) => Err(e).with_context(|| format!("cannot look up the image {image}")),
+        }
+    }
+
+    /// Removes each image of `ids` that no container, running or not, uses: every tag of
+    /// it. An ID the engine no longer has is skipped. Returns what it removed, by tag (by ID
+    /// for an untagged image).
+    pub async fn remove_unused_images(&self, ids: &BTreeSet<String>) -> Result<Vec<String>> {
+        let options = ListContainersOptions {
+            all: true,
+            ..Default::default()
+        };
+        let used: HashSet<String> = self
+            .api
+            .list_containers(Some(options))
+            .await
+            .context("cannot list containers")?
+            .into_iter()
+            .filter_map(|c| c.image_id)
+            .collect();
+        let mut removed = Vec::new();
+        for id in ids.iter().filter(|id| !used.contains(*id)) {
+            let tags = match self.api.inspect_image(id).await.map_err(Error::from) {
+                Ok(image) => image.repo_tags.unwrap_or_default(),
+                Err(Error::NotFound(_)) => continue,
+                Err(e) => return Err(e).with_context(|| format!("cannot look up the image {id}")),
+            };
+            // Forced: an image under two names is removed only so. No container uses it.
+            let options = RemoveImageOptions {
+                force: true,
+                ..Default::default()
+            };
+            match self.api.remove_image(id, Some(options), None).await {
+                Ok(_) if tags.is_empty() => removed.push(id.clone()),
+                Ok(_) => removed.extend(tags),
+                Err(e) => debug!("kept the image {id}: {e}"),
+            }
+        }
+        Ok(removed)
+    }
+
     /// Whether the engine has `image` under that name.
     pub async fn has_image(&self, image: &str) -> Result<bool> {
         match self.api.inspect_image(image).await.map_err(Error::from) {
@@ -130,5 +187,61 @@ impl Docker {
             item.with_context(|| format!("Docker cannot load {}", path.display()))?;
         }
         Ok(())
+    }
+}
+
+/// The image IDs in a record file, one a line; a line that is not an image ID (a hand edit,
+/// a torn write) is ignored, and a missing file is an empty record.
+pub fn read_image_ids(path: &Path) -> Result<BTreeSet<String>> {
+    let bytes = crate::fs::read_optional(path)?.unwrap_or_default();
+    Ok(String::from_utf8_lossy(&bytes)
+        .lines()
+        .filter(|line| is_image_id(line))
+        .map(str::to_owned)
+        .collect())
+}
+
+/// Adds `id` to the record file at `path` (rewritten whole, atomically, readable by root
+/// only); whether it was new.
+pub fn record_image_id(path: &Path, id: &str) -> Result<bool> {
+    let mut ids = read_image_ids(path)?;
+    if !is_image_id(id) || !ids.insert(id.to_owned()) {
+        return Ok(false);
+    }
+    let text: String = ids.iter().map(|id| format!("{id}\n")).collect();
+    crate::fs::write_file(path, text.as_bytes(), crate::fs::Mode::Private)?;
+    Ok(true)
+}
+
+/// `sha256:` and 64 lower-case hex digits, as the engine names an image.
+pub fn is_image_id(s: &str) -> bool {
+    s.strip_prefix("sha256:").is_some_and(|hex| {
+        hex.len() == 64
+            && hex
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_record_keeps_image_ids_only_and_each_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("pulled");
+        let a = format!("sha256:{}", "a".repeat(64));
+        let b = format!("sha256:{}", "b".repeat(64));
+        assert!(read_image_ids(&path).unwrap().is_empty());
+        assert!(record_image_id(&path, &b).unwrap());
+        assert!(record_image_id(&path, &a).unwrap());
+        assert!(!record_image_id(&path, &a).unwrap(), "recorded twice");
+        assert!(!record_image_id(&path, "nginx:1.27").unwrap(), "a name");
+        std::fs::write(&path, format!("{a}\ntorn-wri\n{b}\nsha256:ABC\n")).unwrap();
+        assert_eq!(
+            read_image_ids(&path).unwrap().into_iter().collect::<Vec<_>>(),
+            [a, b]
+        );
     }
 }

@@ -26,7 +26,7 @@ use bollard::models::{SystemInfo, SystemVersion};
 
 pub use client::{Applied, ContainerState};
 pub use error::Error;
-pub use images::ImageSource;
+pub use images::{ImageSource, is_image_id, read_image_ids, record_image_id};
 pub use pods::PodContainers;
 pub use privilege::held_capabilities;
 pub use spec::{

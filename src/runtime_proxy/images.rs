@@ -23,6 +23,7 @@ use tokio::sync::Mutex;
 use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
+use crate::docker::{is_image_id, read_image_ids};
 use super::{Body, full, unversioned};
 
 /// A request that touches the node's images.
@@ -87,11 +88,7 @@ impl Record {
         let Some(path) = &self.path else {
             return Ok(BTreeSet::new());
         };
-        match std::fs::read_to_string(path) {
-            Ok(text) => Ok(parse(&text)),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(BTreeSet::new()),
-            Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
-        }
+        read_image_ids(path)
     }
 
     async fn contains(&self, id: &str) -> Result<bool> {
@@ -117,22 +114,6 @@ impl Record {
         }
         Ok(())
     }
-}
-
-fn parse(text: &str) -> BTreeSet<String> {
-    text.lines()
-        .filter(|line| is_image_id(line))
-        .map(str::to_owned)
-        .collect()
-}
-
-fn is_image_id(s: &str) -> bool {
-    s.strip_prefix("sha256:").is_some_and(|hex| {
-        hex.len() == 64
-            && hex
-                .bytes()
-                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-    })
 }
 
 /// The ID of the image `name` (a reference or an ID) names, or None when there is none.

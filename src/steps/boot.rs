@@ -1,5 +1,7 @@
 //! Makes the cluster come back after a reboot without anyone running kinit: the sysctl
-//! and module files a boot applies, and the kinit-boot container (src/commands/boot.rs).
+//! and module files a boot applies, logind's delay for the kubelet's graceful shutdown
+//! (before the master starts: the kubelet reads it once), and the kinit-boot container
+//! (src/commands/boot.rs).
 
 use std::path::Path;
 
@@ -12,7 +14,10 @@ use crate::host;
 use crate::progress::Outcome;
 
 pub async fn run(ctx: &Context) -> Result<Outcome> {
-    let written = host::persist(Path::new("/etc"))?;
+    let written = host::persist(Path::new("/etc"), host::has_logind())?;
+    if written.iter().any(|f| f == host::LOGIND_FILE) {
+        host::reload_logind()?;
+    }
     let spec = boot::spec(ctx.node_image()?, &master::host_system_paths())?;
     let applied = ctx.docker.apply(&spec).await?;
     let mut done = Vec::new();

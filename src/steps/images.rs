@@ -1,12 +1,13 @@
 //! Makes every image kinit runs available, the enabled addons' included: loaded from the
 //! offline bundle when one is given and Docker lacks them, otherwise used as present or
-//! pulled.
+//! pulled. A pulled image is recorded, so `kinit down --purge` removes it again; one that
+//! was there before is another tool's or the user's, and stays.
 
 use anyhow::Result;
 
 use super::Context;
 use crate::bundle;
-use crate::docker::ImageSource;
+use crate::docker::{ImageSource, record_image_id};
 use crate::progress::Outcome;
 
 pub async fn run(ctx: &Context) -> Result<Outcome> {
@@ -21,10 +22,18 @@ pub async fn run(ctx: &Context) -> Result<Outcome> {
     for addon in &ctx.settings.addons {
         images.extend(addon.images(&ctx.images));
     }
+    // An image pulled under a new name may be one the engine had under another: that one
+    // is not kinit's to remove.
+    let present = ctx.docker.image_ids().await?;
     let mut pulled = 0;
     for image in &images {
         if ctx.docker.ensure_image(image).await? == ImageSource::Pulled {
             pulled += 1;
+            if let Some(id) = ctx.docker.image_id(image).await?
+                && !present.contains(&id)
+            {
+                record_image_id(&ctx.layout.kinit_pulled_images(), &id)?;
+            }
         }
     }
     Ok(match (loaded, pulled) {

@@ -51,10 +51,14 @@ pub enum Note {
 /// deletes `cluster.yaml` last, so a purge that was interrupted passes this check again.
 pub fn refuse_foreign_directory(layout: &Layout) -> Result<()> {
     let root = layout.root();
-    let Ok(mut entries) = std::fs::read_dir(root) else {
+    let Ok(entries) = std::fs::read_dir(root) else {
         return Ok(()); // missing: nothing to delete
     };
-    if entries.next().is_some() && !layout.settings_file().exists() {
+    // The record of pulled images is written before cluster.yaml (the images step comes
+    // before the certificates): an `up` that failed in between left only that.
+    let early = layout.kinit_pulled_images();
+    let mut others = entries.flatten().filter(|e| e.path() != early);
+    if others.next().is_some() && !layout.settings_file().exists() {
         bail!(
             "{} does not look like a kinit state directory (it has no cluster.yaml); not deleting it",
             root.display()
@@ -87,6 +91,12 @@ pub async fn run(layout: &Layout, docker: &Docker, purge: bool, note: &dyn Fn(No
         if !unpersisted.is_empty() {
             done(format!("Deleted {}", unpersisted.join(", ")));
         }
+        if unpersisted.iter().any(|f| f == crate::host::LOGIND_FILE) && crate::host::has_logind() {
+            crate::host::reload_logind()?;
+        }
+        // Read before the state directory goes; removed after it, with nothing of
+        // kinit's left to use them.
+        let pulled = pulled_images(layout)?;
         remove_state(layout)?;
         done(format!(
             "Deleted {} (certificates, etcd data, settings)",
@@ -102,11 +112,27 @@ pub async fn run(layout: &Layout, docker: &Docker, purge: bool, note: &dyn Fn(No
         if !images.is_empty() {
             done(format!("Removed the node image {}", images.join(", ")));
         }
+        let images = docker.remove_unused_images(&pulled).await?;
+        if !images.is_empty() {
+            done(format!(
+                "Removed {} image(s) kinit or its node pulled: {}",
+                images.len(),
+                images.join(", ")
+            ));
+        }
         let cache = Downloader::default_cache()?;
         Downloader::purge(&cache)?;
         done(format!("Deleted {} (downloaded binaries)", cache.display()));
     }
     Ok(())
+}
+
+/// The images kinit pulled for the cluster and those its node pulled for pods: not the
+/// ones that were in the engine before (another tool's, the user's own builds).
+fn pulled_images(layout: &Layout) -> Result<std::collections::BTreeSet<String>> {
+    let mut ids = crate::docker::read_image_ids(&layout.kinit_pulled_images())?;
+    ids.extend(crate::docker::read_image_ids(&layout.pulled_images())?);
+    Ok(ids)
 }
 
 /// kinit's components, the kubelet first so it does not start pods again while they are

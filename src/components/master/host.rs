@@ -18,8 +18,11 @@ pub struct Host {
     /// The host's system directories the node's tools come from, those that exist.
     pub system_paths: Vec<String>,
     /// Host paths mounted read-only when they exist (systemd's sockets when Docker uses
-    /// the systemd cgroup driver).
+    /// the systemd cgroup driver, the system bus when the kubelet joins the shutdown).
     pub optional_paths: Vec<String>,
+    /// systemd-logind runs the host's shutdowns: the kubelet stops the pods first
+    /// (src/host.rs).
+    pub graceful_shutdown: bool,
 }
 
 /// The host directories holding the node's tools and their libraries and configuration
@@ -28,6 +31,11 @@ pub struct Host {
 const SYSTEM_PATHS: [&str; 8] = [
     "/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc",
 ];
+
+/// As [`crate::host::has_logind`] checks it, here through the caller's `exists`.
+const SYSTEMD_RUNNING: &str = "/run/systemd/system";
+/// The system bus socket's directory: bound whole, so a restarted D-Bus's new socket shows.
+const DBUS_DIR: &str = "/run/dbus";
 
 impl Host {
     pub fn probe(engine: EngineInfo) -> Result<Self> {
@@ -45,13 +53,20 @@ impl Host {
         resolv_conf: PathBuf,
         exists: impl Fn(&Path) -> bool,
     ) -> Self {
+        let graceful_shutdown =
+            exists(Path::new(SYSTEMD_RUNNING)) && exists(Path::new(crate::host::DBUS_SOCKET));
+        let mut optional_paths = cgroup.master_binds(&exists);
+        if graceful_shutdown && !optional_paths.iter().any(|p| p == DBUS_DIR) {
+            optional_paths.push(DBUS_DIR.into());
+        }
         Self {
             system_paths: SYSTEM_PATHS
                 .into_iter()
                 .filter(|p| exists(Path::new(p)))
                 .map(String::from)
                 .collect(),
-            optional_paths: cgroup.master_binds(&exists),
+            optional_paths,
+            graceful_shutdown,
             engine,
             cgroup,
             resolv_conf,

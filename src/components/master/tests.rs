@@ -211,22 +211,39 @@ fn the_kubelet_gets_dockers_driver_and_kinits_root_on_every_recorded_host() {
             systemd,
             "{name}: {script}"
         );
-        // The host's systemd sockets, read-only, under the systemd driver only.
+        // The host's systemd sockets, read-only, under the systemd driver; the system bus
+        // wherever logind runs the host's shutdowns, for the kubelet's graceful shutdown.
         let run: Vec<_> = m
             .spec
             .binds
             .iter()
             .filter(|b| b.host.starts_with("/run/"))
             .collect();
-        if systemd {
-            let paths: Vec<&str> = run.iter().map(|b| b.host.as_str()).collect();
-            assert_eq!(paths, ["/run/systemd", "/run/dbus"], "{name}");
+        let paths: Vec<&str> = run.iter().map(|b| b.host.as_str()).collect();
+        let exists = fixture.exists();
+        let logind = exists(Path::new("/run/systemd/system"))
+            && exists(Path::new("/run/dbus/system_bus_socket"));
+        assert_eq!(host.graceful_shutdown, logind, "{name}");
+        match (systemd, logind) {
+            (true, _) => assert_eq!(paths, ["/run/systemd", "/run/dbus"], "{name}"),
+            (false, true) => assert_eq!(paths, ["/run/dbus"], "{name}"),
+            (false, false) => assert!(paths.is_empty(), "{name}: {paths:?}"),
+        }
+        assert!(
+            run.iter().all(|b| b.read_only && b.container == b.host),
+            "{name}"
+        );
+        let grace = kubelet["shutdownGracePeriod"].as_str();
+        let critical = kubelet["shutdownGracePeriodCriticalPods"].as_str();
+        if logind {
+            assert_eq!(grace, Some("30s"), "{name}");
+            assert_eq!(critical, Some("10s"), "{name}");
             assert!(
-                run.iter().all(|b| b.read_only && b.container == b.host),
+                script.contains("DBUS_SYSTEM_BUS_ADDRESS=unix:path=/run/dbus/system_bus_socket"),
                 "{name}"
             );
         } else {
-            assert!(run.is_empty(), "{name}: {run:?}");
+            assert_eq!((grace, critical), (None, None), "{name}");
         }
     }
 }

@@ -1,0 +1,262 @@
+#!/usr/bin/env bash
+# test-vm.sh — the VM tier: kinit on the hosts it is made for. A Debian guest booted under
+# qemu (systemd as PID 1, cgroup v2 only, Docker with the systemd cgroup driver; image from
+# scripts/vm/image.sh, cached by its recipe) goes the whole user path, driven over SSH:
+#
+#   1. scripts/install.sh: Docker from Debian's packages, kinit's static release binary
+#      (scripts/release.sh) from this host in the release layout
+#   2. `kinit up` from an empty image store and download cache, pulling from this host's
+#      stand-in internet at 10.0.2.2: an HTTP mirror in the upstream layouts (the offline
+#      bundle) and an OCI registry holding every image under its upstream path
+#   3. the walkthroughs: nginx scaled to 3 behind a Service and Telescope + MongoDB, both
+#      opened from this host through `kinit socks` over a forwarded port; the Job with a
+#      Secret; a PersistentVolumeClaim written by a pod; a LoadBalancer Service reached
+#      from this host
+#   4. `systemctl reboot`: the kubelet's graceful node shutdown drains the pods first; the
+#      shutdown and the cluster's return are timed, and every object and the volume's data
+#      must be back with no kinit command run
+#   5. `kinit down --purge`: the guest must be as install.sh left it (units, cgroups,
+#      mounts, iptables rules, links, files, Docker images; see snapshot below)
+#
+#   scripts/test-vm.sh [SUITE...]     # default: bookworm (Debian 12); also: trixie (13)
+#
+# Run by scripts/test.sh for bookworm; `scripts/test-vm.sh bookworm trixie` is the full
+# run. Needs root, the offline bundle (scripts/build-bundle.sh) and rustup for the release
+# build. Everything it starts is stopped on exit; the guest's disk is thrown away.
+set -euo pipefail
+# shellcheck source=scripts/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+# shellcheck source=scripts/vm/guest.sh
+source "$REPO/scripts/vm/guest.sh"
+become_root "$@"
+cd "$REPO"
+SUITES=("${@:-bookworm}")
+
+ensure_vm_tools
+apt_ensure python3:python3 curl:curl
+ensure_bundle "" --pinned-only >/dev/null
+WORK=$(mktemp -d /tmp/kinit-vm.XXXXXX)
+pids=()
+cleanup() {
+  [ -z "${GUEST_RUN:-}" ] || guest_stop
+  [ ${#pids[@]} -eq 0 ] || kill "${pids[@]}" 2>/dev/null || true
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+# ---- the stand-in internet, on this host's loopback (10.0.2.2 in the guest) ----------
+
+say "the release binary (scripts/release.sh, this machine's architecture)"
+logged "$WORK/release.log" "scripts/release.sh" "$REPO/scripts/release.sh" --host-only "$WORK/www/releases"
+ln -s "$KINIT_BUNDLE_DIR" "$WORK/www/mirror"
+http_port=$(free_port)
+python3 -m http.server --bind 127.0.0.1 --directory "$WORK/www" "$http_port" >"$WORK/http.log" 2>&1 &
+pids+=($!)
+registry_port=$(free_port)
+"$KINIT_BUNDLE_DIR/tools/registry" -port "$registry_port" >"$WORK/registry.log" 2>&1 &
+pids+=($!)
+wait_port "$http_port" "the HTTP mirror"
+wait_port "$registry_port" "the registry"
+MIRROR="http://10.0.2.2:$http_port/mirror"
+REGISTRY="10.0.2.2:$registry_port"
+
+# Every image kinit lists (the cluster's and the addons'), under its upstream path less the
+# registry host, as --image-repository reads it; and the walkthroughs' stand-in images,
+# which the guest names with the registry's address (--image-override).
+say "pushing kinit's images and the walkthroughs' to the registry"
+mapfile -t images < <("$WORK/www/releases/kinit-linux-amd64" images list | awk '{print $2}')
+for ref in "${images[@]}" kinit-examples/web:1 kinit-examples/db:1; do
+  tar="$KINIT_BUNDLE_DIR/images/$(tr '/:' '__' <<<"$ref").tar"
+  [ -f "$tar" ] || die "the bundle has no $ref ($tar)"
+  path=$ref
+  [[ ${ref%%/*} != *.* ]] || path=${ref#*/}
+  "$KINIT_BUNDLE_DIR/tools/crane" push "$tar" "127.0.0.1:$registry_port/$path" >/dev/null 2>&1 ||
+    die "cannot push $ref to the registry"
+done
+
+# ---- one guest ----------------------------------------------------------------------
+
+# gx CMD: runs a shell command line in the guest, its output prefixed for the log.
+gx() { guest_ssh "$@"; }
+
+# wait_in_guest SECONDS WHAT CMD: until CMD succeeds in the guest. Progress, not a short
+# limit: slow emulation takes minutes where this host takes seconds.
+wait_in_guest() {
+  local limit=$1 what=$2 cmd=$3 t0=$SECONDS
+  until gx "$cmd" >/dev/null 2>&1; do
+    ((SECONDS - t0 < limit)) || { gx "$cmd" || true; die "$what: not within ${limit}s"; }
+    sleep 3
+  done
+  say "$what ($((SECONDS - t0))s)"
+}
+
+# snapshot NAME: what kinit may touch on the host, written to $WORK/NAME.<kind>: units,
+# cgroups, mounts, iptables rules, network links, files outside the noisy places, and
+# Docker's images, containers, networks and volumes. `kinit down --purge` must bring
+# every list back to the one taken after install.sh.
+snapshot() {
+  local name=$1
+  gx "systemctl list-units --all --no-legend --plain | awk '{print \$1}' | grep -Ev '^(session-[0-9]+\.scope|user@[0-9]+\.service|user-runtime-dir@[0-9]+\.service|user-[0-9]+\.slice|systemd-tmpfiles-clean\..*|apt-daily.*|man-db\..*|fstrim\..*|e2scrub.*|dpkg-db-backup\..*|logrotate\..*)$' | sort" >"$WORK/$name.units"
+  gx "cd /sys/fs/cgroup && find . -type d | grep -Ev '^\./user\.slice(/|$)' | sort" >"$WORK/$name.cgroups"
+  gx "awk '{print \$5, \$9}' /proc/self/mountinfo | sort" >"$WORK/$name.mounts"
+  gx "for c in iptables-save ip6tables-save; do \$c | grep -v '^#' | sed 's/\[[0-9]*:[0-9]*\]//'; done" >"$WORK/$name.iptables"
+  gx "ip -o link show | awk -F': ' '{print \$2}' | sort" >"$WORK/$name.links"
+  gx "find / -xdev \\( -path /proc -o -path /sys -o -path /dev -o -path /tmp -o -path /var/tmp \
+      -o -path /var/log -o -path /var/cache -o -path /var/lib/docker -o -path /var/lib/containerd \
+      -o -path /var/lib/systemd -o -path /var/lib/apt -o -path /var/lib/dhcp -o -path /root/.ssh \\) -prune \
+      -o -print | sort" >"$WORK/$name.files"
+  gx "ls -1 /run | sort" >"$WORK/$name.run"
+  gx "docker image ls -a -q --no-trunc | sort; docker ps -aq | sort; docker network ls -q | sort; docker volume ls -q | sort" >"$WORK/$name.docker"
+}
+
+# compare_snapshots BEFORE AFTER: each list must be the same; prints what differs.
+compare_snapshots() {
+  local kind bad=0
+  for kind in units cgroups mounts iptables links files run docker; do
+    if ! diff -u "$WORK/$1.$kind" "$WORK/$2.$kind" >"$WORK/diff.$kind"; then
+      printf 'kinit down --purge left a difference in the guest'"'"'s %s:\n' "$kind" >&2
+      grep '^[-+][^-+]' "$WORK/diff.$kind" | head -n 40 >&2
+      bad=1
+    fi
+  done
+  [ "$bad" -eq 0 ] || die "the guest is not as install.sh left it"
+  say "after kinit down --purge the guest's units, cgroups, mounts, iptables rules, links, files, /run and Docker objects are as install.sh left them"
+}
+
+# through_socks URL: the page at URL fetched on this host through the guest's kinit socks.
+through_socks() { curl -fsS --max-time 20 --socks5-hostname "127.0.0.1:$socks_port" "$1"; }
+
+# wait_host SECONDS WHAT CMD...: until CMD succeeds on this host.
+wait_host() {
+  local limit=$1 what=$2 t0=$SECONDS
+  shift 2
+  until "$@" >/dev/null 2>&1; do
+    ((SECONDS - t0 < limit)) || { "$@" || true; die "$what: not within ${limit}s"; }
+    sleep 3
+  done
+  say "$what ($((SECONDS - t0))s)"
+}
+
+run_suite() {
+  local suite=$1 image t0
+  image=$(guest_image "$suite")
+  socks_port=$(free_port)
+  lb_port=$(free_port)
+  guest_boot "kinit-$suite" "$image" "$WORK/$suite" \
+    "tcp:127.0.0.1:$socks_port-:8082" "tcp:127.0.0.1:$lb_port-:8080"
+  t0=$SECONDS
+  guest_wait_ssh 600
+  say "$suite: SSH answers $((SECONDS - t0))s after the boot began"
+  gx 'echo "  $(. /etc/os-release; echo "$PRETTY_NAME"), kernel $(uname -r), $(systemctl --version | head -n 1), cgroup fs $(stat -fc %T /sys/fs/cgroup)"'
+
+  say "$suite: install.sh (Docker from Debian's packages, kinit's release binary from 10.0.2.2)"
+  # The stand-in internet's registry, as a user's Docker Hub mirror is set up: plain HTTP.
+  gx "mkdir -p /etc/docker && printf '{\"registry-mirrors\": [\"http://$REGISTRY\"], \"insecure-registries\": [\"$REGISTRY\"]}\n' >/etc/docker/daemon.json"
+  gx 'cat >/root/install.sh' <"$REPO/scripts/install.sh"
+  t0=$SECONDS
+  gx "KINIT_RELEASE_URL=http://10.0.2.2:$http_port/releases sh /root/install.sh" | sed 's/^/  /'
+  say "$suite: install.sh took $((SECONDS - t0))s"
+  gx 'docker info --format "  Docker {{.ServerVersion}}, cgroup driver {{.CgroupDriver}}, cgroup v{{.CgroupVersion}}"'
+  snapshot installed
+
+  say "$suite: kinit up (empty cache and image store; the stand-in internet at 10.0.2.2)"
+  t0=$SECONDS
+  gx "kinit up --mirror $MIRROR --image-repository $REGISTRY" 2>&1 | sed 's/^/  /'
+  [ "${PIPESTATUS[0]}" -eq 0 ] || die "kinit up failed in the $suite guest"
+  say "$suite: kinit up took $((SECONDS - t0))s"
+
+  say "$suite: the walkthroughs"
+  local web="$REGISTRY/kinit-examples/web:1" db="$REGISTRY/kinit-examples/db:1"
+  gx "kinit socks --detach --bind 0.0.0.0 --allow-client 10.0.2.2/32" | sed 's/^/  /'
+  gx "kinit example nginx --image-override nginx=$web" | sed 's/^/  /'
+  [ "$(gx 'kubectl get deployment nginx -o jsonpath={.status.readyReplicas}')" = 3 ] ||
+    die "the nginx example is not 3 ready replicas"
+  wait_host 120 "nginx's Service answers through kinit socks from this host" \
+    through_socks http://nginx.default.svc.cluster.local/
+  gx "kinit example telescope --image-override telescope=$web --image-override mongo=$db" | sed 's/^/  /'
+  wait_host 120 "telescope's Service answers through kinit socks from this host" \
+    through_socks http://telescope.default.svc.cluster.local/
+  gx "kinit example job --image-override busybox=$web" | sed 's/^/  /'
+  gx 'kubectl logs job/hello' | grep -q 'The secret says: Hello from a Kubernetes Secret' ||
+    die "the job example's output lacks the Secret"
+  # A volume of the default StorageClass, written by a pod; it must outlive the reboot.
+  gx 'kubectl apply -f -' <<YAML
+apiVersion: v1
+kind: PersistentVolumeClaim
+metadata: {name: notes}
+spec:
+  accessModes: [ReadWriteOnce]
+  resources: {requests: {storage: 64Mi}}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: notes}
+spec:
+  selector: {matchLabels: {app: notes}}
+  template:
+    metadata: {labels: {app: notes}}
+    spec:
+      containers:
+      - name: notes
+        image: $web
+        command: [sh, -c, 'grep -q written /data/note 2>/dev/null || echo written-before-reboot >/data/note; exec sleep 100000']
+        volumeMounts: [{name: data, mountPath: /data}]
+      volumes: [{name: data, persistentVolumeClaim: {claimName: notes}}]
+YAML
+  wait_in_guest 300 "the PersistentVolumeClaim is bound and written" \
+    "kubectl exec deploy/notes -- cat /data/note | grep -q written-before-reboot"
+  gx 'kubectl expose deployment nginx --name nginx-lb --type LoadBalancer --port 8080 --target-port 80' >/dev/null
+  wait_host 120 "the LoadBalancer Service answers on the guest's forwarded port" \
+    curl -fsS --max-time 10 "http://127.0.0.1:$lb_port/"
+
+  reboot_guest "$suite"
+
+  say "$suite: kinit down --purge"
+  gx 'kinit down --purge' 2>&1 | sed 's/^/  /'
+  snapshot purged
+  compare_snapshots installed purged
+  guest_stop
+  say "$suite: passed"
+}
+
+# reboot_guest SUITE: a graceful `systemctl reboot`; times the shutdown (until the kernel
+# restarts) and the return (until every object is back and the Services answer), with no
+# kinit command run.
+reboot_guest() {
+  local suite=$1 objects restarts t0 t_down t_ssh
+  objects=$(gx 'kubectl get all,pvc,secrets,configmaps,serviceaccounts -A -o name | grep -v "^pod/\|^replicaset\|endpointslice" | sort')
+  say "$suite: systemctl reboot ($(wc -l <<<"$objects") objects besides pods)"
+  local console="$WORK/$suite/console.log" before
+  before=$(grep -c 'reboot: Restarting system' "$console" || true)
+  t0=$SECONDS
+  gx 'systemctl reboot' || true
+  until [ "$(grep -c 'reboot: Restarting system' "$console" || true)" -gt "$before" ]; do
+    ((SECONDS - t0 < 600)) || die "the guest did not restart within 600s"
+    sleep 1
+  done
+  t_down=$((SECONDS - t0))
+  if grep -q 'A stop job is running' "$console"; then
+    grep 'A stop job is running' "$console" | tail -n 3 >&2
+    die "the shutdown waited on a stop job (console above)"
+  fi
+  guest_wait_ssh 600
+  t_ssh=$((SECONDS - t0))
+  wait_in_guest 900 "$suite: after the reboot the node is Ready and every pod of the walkthroughs runs" \
+    "kubectl wait --for=condition=Ready node --all --timeout=5s && kubectl wait --for=condition=Available deployment --all -A --timeout=5s && kubectl wait --for=condition=Ready pod/telescope --timeout=5s"
+  gx "kinit socks --detach --bind 0.0.0.0 --allow-client 10.0.2.2/32" >/dev/null
+  wait_host 300 "nginx's Service answers through kinit socks after the reboot" \
+    through_socks http://nginx.default.svc.cluster.local/
+  wait_host 300 "the LoadBalancer Service answers after the reboot" \
+    curl -fsS --max-time 10 "http://127.0.0.1:$lb_port/"
+  local t_back=$((SECONDS - t0))
+  [ "$(gx 'kubectl get all,pvc,secrets,configmaps,serviceaccounts -A -o name | grep -v "^pod/\|^replicaset\|endpointslice" | sort')" = "$objects" ] ||
+    die "objects differ after the reboot"
+  gx 'kubectl exec deploy/notes -- cat /data/note' | grep -q written-before-reboot ||
+    die "the volume's data did not survive the reboot"
+  restarts=$(gx "kubectl get pods -n kube-system -o jsonpath='{range .items[*]}{.metadata.name}={.status.containerStatuses[0].restartCount} {end}'")
+  say "$suite: reboot: shutdown ${t_down}s, SSH back at ${t_ssh}s, cluster and Services back at ${t_back}s; kube-system restarts: $restarts"
+}
+
+for suite in "${SUITES[@]}"; do
+  run_suite "$suite"
+done
