@@ -69,6 +69,12 @@ if command -v docker >/dev/null 2>&1; then
 else
   apt_install docker.io iptables
 fi
+# Docker loads its container profile with apparmor_parser where the kernel has AppArmor on
+# (Debian's and Ubuntu's do); docker.io only recommends it, and without it no container
+# that is not privileged starts.
+if grep -qx Y /sys/module/apparmor/parameters/enabled 2>/dev/null; then
+  apt_install apparmor
+fi
 if docker info >/dev/null 2>&1; then
   say "Docker is running"
 elif [ -d /run/systemd/system ]; then

@@ -11,9 +11,8 @@ use crate::manifests::{self, Manifest};
 /// What "ready" means for an example, and what to show once it is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Shape {
-    /// Pods labelled `kinit.io/example=<name>` ready; a Service of the same name.
-    Pods,
-    /// A Deployment and a Service, both named after the example.
+    /// A Deployment and a Service, both named after the example; its pods are labelled
+    /// `kinit.io/example=<name>`.
     Deployment,
     /// A Job named `hello` that runs to completion.
     Job,
@@ -47,7 +46,7 @@ pub const ALL: [Example; 4] = [
             ("telescope", "meteorhacks/telescope"),
             ("mongo", "mongo:4.4"),
         ],
-        shape: Shape::Pods,
+        shape: Shape::Deployment,
         needs: &[],
     },
     Example {

@@ -56,6 +56,14 @@ pub struct PodState {
     pub ip: Option<String>,
 }
 
+impl PodState {
+    /// Done for good: Succeeded, or Failed (evicted, or stopped by the node's graceful
+    /// shutdown); its controller, if any, has made another in its place.
+    pub fn is_terminal(&self) -> bool {
+        self.phase == "Succeeded" || self.phase == "Failed"
+    }
+}
+
 /// How a Job ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum JobState {

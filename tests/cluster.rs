@@ -423,7 +423,7 @@ fn tutorials(c: &Cluster) {
         if *name == "telescope" {
             let env = c.kubectl_ok(&[
                 "exec",
-                "telescope",
+                "deploy/telescope",
                 "-c",
                 "telescope",
                 "--",

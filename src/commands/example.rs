@@ -133,10 +133,8 @@ pub(super) fn credentials(layout: &Layout) -> Result<PathBuf> {
 async fn wait_ready(kube: &Kube, example: &Example) -> Result<Outcome> {
     let what = format!("the {} example did not become ready", example.name);
     wait::within(&what, READY_TIMEOUT, async |seen| match example.shape {
-        Shape::Pods | Shape::Deployment | Shape::Ingress => {
-            if example.shape != Shape::Pods {
-                kube.wait_deployment(NAMESPACE, example.name, seen).await?;
-            }
+        Shape::Deployment | Shape::Ingress => {
+            kube.wait_deployment(NAMESPACE, example.name, seen).await?;
             if example.shape == Shape::Ingress {
                 let db = format!("{}-db", example.name);
                 kube.wait_deployment(NAMESPACE, &db, seen).await?;
@@ -145,6 +143,9 @@ async fn wait_ready(kube: &Kube, example: &Example) -> Result<Outcome> {
             let selector = example.selector();
             let ready = kube
                 .wait_pods(NAMESPACE, Some(&selector), seen, |pods| {
+                    // A reboot's graceful shutdown leaves Failed pods beside their
+                    // replacements.
+                    let pods: Vec<&PodState> = pods.iter().filter(|p| !p.is_terminal()).collect();
                     if pods.is_empty() {
                         Err("no pods yet".into())
                     } else if pods.iter().all(|p| p.ready) {
@@ -152,7 +153,7 @@ async fn wait_ready(kube: &Kube, example: &Example) -> Result<Outcome> {
                     } else {
                         Err(format!(
                             "waiting for {}",
-                            names(pods.iter().filter(|p| !p.ready))
+                            names(pods.iter().copied().filter(|p| !p.ready))
                         ))
                     }
                 })
@@ -160,7 +161,11 @@ async fn wait_ready(kube: &Kube, example: &Example) -> Result<Outcome> {
             let serving = if example.shape == Shape::Ingress {
                 // Only the app's pods are behind its Service; the database has its own.
                 let app = format!("app={}", example.name);
-                kube.pods_matching(NAMESPACE, Some(&app)).await?.len()
+                kube.pods_matching(NAMESPACE, Some(&app))
+                    .await?
+                    .iter()
+                    .filter(|p| !p.is_terminal())
+                    .count()
             } else {
                 ready
             };
@@ -200,13 +205,13 @@ async fn show(kube: &Kube, example: &Example, settings: &Settings) -> Result<()>
     let domain = &settings.dns_domain;
     say("");
     match example.shape {
-        Shape::Pods | Shape::Deployment => {
+        Shape::Deployment => {
             let pods = kube
                 .pods_matching(NAMESPACE, Some(&example.selector()))
                 .await?;
             let service = format!("http://{}.{NAMESPACE}.svc.{domain}/", example.name);
             say(&format!("The {} example is ready:", example.name));
-            for p in &pods {
+            for p in pods.iter().filter(|p| !p.is_terminal()) {
                 if let Some(ip) = &p.ip {
                     say(&format!("  pod {:<32} http://{ip}/", p.name));
                 }

@@ -240,7 +240,10 @@ mod tests {
         assert!(!record_image_id(&path, "nginx:1.27").unwrap(), "a name");
         std::fs::write(&path, format!("{a}\ntorn-wri\n{b}\nsha256:ABC\n")).unwrap();
         assert_eq!(
-            read_image_ids(&path).unwrap().into_iter().collect::<Vec<_>>(),
+            read_image_ids(&path)
+                .unwrap()
+                .into_iter()
+                .collect::<Vec<_>>(),
             [a, b]
         );
     }

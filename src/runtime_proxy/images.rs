@@ -23,8 +23,8 @@ use tokio::sync::Mutex;
 use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
-use crate::docker::{is_image_id, read_image_ids};
 use super::{Body, full, unversioned};
+use crate::docker::{is_image_id, read_image_ids};
 
 /// A request that touches the node's images.
 #[derive(Debug, PartialEq, Eq)]

@@ -62,6 +62,10 @@ pub async fn run(ctx: &Context) -> Result<Outcome> {
     let missing_optional = check_host_tools(&host_tools(cgroup.driver), |t| {
         crate::fs::system_tool(t).is_some()
     })?;
+    check_apparmor(
+        apparmor_enabled(),
+        crate::fs::system_tool("apparmor_parser").is_some(),
+    )?;
     check_node_ip(ctx.settings.node_ip)?;
     check_ports(&ports(), &running)?;
     check_foreign_pods(ctx).await?;
@@ -108,6 +112,26 @@ fn host_tools(driver: Driver) -> Vec<(&'static str, &'static str, Need)> {
         tools.extend_from_slice(SYSTEMD_TOOLS);
     }
     tools
+}
+
+/// Whether the kernel confines with AppArmor (Debian's and Ubuntu's do by default).
+fn apparmor_enabled() -> bool {
+    std::fs::read_to_string("/sys/module/apparmor/parameters/enabled")
+        .is_ok_and(|v| v.trim() == "Y")
+}
+
+/// Where the kernel has AppArmor on, Docker confines each container that is not privileged
+/// (etcd, the pods) with its profile, which it loads with apparmor_parser: without that
+/// tool no such container starts (Debian's docker.io only recommends the package).
+fn check_apparmor(enabled: bool, parser: bool) -> Result<()> {
+    if enabled && !parser {
+        bail!(
+            "this kernel has AppArmor on, and Docker loads its container profile with \
+             apparmor_parser, which is missing, so no container could start; install it \
+             (sudo apt-get install apparmor) and run `kinit up` again"
+        );
+    }
+    Ok(())
 }
 
 /// What preflight found of the engine and the host's cgroups, for the user.
@@ -376,6 +400,14 @@ mod tests {
         assert_eq!(api.1, Container::Master);
         drop(listener);
         check_ports(&ports, &HashSet::new()).unwrap();
+    }
+
+    #[test]
+    fn apparmor_without_its_parser_is_refused() {
+        assert!(check_apparmor(false, false).is_ok());
+        assert!(check_apparmor(true, true).is_ok());
+        let err = check_apparmor(true, false).unwrap_err().to_string();
+        assert!(err.contains("sudo apt-get install apparmor"), "{err}");
     }
 
     #[test]

@@ -92,8 +92,11 @@ pub async fn run(ctx: &Context) -> Result<Outcome> {
 }
 
 /// The names of the pods that are not running and ready, and of the control-plane pods
-/// that are missing altogether (their mirror pods appear a little after the node).
+/// that are missing altogether (their mirror pods appear a little after the node). Pods
+/// that are done for good do not count either way: after a reboot the graceful shutdown's
+/// Failed pods stay beside the ones that replaced them.
 fn not_ready(pods: &[PodState], node: &str) -> Vec<String> {
+    let pods: Vec<&PodState> = pods.iter().filter(|p| !p.is_terminal()).collect();
     let present: BTreeSet<&str> = pods.iter().map(|p| p.name.as_str()).collect();
     let mut pending: Vec<String> = Component::STATIC_PODS
         .into_iter()
@@ -103,7 +106,7 @@ fn not_ready(pods: &[PodState], node: &str) -> Vec<String> {
         .collect();
     pending.extend(
         pods.iter()
-            .filter(|p| p.phase != "Succeeded" && !(p.phase == "Running" && p.ready))
+            .filter(|p| !(p.phase == "Running" && p.ready))
             .map(|p| format!("{} ({})", p.name, p.phase)),
     );
     if !pods.iter().any(|p| p.name.starts_with("coredns-")) {
@@ -136,5 +139,18 @@ mod tests {
         assert_eq!(not_ready(&pods, "vm"), ["coredns-5cd5957b57-y (Pending)"]);
         pods.retain(|p| p.name != "kube-scheduler-vm");
         assert!(not_ready(&pods, "vm").contains(&"kube-scheduler-vm".to_string()));
+
+        // After a graceful shutdown: the old CoreDNS pod Failed beside its replacement,
+        // and a Failed mirror pod is not the control-plane pod running.
+        let mut rebooted = vec![
+            pod("kube-apiserver-vm", "Running", true),
+            pod("kube-controller-manager-vm", "Running", true),
+            pod("kube-scheduler-vm", "Failed", false),
+            pod("coredns-5cd5957b57-x", "Failed", false),
+            pod("coredns-5cd5957b57-z", "Running", true),
+        ];
+        assert_eq!(not_ready(&rebooted, "vm"), ["kube-scheduler-vm"]);
+        rebooted[2] = pod("kube-scheduler-vm", "Running", true);
+        assert!(not_ready(&rebooted, "vm").is_empty());
     }
 }
