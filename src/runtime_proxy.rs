@@ -17,10 +17,9 @@
 //! attach) are spliced once both sides have switched protocols.
 
 use std::convert::Infallible;
-use std::fs::{self, OpenOptions, Permissions};
+use std::fs;
 use std::io::ErrorKind;
-use std::os::fd::AsRawFd;
-use std::os::unix::fs::{FileTypeExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -169,23 +168,14 @@ fn bind(listen: &Path) -> Result<UnixListener> {
             }
         ),
     }
-    let listener = UnixListener::bind(listen)
-        .with_context(|| format!("cannot listen on {}", listen.display()))?;
-    // The Docker API is root-equivalent: narrow the umask's mode like docker.sock's. chmod by
-    // name would follow a symlink swapped in after bind; an O_PATH descriptor pins the socket
-    // and /proc/self/fd reaches it (fchmod refuses O_PATH descriptors).
-    let chmod = || -> Result<()> {
-        let socket = OpenOptions::new()
-            .read(true)
-            .custom_flags(nix::libc::O_PATH | nix::libc::O_NOFOLLOW)
-            .open(listen)?;
-        if !socket.metadata()?.file_type().is_socket() {
-            bail!("it was replaced after bind");
-        }
-        let by_fd = format!("/proc/self/fd/{}", socket.as_raw_fd());
-        Ok(fs::set_permissions(by_fd, Permissions::from_mode(0o660))?)
-    };
-    chmod().with_context(|| format!("cannot set the mode of {}", listen.display()))?;
+    // The Docker API is root-equivalent: the socket gets docker.sock's mode 0660 from the
+    // umask at bind. (A chmod afterwards has to name the path, which may be swapped for a
+    // link by then; pinning it with an O_PATH descriptor first worked with glibc, but the
+    // static musl build opened the socket itself and failed with ENXIO.)
+    let umask = nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o117));
+    let bound = UnixListener::bind(listen);
+    nix::sys::stat::umask(umask);
+    let listener = bound.with_context(|| format!("cannot listen on {}", listen.display()))?;
     Ok(listener)
 }
 

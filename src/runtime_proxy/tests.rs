@@ -5,6 +5,7 @@ use http::header::UPGRADE;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::*;
+use std::os::unix::fs::PermissionsExt;
 
 /// Answers every request (but an image look-up) with the body it received and the number of the connection it
 /// came on; upgrade requests get 101 and an echo of the raw stream.
