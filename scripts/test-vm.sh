@@ -76,8 +76,10 @@ done
 
 # ---- one guest ----------------------------------------------------------------------
 
-# gx CMD: runs a shell command line in the guest, its output prefixed for the log.
+# gx CMD: runs a shell command line in the guest.
 gx() { guest_ssh "$@"; }
+# indent: the guest's output, indented in this log as it comes.
+indent() { sed -u 's/^/  /'; }
 
 # wait_in_guest SECONDS WHAT CMD: until CMD succeeds in the guest. Progress, not a short
 # limit: slow emulation takes minutes where this host takes seconds.
@@ -154,29 +156,29 @@ run_suite() {
   gx "mkdir -p /etc/docker && printf '{\"registry-mirrors\": [\"http://$REGISTRY\"], \"insecure-registries\": [\"$REGISTRY\"]}\n' >/etc/docker/daemon.json"
   gx 'cat >/root/install.sh' <"$REPO/scripts/install.sh"
   t0=$SECONDS
-  gx "KINIT_RELEASE_URL=http://10.0.2.2:$http_port/releases sh /root/install.sh" | sed 's/^/  /'
+  gx "KINIT_RELEASE_URL=http://10.0.2.2:$http_port/releases sh /root/install.sh" | indent
   say "$suite: install.sh took $((SECONDS - t0))s"
   gx 'docker info --format "  Docker {{.ServerVersion}}, cgroup driver {{.CgroupDriver}}, cgroup v{{.CgroupVersion}}"'
   snapshot installed
 
   say "$suite: kinit up (empty cache and image store; the stand-in internet at 10.0.2.2)"
   t0=$SECONDS
-  gx "kinit up --mirror $MIRROR --image-repository $REGISTRY" 2>&1 | sed 's/^/  /' ||
+  gx "kinit up --mirror $MIRROR --image-repository $REGISTRY" 2>&1 | indent ||
     die "kinit up failed in the $suite guest"
   say "$suite: kinit up took $((SECONDS - t0))s"
 
   say "$suite: the walkthroughs"
   local web="$REGISTRY/kinit-examples/web:1" db="$REGISTRY/kinit-examples/db:1"
-  gx "kinit socks --detach --bind 0.0.0.0 --allow-client 10.0.2.2/32" | sed 's/^/  /'
-  gx "kinit example nginx --image-override nginx=$web" | sed 's/^/  /'
+  gx "kinit socks --detach --bind 0.0.0.0 --allow-client 10.0.2.2/32" | indent
+  gx "kinit example nginx --image-override nginx=$web" | indent
   [ "$(gx 'kubectl get deployment nginx -o jsonpath={.status.readyReplicas}')" = 3 ] ||
     die "the nginx example is not 3 ready replicas"
   wait_host 120 "nginx's Service answers through kinit socks from this host" \
     through_socks http://nginx.default.svc.cluster.local/
-  gx "kinit example telescope --image-override telescope=$web --image-override mongo=$db" | sed 's/^/  /'
+  gx "kinit example telescope --image-override telescope=$web --image-override mongo=$db" | indent
   wait_host 120 "telescope's Service answers through kinit socks from this host" \
     through_socks http://telescope.default.svc.cluster.local/
-  gx "kinit example job --image-override busybox=$web" | sed 's/^/  /'
+  gx "kinit example job --image-override busybox=$web" | indent
   gx 'kubectl logs job/hello' | grep -q 'The secret says: Hello from a Kubernetes Secret' ||
     die "the job example's output lacks the Secret"
   # A volume of the default StorageClass, written by a pod; it must outlive the reboot.
@@ -212,7 +214,7 @@ YAML
   reboot_guest "$suite"
 
   say "$suite: kinit down --purge"
-  gx 'kinit down --purge' 2>&1 | sed 's/^/  /'
+  gx 'kinit down --purge' 2>&1 | indent
   snapshot purged
   compare_snapshots installed purged
   guest_stop
@@ -261,7 +263,7 @@ reboot_guest() {
   say "$suite: pods the graceful shutdown stopped: $(gx 'kubectl get pods -A --field-selector=status.phase=Failed --no-headers | wc -l') Failed (replaced by their controllers)"
   # `kinit up` again, as users do: finds everything in place, the Failed pods beside
   # their replacements included.
-  gx "kinit up --mirror $MIRROR --image-repository $REGISTRY" 2>&1 | sed 's/^/  /' ||
+  gx "kinit up --mirror $MIRROR --image-repository $REGISTRY" 2>&1 | indent ||
     die "kinit up after the reboot failed"
 }
 

@@ -48,7 +48,7 @@ const UBUNTU2004_HYBRID: &[&str] = &[
 const SYSTEMD_BINDS_ALL: &[&str] = &["/run/systemd", "/run/dbus"];
 const HYBRID: &str = "v1 (hybrid, with a v2 hierarchy beside)";
 
-/// Two recorded Ubuntu releases agree on everything but the name.
+/// Debian 12 and two Ubuntu releases agree on everything but the name.
 const V2_SYSTEMD: Expected = Expected {
     name: "ubuntu2204-v2-systemd",
     version: Version::V2,
@@ -68,6 +68,11 @@ const EXPECTED: &[Expected] = &[
         root_dirs: DEBIAN12_V1,
         binds: &[],
         systemd_running: false,
+    },
+    // Recorded in the VM tier's guest.
+    Expected {
+        name: "debian12-v2-systemd",
+        ..V2_SYSTEMD
     },
     Expected {
         name: "ubuntu2004-hybrid-systemd",

@@ -316,6 +316,10 @@ mod tests {
                 "Docker 20.10.24+dfsg1, cgroup v1 (hybrid, with a v2 hierarchy beside) with the cgroupfs driver",
             ),
             (
+                "debian12-v2-systemd",
+                "Docker 20.10.24+dfsg1, cgroup v2 with the systemd driver",
+            ),
+            (
                 "ubuntu2004-hybrid-systemd",
                 "Docker 20.10.21, cgroup v1 (hybrid, with a v2 hierarchy beside) with the systemd driver",
             ),
