@@ -74,6 +74,14 @@ for ref in "${images[@]}" kinit-examples/web:1 kinit-examples/db:1; do
     die "cannot push $ref to the registry"
 done
 
+# What must survive a reboot: every object but pods, ReplicaSets and EndpointSlices (made
+# anew by their controllers) and the job example's Job, which deletes itself 5 minutes after
+# it finished (ttlSecondsAfterFinished).
+OBJECTS='kubectl get all,pvc,secrets,configmaps,serviceaccounts -A -o name | grep -v "^pod/\|^replicaset\|endpointslice\|^job.batch/hello$" | sort'
+# Every Deployment's ready pods (by the pods' own Ready condition, not the Deployment's
+# status, which may be from before a reboot) number its replicas.
+ALL_REPLICAS_READY='kubectl get deployments -A --no-headers -o custom-columns=NS:.metadata.namespace,NAME:.metadata.name,WANT:.spec.replicas,SEL:.spec.selector.matchLabels | while read -r ns name want _; do sel=$(kubectl get deployment -n "$ns" "$name" -o go-template="{{range \$k, \$v := .spec.selector.matchLabels}}{{\$k}}={{\$v}},{{end}}"); ready=$(kubectl get pods -n "$ns" -l "${sel%,}" -o go-template="{{range .items}}{{range .status.conditions}}{{if and (eq .type \"Ready\") (eq .status \"True\")}}x{{end}}{{end}}{{end}}"); [ "${#ready}" -ge "$want" ] || { echo "$ns/$name: ${#ready} of $want ready"; exit 1; }; done'
+
 # ---- one guest ----------------------------------------------------------------------
 
 # gx CMD: runs a shell command line in the guest.
@@ -226,7 +234,7 @@ YAML
 # kinit command run.
 reboot_guest() {
   local suite=$1 objects restarts t0 t_down t_ssh
-  objects=$(gx 'kubectl get all,pvc,secrets,configmaps,serviceaccounts -A -o name | grep -v "^pod/\|^replicaset\|endpointslice" | sort')
+  objects=$(gx "$OBJECTS")
   say "$suite: systemctl reboot ($(wc -l <<<"$objects") objects besides pods)"
   local console="$WORK/$suite/console.log" before
   before=$(grep -c 'reboot: Restarting system' "$console" || true)
@@ -243,8 +251,11 @@ reboot_guest() {
   fi
   guest_wait_ssh 600
   t_ssh=$((SECONDS - t0))
-  wait_in_guest 900 "$suite: after the reboot the node is Ready and every pod of the walkthroughs runs" \
-    "kubectl wait --for=condition=Ready node --all --timeout=5s && kubectl wait --for=condition=Available deployment --all -A --timeout=5s"
+  # Every Deployment at its full count of ready replicas again (its status from before
+  # the reboot says so too until the controller-manager has looked, hence the generation
+  # check does not suffice: count the ready pods themselves).
+  wait_in_guest 900 "$suite: after the reboot the node is Ready and every Deployment has all its replicas ready" \
+    "kubectl wait --for=condition=Ready node --all --timeout=5s && $ALL_REPLICAS_READY"
   gx "kinit socks --detach --bind 0.0.0.0 --allow-client 10.0.2.2/32" >/dev/null
   wait_host 300 "nginx's Service answers through kinit socks after the reboot" \
     through_socks http://nginx.default.svc.cluster.local/
@@ -253,13 +264,25 @@ reboot_guest() {
   wait_host 300 "the LoadBalancer Service answers after the reboot" \
     curl -fsS --max-time 10 "http://127.0.0.1:$lb_port/"
   local t_back=$((SECONDS - t0))
-  [ "$(gx 'kubectl get all,pvc,secrets,configmaps,serviceaccounts -A -o name | grep -v "^pod/\|^replicaset\|endpointslice" | sort')" = "$objects" ] ||
-    die "objects differ after the reboot"
+  say "$suite: reboot: shutdown ${t_down}s, SSH back at ${t_ssh}s, cluster and Services back at ${t_back}s"
+  gx 'kubectl get pods -A' | indent
+  local after
+  after=$(gx "$OBJECTS")
+  if [ "$after" != "$objects" ]; then
+    diff <(echo "$objects") <(echo "$after") >&2 || true
+    die "objects differ after the reboot (above: < before, > after)"
+  fi
   gx 'kubectl exec deploy/notes -- cat /data/note' | grep -q written-before-reboot ||
     die "the volume's data did not survive the reboot"
   restarts=$(gx "kubectl get pods -A --field-selector=status.phase=Running -o jsonpath='{range .items[*]}{.metadata.name}={.status.containerStatuses[0].restartCount} {end}'")
-  say "$suite: reboot: shutdown ${t_down}s, SSH back at ${t_ssh}s, cluster and Services back at ${t_back}s"
   say "$suite: restarts of the running pods' first containers: $restarts"
+  local pod
+  for pod in kube-apiserver kube-controller-manager kube-scheduler; do
+    if [ "$(gx "kubectl -n kube-system get pod $pod-kinit-vm -o jsonpath='{.status.containerStatuses[0].restartCount}'")" -gt 1 ]; then
+      say "$suite: $pod restarted after the reboot; its previous run ended with:"
+      gx "kubectl -n kube-system logs $pod-kinit-vm --previous 2>&1 | tail -n 5 | cut -c1-300" | indent
+    fi
+  done
   say "$suite: pods the graceful shutdown stopped: $(gx 'kubectl get pods -A --field-selector=status.phase=Failed --no-headers | wc -l') Failed (replaced by their controllers)"
   # `kinit up` again, as users do: finds everything in place, the Failed pods beside
   # their replacements included.
