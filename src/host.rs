@@ -33,6 +33,12 @@ pub const SYSCTLS: &[(&str, &str)] = &[
     ("net/bridge/bridge-nf-call-iptables", "1"),
 ];
 
+/// Of [`SYSCTLS`], those written for systemd-sysctl to apply at boot. Not ip_forward: the
+/// Docker daemon turns that on itself as it starts, and sets the FORWARD policy to DROP
+/// only when it had to. Turned on earlier at boot, it left every forwarded packet
+/// accepted after a reboot (found by the VM tier); kinit-boot sets it anyway.
+const PERSISTED_SYSCTLS: &[&str] = &["net/bridge/bridge-nf-call-iptables"];
+
 /// The module that provides `net/bridge/*`.
 pub const MODULES: &[&str] = &["br_netfilter"];
 
@@ -96,6 +102,7 @@ fn persisted_files() -> Result<[(&'static str, String); 3]> {
         marker: MARKER,
         sysctls: SYSCTLS
             .iter()
+            .filter(|(k, _)| PERSISTED_SYSCTLS.contains(k))
             .map(|(k, v)| (k.replace('/', "."), *v))
             .collect(),
         modules: MODULES,
@@ -355,7 +362,7 @@ mod tests {
         );
         let sysctl = std::fs::read_to_string(etc.path().join("sysctl.d/99-kinit.conf")).unwrap();
         assert!(sysctl.starts_with(MARKER), "{sysctl}");
-        assert!(sysctl.contains("\nnet.ipv4.ip_forward = 1\n"), "{sysctl}");
+        assert!(!sysctl.contains("ip_forward"), "left to Docker: {sysctl}");
         assert!(
             sysctl.contains("\nnet.bridge.bridge-nf-call-iptables = 1\n"),
             "{sysctl}"
