@@ -135,8 +135,12 @@ for line in sys.stdin.read().splitlines() + ["*"]:
       -o -path /var/lib/systemd -o -path /var/lib/apt -o -path /var/lib/dhcp -o -path /root/.ssh \\
       -o -path /root/.kube -o -path /usr/local/bin/kubectl \\) -prune \
       -o -print | sort" >"$WORK/$name.files"
-  gx "ls -1 /run | sort" >"$WORK/$name.run"
-  gx "docker image ls -a -q --no-trunc | sort; docker ps -aq | sort; docker network ls -q | sort; docker volume ls -q | sort" >"$WORK/$name.docker"
+  # /run is a tmpfs the reboot empties: adduser's lock from install.sh goes, and
+  # iptables' lock (which kinit-boot makes again, as README says) and kinit's own lock
+  # file come; neither holds anything.
+  gx "ls -1 /run | grep -vx 'adduser\|kinit.lock\|xtables.lock' | sort" >"$WORK/$name.run"
+  # Networks by name: Docker gives its default bridge a new ID at each start.
+  gx "docker image ls -a -q --no-trunc | sort; docker ps -aq | sort; docker network ls --format '{{.Name}}' | sort; docker volume ls -q | sort" >"$WORK/$name.docker"
 }
 
 # compare_snapshots BEFORE AFTER: each list must be the same; prints what differs.
