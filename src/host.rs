@@ -55,7 +55,7 @@ pub const SHUTDOWN_GRACE_SECONDS: u32 = 30;
 pub const SHUTDOWN_GRACE_CRITICAL_SECONDS: u32 = 10;
 
 /// systemd runs the host when this directory exists (as sd_booted(3) tells).
-const SYSTEMD_RUNNING: &str = "/run/systemd/system";
+pub const SYSTEMD_RUNNING: &str = "/run/systemd/system";
 /// The D-Bus system bus, through which the kubelet asks logind for its lock.
 pub const DBUS_SOCKET: &str = "/run/dbus/system_bus_socket";
 

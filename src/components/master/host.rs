@@ -32,8 +32,6 @@ const SYSTEM_PATHS: [&str; 8] = [
     "/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc",
 ];
 
-/// As [`crate::host::has_logind`] checks it, here through the caller's `exists`.
-const SYSTEMD_RUNNING: &str = "/run/systemd/system";
 /// The system bus socket's directory: bound whole, so a restarted D-Bus's new socket shows.
 const DBUS_DIR: &str = "/run/dbus";
 
@@ -53,8 +51,8 @@ impl Host {
         resolv_conf: PathBuf,
         exists: impl Fn(&Path) -> bool,
     ) -> Self {
-        let graceful_shutdown =
-            exists(Path::new(SYSTEMD_RUNNING)) && exists(Path::new(crate::host::DBUS_SOCKET));
+        let graceful_shutdown = exists(Path::new(crate::host::SYSTEMD_RUNNING))
+            && exists(Path::new(crate::host::DBUS_SOCKET));
         let mut optional_paths = cgroup.master_binds(&exists);
         if graceful_shutdown && !optional_paths.iter().any(|p| p == DBUS_DIR) {
             optional_paths.push(DBUS_DIR.into());
