@@ -62,12 +62,25 @@ apt_install() {
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $missing >/dev/null
 }
 
+# apt_has PKG: the distribution has PKG (after one `apt-get update`).
+apt_has() {
+  if [ -z "$APT_UPDATED" ]; then
+    apt-get update -qq
+    APT_UPDATED=1
+  fi
+  [ -n "$(apt-cache policy "$1" 2>/dev/null | sed -n 's/^ *Candidate: //p' | grep -v '(none)')" ]
+}
+
 # --- Docker ------------------------------------------------------------------------
 apt_install ca-certificates curl
 if command -v docker >/dev/null 2>&1; then
   say "Docker is installed ($(docker --version 2>/dev/null || echo 'version unknown'))"
 else
   apt_install docker.io iptables
+  # Debian 13 ships the docker command apart from the engine, only recommended by it.
+  if ! command -v docker >/dev/null 2>&1 && apt_has docker-cli; then
+    apt_install docker-cli
+  fi
 fi
 # Docker loads its container profile with apparmor_parser where the kernel has AppArmor on
 # (Debian's and Ubuntu's do); docker.io only recommends it, and without it no container

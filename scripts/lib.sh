@@ -212,13 +212,15 @@ ensure_bundle() {
 # free_port: a TCP port nothing listens on at the moment, on loopback.
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
-# wait_port PORT [WHAT]: until something accepts connections on 127.0.0.1:PORT (10 s).
+# wait_port PORT [WHAT] [ADDRESS]: until something accepts connections on ADDRESS:PORT
+# (default 127.0.0.1; 10 s).
 wait_port() {
+  local addr=${3:-127.0.0.1}
   for _ in $(seq 100); do
-    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
+    (exec 3<>"/dev/tcp/$addr/$1") 2>/dev/null && return 0
     sleep 0.1
   done
-  die "nothing listens on 127.0.0.1:$1${2:+ ($2)}"
+  die "nothing listens on $addr:$1${2:+ ($2)}"
 }
 
 now() { date +%s.%N; }

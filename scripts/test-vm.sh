@@ -28,12 +28,13 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 # shellcheck source=scripts/vm/guest.sh
 source "$REPO/scripts/vm/guest.sh"
+# shellcheck source=scripts/vm/internet.sh
+source "$REPO/scripts/vm/internet.sh"
 become_root "$@"
 cd "$REPO"
 SUITES=("${@:-bookworm}")
 
 ensure_vm_tools
-apt_ensure python3:python3 curl:curl
 ensure_bundle "" --pinned-only >/dev/null
 WORK=$(mktemp -d /tmp/kinit-vm.XXXXXX)
 pids=()
@@ -46,33 +47,7 @@ trap cleanup EXIT
 
 # ---- the stand-in internet, on this host's loopback (10.0.2.2 in the guest) ----------
 
-say "the release binary (scripts/release.sh, this machine's architecture)"
-logged "$WORK/release.log" "scripts/release.sh" "$REPO/scripts/release.sh" --host-only "$WORK/www/releases"
-ln -s "$KINIT_BUNDLE_DIR" "$WORK/www/mirror"
-http_port=$(free_port)
-python3 -m http.server --bind 127.0.0.1 --directory "$WORK/www" "$http_port" >"$WORK/http.log" 2>&1 &
-pids+=($!)
-registry_port=$(free_port)
-"$KINIT_BUNDLE_DIR/tools/registry" -port "$registry_port" >"$WORK/registry.log" 2>&1 &
-pids+=($!)
-wait_port "$http_port" "the HTTP mirror"
-wait_port "$registry_port" "the registry"
-MIRROR="http://10.0.2.2:$http_port/mirror"
-REGISTRY="10.0.2.2:$registry_port"
-
-# Every image kinit lists (the cluster's and the addons'), under its upstream path less the
-# registry host, as --image-repository reads it; and the walkthroughs' stand-in images,
-# which the guest names with the registry's address (--image-override).
-say "pushing kinit's images and the walkthroughs' to the registry"
-mapfile -t images < <("$WORK/www/releases/kinit-linux-amd64" images list | awk '{print $2}')
-for ref in "${images[@]}" kinit-examples/web:1 kinit-examples/db:1; do
-  tar="$KINIT_BUNDLE_DIR/images/$(tr '/:' '__' <<<"$ref").tar"
-  [ -f "$tar" ] || die "the bundle has no $ref ($tar)"
-  path=$ref
-  [[ ${ref%%/*} != *.* ]] || path=${ref#*/}
-  "$KINIT_BUNDLE_DIR/tools/crane" push "$tar" "127.0.0.1:$registry_port/$path" >/dev/null 2>&1 ||
-    die "cannot push $ref to the registry"
-done
+stand_in_internet "$WORK" 127.0.0.1 10.0.2.2
 
 # What must survive a reboot: every object but pods, ReplicaSets and EndpointSlices (made
 # anew by their controllers) and the job example's Job, which deletes itself 5 minutes after
@@ -160,17 +135,6 @@ compare_snapshots() {
 # through_socks URL: the page at URL fetched on this host through the guest's kinit socks.
 through_socks() { curl -fsS --max-time 20 --socks5-hostname "127.0.0.1:$socks_port" "$1"; }
 
-# wait_host SECONDS WHAT CMD...: until CMD succeeds on this host.
-wait_host() {
-  local limit=$1 what=$2 t0=$SECONDS
-  shift 2
-  until "$@" >/dev/null 2>&1; do
-    ((SECONDS - t0 < limit)) || { "$@" || true; die "$what: not within ${limit}s"; }
-    sleep 3
-  done
-  say "$what ($((SECONDS - t0))s)"
-}
-
 run_suite() {
   local suite=$1 image t0
   image=$(guest_image "$suite")
@@ -188,7 +152,7 @@ run_suite() {
   gx "mkdir -p /etc/docker && printf '{\"registry-mirrors\": [\"http://$REGISTRY\"], \"insecure-registries\": [\"$REGISTRY\"]}\n' >/etc/docker/daemon.json"
   gx 'cat >/root/install.sh' <"$REPO/scripts/install.sh"
   t0=$SECONDS
-  gx "KINIT_RELEASE_URL=http://10.0.2.2:$http_port/releases sh /root/install.sh" | indent
+  gx "KINIT_RELEASE_URL=$RELEASES_URL sh /root/install.sh" | indent
   say "$suite: install.sh took $((SECONDS - t0))s"
   gx 'docker info --format "  Docker {{.ServerVersion}}, cgroup driver {{.CgroupDriver}}, cgroup v{{.CgroupVersion}}"'
   snapshot installed

@@ -85,6 +85,18 @@ guest_running() {
   [ -f "$GUEST_RUN/qemu.pid" ] && kill -0 "$(cat "$GUEST_RUN/qemu.pid")" 2>/dev/null
 }
 
+# wait_host SECONDS WHAT CMD...: until CMD succeeds on this host (something reached in a
+# guest); says how long it took, or shows CMD's last failure and dies.
+wait_host() {
+  local limit=$1 what=$2 t0=$SECONDS
+  shift 2
+  until "$@" >/dev/null 2>&1; do
+    ((SECONDS - t0 < limit)) || { "$@" || true; die "$what: not within ${limit}s"; }
+    sleep 3
+  done
+  say "$what ($((SECONDS - t0))s)"
+}
+
 # guest_stop: powers the guest off (no shutdown inside: its disk is thrown away).
 guest_stop() {
   guest_running || return 0
@@ -93,4 +105,39 @@ guest_stop() {
   kill "$pid" 2>/dev/null || true
   for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || return 0; sleep 0.2; done
   kill -9 "$pid" 2>/dev/null || true
+}
+
+# guest_box SUITE: a Vagrant box for vagrant-libvirt made of SUITE's guest image (the disk as
+# qcow2, the kernel and initramfs it boots with, the key Vagrant logs in with), built once
+# per image; prints the box file's path.
+guest_box() {
+  local image box stage
+  image=$(guest_image "$1")
+  box=$image/libvirt.box
+  if [ ! -f "$box" ]; then
+    stage=$(mktemp -d "$image/box.XXXXXX")
+    qemu-img convert -O qcow2 "$image/disk.raw" "$stage/box.img"
+    cp "$image/vmlinuz" "$image/initrd.img" "$image/id_ed25519" "$stage/"
+    printf '{"provider": "libvirt", "format": "qcow2", "virtual_size": %s}\n' \
+      "$(($(stat -c %s "$image/disk.raw") / 1024 / 1024 / 1024))" >"$stage/metadata.json"
+    # The box's own settings: the image has no boot loader (libvirt boots its kernel
+    # directly) and Vagrant logs in with the image's key, not its public insecure one.
+    cat >"$stage/Vagrantfile" <<'RUBY'
+Vagrant.configure("2") do |config|
+  config.ssh.username = "vagrant"
+  config.ssh.private_key_path = File.join(__dir__, "id_ed25519")
+  config.ssh.insert_key = false
+  config.vm.provider "libvirt" do |lv|
+    lv.kernel = File.join(__dir__, "vmlinuz")
+    lv.initrd = File.join(__dir__, "initrd.img")
+    lv.cmd_line = "root=/dev/vda rw console=ttyS0 panic=10"
+    lv.disk_bus = "virtio"
+  end
+end
+RUBY
+    tar -C "$stage" -cf "$box.tmp" metadata.json Vagrantfile box.img vmlinuz initrd.img id_ed25519
+    mv "$box.tmp" "$box"
+    rm -rf "$stage"
+  fi
+  echo "$box"
 }

@@ -23,9 +23,10 @@ root="$OUT/root"
 rm -rf "$root" "$OUT/id_ed25519" "$OUT/id_ed25519.pub"
 ssh-keygen -q -t ed25519 -N '' -C kinit-vm-test -f "$OUT/id_ed25519"
 
-# What the distribution's server images have: systemd with logind and D-Bus, a kernel,
-# OpenSSH and sudo. `important` is Debian's base system (apt, udev, iproute2, ...).
-packages=linux-image-amd64,systemd-sysv,dbus,libpam-systemd,openssh-server,sudo,iproute2
+# What the distribution's server images have: systemd with logind, D-Bus and resolved (its
+# stub resolver in /etc/resolv.conf, as on Ubuntu), a kernel, OpenSSH and sudo. `important`
+# is Debian's base system (apt, udev, iproute2, ...).
+packages=linux-image-amd64,systemd-sysv,dbus,libpam-systemd,systemd-resolved,openssh-server,sudo,iproute2
 # Written into the guest's root before it is packed ($1 is that root).
 customize=$(cat <<'HOOK'
 set -eu
@@ -34,17 +35,23 @@ echo kinit-vm >"$r/etc/hostname"
 printf '127.0.0.1 localhost\n127.0.1.1 kinit-vm\n::1 localhost ip6-localhost ip6-loopback\n' >"$r/etc/hosts"
 printf '/dev/vda / ext4 defaults,errors=remount-ro 0 1\n' >"$r/etc/fstab"
 mkdir -p "$r/etc/systemd/network"
-printf '[Match]\nName=en* eth*\n\n[Network]\nDHCP=yes\n' >"$r/etc/systemd/network/10-dhcp.network"
-chroot "$r" systemctl enable systemd-networkd.service >/dev/null 2>&1
-# qemu's user network answers DNS at 10.0.2.3.
-rm -f "$r/etc/resolv.conf"
-echo 'nameserver 10.0.2.3' >"$r/etc/resolv.conf"
+# DHCP on every interface Vagrant has not configured: its own files (50-vagrant-*) sort
+# first, and networkd takes the first file that matches.
+printf '[Match]\nName=en* eth*\n\n[Network]\nDHCP=yes\n' >"$r/etc/systemd/network/99-dhcp.network"
+chroot "$r" systemctl enable systemd-networkd.service systemd-resolved.service >/dev/null 2>&1
+ln -sf ../run/systemd/resolve/stub-resolv.conf "$r/etc/resolv.conf"
 mkdir -p -m 0700 "$r/root/.ssh"
+# Vagrant's user, as Vagrant boxes have it: sudo without a password, the same key as root.
+chroot "$r" useradd --uid 1000 --user-group --create-home --shell /bin/bash vagrant
+printf 'vagrant ALL=(ALL) NOPASSWD: ALL\n' >"$r/etc/sudoers.d/vagrant"
+chmod 0440 "$r/etc/sudoers.d/vagrant"
+install -d -m 0700 -o 1000 -g 1000 "$r/home/vagrant/.ssh"
 HOOK
 )
 mmdebstrap --mode=root --variant=important --include="$packages" \
   --customize-hook="$customize" \
   --customize-hook="install -m 0600 '$OUT/id_ed25519.pub' \"\$1/root/.ssh/authorized_keys\"" \
+  --customize-hook="install -m 0600 -o 1000 -g 1000 '$OUT/id_ed25519.pub' \"\$1/home/vagrant/.ssh/authorized_keys\"" \
   "$SUITE" "$root" \
   "deb $MIRROR $SUITE main" "deb $MIRROR $SUITE-updates main" "deb $SECURITY $SUITE-security main"
 
