@@ -47,6 +47,13 @@ case "$(uname -m)" in
 esac
 
 APT_UPDATED=
+# apt_update_once: the package lists, fetched at most once per run.
+apt_update_once() {
+  [ -n "$APT_UPDATED" ] && return 0
+  apt-get update -qq
+  APT_UPDATED=1
+}
+
 apt_install() {
   missing=
   for pkg in "$@"; do
@@ -54,20 +61,14 @@ apt_install() {
       missing="$missing $pkg"
   done
   [ -z "$missing" ] && return 0
-  if [ -z "$APT_UPDATED" ]; then
-    apt-get update -qq
-    APT_UPDATED=1
-  fi
+  apt_update_once
   say "installing$missing (distribution packages)"
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $missing >/dev/null
 }
 
 # apt_has PKG: the distribution has PKG (after one `apt-get update`).
 apt_has() {
-  if [ -z "$APT_UPDATED" ]; then
-    apt-get update -qq
-    APT_UPDATED=1
-  fi
+  apt_update_once
   [ -n "$(apt-cache policy "$1" 2>/dev/null | sed -n 's/^ *Candidate: //p' | grep -v '(none)')" ]
 }
 

@@ -155,9 +155,10 @@ say "the box is up ($((SECONDS - t0))s)"
 NET_OWN_PRIVATE=$(virsh -c "$LIBVIRT" net-list --all --name | grep -v '^$' | grep -vxF -f <(echo "$existing_nets"; echo "$NET") || true)
 vx 'echo "  $(. /etc/os-release; echo "$PRETTY_NAME"), $(systemctl --version | head -n 1), cgroup fs $(stat -fc %T /sys/fs/cgroup)"'
 # The mirrors, as a user behind one sets them: Docker's registry mirror, kinit's config.
-vx "sudo sh -c 'mkdir -p /etc/docker /etc/kinit &&
-  printf \"{\\\"registry-mirrors\\\": [\\\"http://$REGISTRY\\\"], \\\"insecure-registries\\\": [\\\"$REGISTRY\\\"]}\\n\" >/etc/docker/daemon.json &&
-  printf \"mirror: $MIRROR\\nimageRepository: $REGISTRY\\n\" >/etc/kinit/config.yaml'"
+# vagrant ssh -c may give the command a terminal, so files go in base64 on its command line.
+put_file() { vx "echo $(base64 -w0) | base64 -d | sudo install -D -m 0644 /dev/stdin $1"; }
+put_file /etc/docker/daemon.json <<<"$DOCKER_DAEMON_JSON"
+printf 'mirror: %s\nimageRepository: %s\n' "$MIRROR" "$REGISTRY" | put_file /etc/kinit/config.yaml
 t0=$SECONDS
 say "vagrant provision (install.sh, kinit up, kinit socks)"
 vagrant provision 2>&1 | indent
@@ -167,9 +168,8 @@ web="$REGISTRY/kinit-examples/web:1"
 db="$REGISTRY/kinit-examples/db:1"
 say "README: vagrant ssh -c 'kinit example telescope'"
 vx "kinit example telescope --image-override telescope=$web --image-override mongo=$db" 2>&1 | indent
-through_socks() { curl -fsS --max-time 20 --socks5-hostname "127.0.0.1:$socks_port" "$1"; }
 wait_host 300 "telescope answers through kinit socks on the host's 127.0.0.1:$socks_port" \
-  through_socks http://telescope.default.svc.cluster.local/
+  through_socks "$socks_port" http://telescope.default.svc.cluster.local/
 
 say "README: sudo kinit kubeconfig, for kubectl on the host"
 vx 'sudo kinit kubeconfig' >"$WORK/kinit.yaml"

@@ -132,9 +132,6 @@ compare_snapshots() {
   say "after kinit down --purge the guest's units, cgroups, mounts, iptables rules, links, files, /run and Docker objects are as install.sh left them"
 }
 
-# through_socks URL: the page at URL fetched on this host through the guest's kinit socks.
-through_socks() { curl -fsS --max-time 20 --socks5-hostname "127.0.0.1:$socks_port" "$1"; }
-
 run_suite() {
   local suite=$1 image t0
   image=$(guest_image "$suite")
@@ -149,7 +146,7 @@ run_suite() {
 
   say "$suite: install.sh (Docker from Debian's packages, kinit's release binary from 10.0.2.2)"
   # The stand-in internet's registry, as a user's Docker Hub mirror is set up: plain HTTP.
-  gx "mkdir -p /etc/docker && printf '{\"registry-mirrors\": [\"http://$REGISTRY\"], \"insecure-registries\": [\"$REGISTRY\"]}\n' >/etc/docker/daemon.json"
+  gx 'mkdir -p /etc/docker && cat >/etc/docker/daemon.json' <<<"$DOCKER_DAEMON_JSON"
   gx 'cat >/root/install.sh' <"$REPO/scripts/install.sh"
   t0=$SECONDS
   gx "KINIT_RELEASE_URL=$RELEASES_URL sh /root/install.sh" | indent
@@ -170,10 +167,10 @@ run_suite() {
   [ "$(gx 'kubectl get deployment nginx -o jsonpath={.status.readyReplicas}')" = 3 ] ||
     die "the nginx example is not 3 ready replicas"
   wait_host 120 "nginx's Service answers through kinit socks from this host" \
-    through_socks http://nginx.default.svc.cluster.local/
+    through_socks "$socks_port" http://nginx.default.svc.cluster.local/
   gx "kinit example telescope --image-override telescope=$web --image-override mongo=$db" | indent
   wait_host 120 "telescope's Service answers through kinit socks from this host" \
-    through_socks http://telescope.default.svc.cluster.local/
+    through_socks "$socks_port" http://telescope.default.svc.cluster.local/
   gx "kinit example job --image-override busybox=$web" | indent
   gx 'kubectl logs job/hello' | grep -q 'The secret says: Hello from a Kubernetes Secret' ||
     die "the job example's output lacks the Secret"
@@ -249,9 +246,9 @@ reboot_guest() {
     "kubectl wait --for=condition=Ready node --all --timeout=5s && $ALL_REPLICAS_READY"
   gx "kinit socks --detach --bind 0.0.0.0 --allow-client 10.0.2.2/32" >/dev/null
   wait_host 300 "nginx's Service answers through kinit socks after the reboot" \
-    through_socks http://nginx.default.svc.cluster.local/
+    through_socks "$socks_port" http://nginx.default.svc.cluster.local/
   wait_host 300 "telescope's Service answers through kinit socks after the reboot" \
-    through_socks http://telescope.default.svc.cluster.local/
+    through_socks "$socks_port" http://telescope.default.svc.cluster.local/
   wait_host 300 "the LoadBalancer Service answers after the reboot" \
     curl -fsS --max-time 10 "http://127.0.0.1:$lb_port/"
   local t_back=$((SECONDS - t0))

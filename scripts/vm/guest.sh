@@ -97,6 +97,10 @@ wait_host() {
   say "$what ($((SECONDS - t0))s)"
 }
 
+# through_socks PORT URL: the page at URL fetched on this host through a guest's
+# `kinit socks`, forwarded to this host's loopback PORT.
+through_socks() { curl -fsS --max-time 20 --socks5-hostname "127.0.0.1:$1" "$2"; }
+
 # guest_stop: powers the guest off (no shutdown inside: its disk is thrown away).
 guest_stop() {
   guest_running || return 0

@@ -10,8 +10,9 @@
 # WORK/www/releases, starts both servers on BIND_ADDRESS (appending their PIDs to the
 # caller's `pids` array) and fills the registry. GUEST_ADDRESS is how guests reach
 # BIND_ADDRESS. Sets RELEASES_URL, MIRROR (for --mirror or the config file's `mirror`),
-# REGISTRY (host:port, for Docker's registry mirror and --image-repository) and KINIT_BIN
-# (the release binary, to run on this host).
+# REGISTRY (host:port, for Docker's registry mirror and --image-repository), DOCKER_DAEMON_JSON
+# (a guest's /etc/docker/daemon.json with REGISTRY as its plain-HTTP registry mirror, as a
+# user behind a mirror sets it) and KINIT_BIN (the release binary, to run on this host).
 stand_in_internet() {
   local work=$1 bind=$2 guest=$3 http_port registry_port ref tar path
   apt_ensure python3:python3 curl:curl
@@ -38,6 +39,7 @@ stand_in_internet() {
   RELEASES_URL="http://$guest:$http_port/releases"
   MIRROR="http://$guest:$http_port/mirror"
   REGISTRY="$guest:$registry_port"
+  DOCKER_DAEMON_JSON=$(printf '{"registry-mirrors": ["http://%s"], "insecure-registries": ["%s"]}' "$REGISTRY" "$REGISTRY")
 
   # Every image kinit lists (the cluster's and the addons'), under its upstream path less
   # the registry host, as --image-repository reads it; and the walkthroughs' stand-in
