@@ -179,19 +179,34 @@ ensure_go() {
 }
 
 # test_prerequisites: everything scripts/test.sh needs before its first test: the host's
-# tools, a running Docker engine, the whole offline bundle, the conformance suite with its
-# images and the VM tier's guest image (built once, then cached). .ci/run also starts it early, beside its Rust builds.
+# tools (the release build's clang and llvm and the VM tier's qemu and mmdebstrap among
+# them, all in one apt run), a running Docker engine, the whole offline bundle, the
+# conformance suite with its images and the VM tier's guest image (built once, then
+# cached). .ci/run also starts it early, beside its Rust builds.
 test_prerequisites() {
+  # shellcheck source=scripts/vm/guest.sh
+  source "$REPO/scripts/vm/guest.sh"
   apt_ensure curl:curl openssl:openssl setpriv:util-linux dnsmasq:dnsmasq-base python3:python3 \
-    iptables-save:iptables vagrant:vagrant
+    iptables-save:iptables vagrant:vagrant clang:clang llvm-ar:llvm \
+    qemu-system-x86_64:qemu-system-x86 qemu-img:qemu-utils mmdebstrap:mmdebstrap \
+    mkfs.ext4:e2fsprogs ssh:openssh-client
+  # The VM tier's guest (scripts/test-vm.sh) is Debian's packages unpacked by mmdebstrap in
+  # a root of its own: mostly downloads and one core, so it is made beside the bundle's
+  # compiles rather than after them.
+  local guest_log
+  guest_log=$(mktemp /tmp/kinit-guest-image.XXXXXX)
+  guest_image bookworm >"$guest_log" 2>&1 &
+  local guest=$!
   ensure_cargo
   ensure_docker
   ensure_bundle ""           # every component
   ensure_bundle conformance  # e2e.test, ginkgo and the test images (scripts/conformance.sh)
-  # The VM tier's guest (scripts/test-vm.sh): Debian packages only, cached by its recipe.
-  # shellcheck source=scripts/vm/guest.sh
-  source "$REPO/scripts/vm/guest.sh"
-  say "VM tier guest image: $(guest_image bookworm)"
+  if ! wait "$guest"; then
+    cat "$guest_log" >&2
+    die "building the VM tier's guest image failed"
+  fi
+  say "VM tier guest image: $(tail -n 1 "$guest_log")"
+  rm -f "$guest_log"
 }
 
 # ensure_bundle [COMPONENTS [BUILD-BUNDLE OPTIONS...]]: images and binaries built from

@@ -7,9 +7,9 @@
 # SOCKS, bundle), a fixed subset of the upstream conformance tests on a cluster of its own
 # (scripts/conformance.sh --ci), install.sh in a clean Debian root filesystem,
 # `vagrant validate`, and the VM tier: a Debian 12 guest under qemu (systemd, cgroup v2)
-# from install.sh through `kinit up`, the walkthroughs and a real reboot to
-# `kinit down --purge` (scripts/test-vm.sh; `scripts/test-vm.sh bookworm trixie` is the
-# full run).
+# from install.sh through `kinit up`, nginx, a volume and a LoadBalancer, and a real reboot
+# to `kinit down --purge` (scripts/test-vm.sh; `scripts/test-vm.sh --full bookworm trixie`
+# is the full run, with every walkthrough).
 #
 #   scripts/test.sh [extra cargo test arguments]
 #
