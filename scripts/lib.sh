@@ -38,6 +38,9 @@ apt_ensure() {
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 }
 
+# What scripts/release.sh links the static binaries with (as apt_ensure's COMMAND:PACKAGE).
+RELEASE_TOOLS=(clang:clang llvm-ar:llvm)
+
 # A running Docker engine: Debian's docker.io when none is installed, started through
 # systemd where it runs, else by hand with its log in /var/log/kinit-dockerd.log.
 ensure_docker() {
@@ -187,9 +190,7 @@ test_prerequisites() {
   # shellcheck source=scripts/vm/guest.sh
   source "$REPO/scripts/vm/guest.sh"
   apt_ensure curl:curl openssl:openssl setpriv:util-linux dnsmasq:dnsmasq-base python3:python3 \
-    iptables-save:iptables vagrant:vagrant clang:clang llvm-ar:llvm \
-    qemu-system-x86_64:qemu-system-x86 qemu-img:qemu-utils mmdebstrap:mmdebstrap \
-    mkfs.ext4:e2fsprogs ssh:openssh-client
+    iptables-save:iptables vagrant:vagrant "${RELEASE_TOOLS[@]}" "${VM_TOOLS[@]}"
   # The VM tier's guest (scripts/test-vm.sh) is Debian's packages unpacked by mmdebstrap in
   # a root of its own: mostly downloads and one core, so it is made beside the bundle's
   # compiles rather than after them.

@@ -33,7 +33,7 @@ ensure_cargo
 command -v rustup >/dev/null || die "rustup is needed to add the musl targets (https://rustup.rs)"
 if ! command -v clang >/dev/null || ! command -v llvm-ar >/dev/null; then
   [ "$(id -u)" -eq 0 ] || die "clang and llvm-ar are needed: sudo apt-get install clang llvm"
-  apt_ensure clang:clang llvm-ar:llvm
+  apt_ensure "${RELEASE_TOOLS[@]}"
 fi
 mkdir -p "$OUT_DIR"
 

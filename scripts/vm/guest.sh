@@ -5,11 +5,12 @@
 # network) and Debian's mirror through the host's network.
 # shellcheck shell=bash
 
-# ensure_vm_tools: qemu, its disk tool, mmdebstrap and an SSH client.
-ensure_vm_tools() {
-  apt_ensure qemu-system-x86_64:qemu-system-x86 qemu-img:qemu-utils mmdebstrap:mmdebstrap \
-    mkfs.ext4:e2fsprogs ssh:openssh-client
-}
+# The VM tier's tools (as apt_ensure's COMMAND:PACKAGE): qemu, its disk tool, mmdebstrap
+# and an SSH client.
+VM_TOOLS=(qemu-system-x86_64:qemu-system-x86 qemu-img:qemu-utils mmdebstrap:mmdebstrap
+  mkfs.ext4:e2fsprogs ssh:openssh-client)
+
+ensure_vm_tools() { apt_ensure "${VM_TOOLS[@]}"; }
 
 # guest_image SUITE: the directory holding SUITE's guest image (built when the recipe
 # changed or none is cached); prints it.
