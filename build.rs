@@ -19,6 +19,7 @@ const KEYS: &[&str] = &[
     "LOCAL_PATH_PROVISIONER_VERSION",
     "METRICS_SERVER_VERSION",
     "TRAEFIK_VERSION",
+    "KUBE_ROUTER_VERSION",
 ];
 
 fn main() {

@@ -67,16 +67,16 @@ for ref in "${upstream[@]}"; do
   id=$(docker image inspect -f '{{.Id}}' "$ref" 2>/dev/null || true)
   [ -z "$id" ] || docker image rm --force "$id" >/dev/null
 done
-docker image ls --format '{{.Repository}}:{{.Tag}}' | { grep '^kinit/node:' || true; } |
+docker image ls --format '{{.Repository}}:{{.Tag}}' | { grep '^kinit.invalid/node:' || true; } |
   xargs -r docker image rm --force >/dev/null
 
 UP=(up --mirror "$MIRROR" --image-repository "$REPOSITORY" --bin-dir "$WORK/bin" --kubeconfig "$WORK/kubeconfig")
-# "... assembled kinit/node:v1.36.3-abc in 2.1s from ..." -> 2.1
+# "... assembled kinit.invalid/node:v1.36.3-abc in 2.1s from ..." -> 2.1
 step_seconds() { sed -n "s|.*$1 in \([0-9.]*\)s.*|\1|p" "$WORK/up.log" | head -n 1; }
 
 cold=$(timed_up)
 cp "$WORK/up.log" "$WORK/cold.log"
-assembly=$(step_seconds "assembled kinit/node:[^ ]*")
+assembly=$(step_seconds "assembled kinit.invalid/node:[^ ]*")
 "${KINIT[@]}" down >/dev/null 2>&1
 warm=$(timed_up)
 

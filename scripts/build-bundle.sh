@@ -4,7 +4,7 @@
 #   scripts/build-bundle.sh [--only COMPONENT[,COMPONENT...]] [--pinned-only] [KUBE_VERSION] OUT_DIR
 #
 # Components: etcd kubernetes cri-dockerd coredns cni pause workloads registry
-#             local-path-provisioner metrics-server traefik (default: all),
+#             local-path-provisioner metrics-server traefik kube-router (default: all),
 # and conformance (only when asked for: the upstream conformance suite and its test images,
 # scripts/bundle/conformance.sh).
 #
@@ -34,7 +34,7 @@ BUNDLE_DIR="$SCRIPT_DIR/bundle"
 source "$SCRIPT_DIR/versions.env"
 
 ALL_COMPONENTS=(etcd kubernetes cri-dockerd coredns cni pause workloads registry
-  local-path-provisioner metrics-server traefik)
+  local-path-provisioner metrics-server traefik kube-router)
 # Built only when --only names them: what kinit does not need, only its tests.
 OPTIONAL_COMPONENTS=(conformance)
 
@@ -649,6 +649,38 @@ image_traefik() {
   smoke "$ref" version
 }
 
+# kube-router (the pod network between nodes and NetworkPolicy) and its gobgp client, stamped
+# like its Makefile (the version variables; upstream puts the commit where the tag is).
+build_kube_router() {
+  local out=$1 m=github.com/cloudnativelabs/kube-router/v2 date
+  go_wrapper kube-router
+  go_copy_replaces "$m@${KUBE_ROUTER_VERSION}"
+  go get "$m/cmd/kube-router@${KUBE_ROUTER_VERSION}"
+  date=$(go_origin "$m@${KUBE_ROUTER_VERSION}" Time)
+  go_build "$out/bin" "-X $m/pkg/version.Version=${KUBE_ROUTER_VERSION} \
+    ${date:+-X $m/pkg/version.BuildDate=$date}" "$m/cmd/kube-router"
+  "$out/bin/kube-router" --version
+}
+
+# docker.io/cloudnativelabs/kube-router: upstream is alpine with kube-router as entrypoint
+# and iptables (through iptables-wrapper), ipset, iproute2, conntrack and ipvsadm beside it;
+# here Debian's, with the same wrapper as kube-proxy's. kube-router runs `ipset` and
+# `iptables-save`/`-restore` from PATH and loads kernel modules with modprobe.
+image_kube_router() {
+  local out=$1 r="$STEP_WORK/rootfs-kube-router"
+  local ref="docker.io/cloudnativelabs/kube-router:${KUBE_ROUTER_VERSION}"
+  debs_rootfs "$r" iptables ipset iproute2 conntrack kmod dash grep coreutils
+  ln -sf dash "$r/bin/sh"
+  base_rootfs "$r"
+  install_iptables_wrapper "$r"
+  install -m 0755 "${STEP_DIR[kube-router]}/bin/kube-router" "$r/usr/local/bin/"
+  image_from_rootfs "$out" "$r" "$ref" "ENV PATH=$IMAGE_PATH" 'ENTRYPOINT ["/usr/local/bin/kube-router"]'
+  smoke "$ref" --version
+  smoke --cap-add NET_ADMIN --entrypoint ipset "$ref" --version
+  smoke --entrypoint ip "$ref" -V
+  smoke --entrypoint iptables-legacy "$ref" --version
+}
+
 # ---------------------------------------------------------------------------------------
 # Components
 # ---------------------------------------------------------------------------------------
@@ -729,6 +761,12 @@ comp_traefik() {
   run_step traefik "$TRAEFIK_VERSION" build_traefik
   run_step image-traefik "$TRAEFIK_VERSION" image_traefik "$(stamp_of traefik)"
   export_image image-traefik
+}
+
+comp_kube_router() {
+  run_step kube-router "$KUBE_ROUTER_VERSION" build_kube_router
+  run_step image-kube-router "$KUBE_ROUTER_VERSION" image_kube_router "$(stamp_of kube-router)"
+  export_image image-kube-router
 }
 
 # ---------------------------------------------------------------------------------------

@@ -13,6 +13,7 @@ declare -A rank=(
   [steps]=3 [teardown]=3
   [components]=2 [docker]=2 [kubernetes]=2 [bundle]=2 [download]=2 [node_image]=2
   [socks]=2 [runtime_proxy]=2 [health]=2 [host]=2 [cgroup]=2 [pki]=2 [kubeconfig]=2
+  [join]=2
   [cluster]=1 [config]=1 [versions]=1 [release]=1 [manifests]=1 [net]=1 [examples]=1
   [crash]=1 [addons]=1 [service_lb]=1
   [fs]=0 [layout]=0 [progress]=0 [logging]=0 [wait]=0 [tls]=0

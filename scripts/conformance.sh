@@ -17,6 +17,10 @@
 #   --ci                 only the CI subset (scripts/conformance-ci.txt: a fixed list of
 #                        conformance tests across the SIGs), in one parallel pass; fails when
 #                        one of them did not run
+#   --list FILE          as --ci, with the tests FILE names (scripts/conformance-two-nodes.txt:
+#                        those that need a second node, run by scripts/test-two-hosts.sh)
+#   --netpol             the NetworkPolicy specs ([Feature:NetworkPolicy], no other feature)
+#                        instead of the conformance tests, in the same two passes
 #   --focus REGEX        only tests whose name matches REGEX too (repeatable; ORed)
 #   --skip REGEX         leave out tests whose name matches REGEX (repeatable)
 #   --procs N            parallel ginkgo processes for the first pass (default 4)
@@ -40,11 +44,17 @@ usage() { sed -n '2,/^# Runs as root/p' "$0" | sed 's/^# \{0,1\}//'; }
 CI_LIST="$REPO/scripts/conformance-ci.txt"
 all_args=("$@")
 ci=0 procs=4 serial=1 parallel=1 up=0 build_only=0 dry_run=0
+# The tests a run picks, by label; --ci and --list name theirs exactly, of any label.
+base="Conformance && !Disruptive"
 kinit="" kubeconfig="" report_dir=""
 focus=() skip=()
 while [[ $# -gt 0 ]]; do
   case $1 in
     --ci) ci=1; shift ;;
+    # By name: e2e.test names each of them [Feature:NetworkPolicy]; the SCTP ones also
+    # need SCTP between pods, another feature ([Feature:SCTPConnectivity]).
+    --netpol) base="!Disruptive"; focus+=('\[Feature:NetworkPolicy\]'); skip+=('SCTPConnectivity'); shift ;;
+    --list) ci=1; CI_LIST=$(realpath "$2") || die "no such list: $2"; shift 2 ;;
     --focus) focus+=("$2"); shift 2 ;;
     --skip) skip+=("$2"); shift 2 ;;
     --procs) procs=$2; shift 2 ;;
@@ -61,6 +71,7 @@ while [[ $# -gt 0 ]]; do
   esac
 done
 [[ $procs =~ ^[1-9][0-9]*$ ]] || die "--procs takes a positive number, not $procs"
+[[ -f $CI_LIST ]] || die "no such list: $CI_LIST"
 become_root ${all_args[@]+"${all_args[@]}"}
 cd "$REPO"
 t_start=$SECONDS
@@ -144,6 +155,8 @@ if [[ $dry_run -eq 0 ]]; then
   "$kubectl" --kubeconfig "$kubeconfig" get nodes >/dev/null ||
     die "the cluster in $kubeconfig does not answer"
   say "cluster: $("$kubectl" --kubeconfig "$kubeconfig" version 2>/dev/null | grep Server)"
+  nodes=$("$kubectl" --kubeconfig "$kubeconfig" get nodes --no-headers | wc -l)
+  say "cluster: $nodes node(s)"
 fi
 
 # ---- the runs ---------------------------------------------------------------------------
@@ -201,11 +214,11 @@ run_pass() {
   [[ $n -le 1 ]] || args+=(--procs="$n")
   say "$name pass: $labels${focus[*]:+, focus ${focus[*]}}, $n process(es); log in $dir/ginkgo.log"
   local t0=$SECONDS rc=0
-  # The e2e flags as upstream's hack/ginkgo-e2e.sh passes them for a cluster of one node
-  # reached through a kubeconfig (provider "skeleton": no cloud).
+  # The e2e flags as upstream's hack/ginkgo-e2e.sh passes them for a cluster reached
+  # through a kubeconfig (provider "skeleton": no cloud).
   "$GINKGO" "${args[@]}" "$E2E" -- \
     --kubeconfig="$kubeconfig" --provider=skeleton --kubectl-path="$kubectl" \
-    --num-nodes=1 --node-os-distro=debian --report-dir="$dir" \
+    --num-nodes="${nodes:-1}" --node-os-distro=debian --report-dir="$dir" \
     --e2e-output-dir="$dir/output" --dump-logs-on-failure=false \
     >"$dir/ginkgo.log" 2>&1 || rc=$?
   if [[ $dry_run -eq 1 ]]; then
@@ -220,11 +233,10 @@ run_pass() {
 }
 
 status=0
-base="Conformance && !Disruptive"
 if [[ $ci -eq 1 ]]; then
   focus=("$(ci_focus)")
   want=$(grep -cv '^\s*\(#\|$\)' "$CI_LIST")
-  run_pass ci "$procs" "$base" || status=1
+  run_pass ci "$procs" "!Disruptive" || status=1
   if [[ $dry_run -eq 0 ]]; then
     got=$(wc -l <"$report_dir/ci/ran.txt")
     [[ $got -eq $want ]] || { echo "error: the CI list names $want tests, $got ran (a renamed test?)" >&2; status=1; }

@@ -184,19 +184,23 @@ ensure_go() {
 # test_prerequisites: everything scripts/test.sh needs before its first test: the host's
 # tools (the release build's clang and llvm and the VM tier's qemu and mmdebstrap among
 # them, all in one apt run), a running Docker engine, the whole offline bundle, the
-# conformance suite with its images and the VM tier's guest image (built once, then
-# cached). .ci/run also starts it early, beside its Rust builds.
+# conformance suite with its images, the VM tier's guest image and the two-host tier's
+# host image (built once, then cached). .ci/run also starts it early, beside its Rust
+# builds.
 test_prerequisites() {
   # shellcheck source=scripts/vm/guest.sh
   source "$REPO/scripts/vm/guest.sh"
+  # shellcheck source=scripts/hosts/hosts.sh
+  source "$REPO/scripts/hosts/hosts.sh"
   apt_ensure curl:curl openssl:openssl setpriv:util-linux dnsmasq:dnsmasq-base python3:python3 \
-    iptables-save:iptables vagrant:vagrant "${RELEASE_TOOLS[@]}" "${VM_TOOLS[@]}"
-  # The VM tier's guest (scripts/test-vm.sh) is Debian's packages unpacked by mmdebstrap in
-  # a root of its own: mostly downloads and one core, so it is made beside the bundle's
+    iptables-save:iptables vagrant:vagrant "${RELEASE_TOOLS[@]}" "${VM_TOOLS[@]}" "${HOST_TOOLS[@]}"
+  # The VM tier's guest (scripts/test-vm.sh) and the two-host tier's hosts
+  # (scripts/test-two-hosts.sh) are Debian's packages unpacked by mmdebstrap in a root of
+  # their own: mostly downloads and one core, so they are made beside the bundle's
   # compiles rather than after them.
   local guest_log
   guest_log=$(mktemp /tmp/kinit-guest-image.XXXXXX)
-  guest_image bookworm >"$guest_log" 2>&1 &
+  (guest_image bookworm && host_rootfs) >"$guest_log" 2>&1 &
   local guest=$!
   ensure_cargo
   ensure_docker
@@ -204,9 +208,9 @@ test_prerequisites() {
   ensure_bundle conformance  # e2e.test, ginkgo and the test images (scripts/conformance.sh)
   if ! wait "$guest"; then
     cat "$guest_log" >&2
-    die "building the VM tier's guest image failed"
+    die "building the VM tier's guest image or the two-host tier's host image failed"
   fi
-  say "VM tier guest image: $(tail -n 1 "$guest_log")"
+  say "VM tier guest image and two-host tier host image: $(tail -n 2 "$guest_log" | tr '\n' ' ')"
   rm -f "$guest_log"
 }
 
@@ -240,6 +244,30 @@ wait_port() {
 }
 
 now() { date +%s.%N; }
+
+# indent: a command's output under the step that ran it.
+indent() { sed -u 's/^/  /'; }
+
+# iptables_tables: the tables of an iptables-save listing on stdin without comments and
+# counters, for comparing two hosts' states. A table the kernel loaded when a rule first
+# named it stays listed once empty: a table with only its built-in chains, at ACCEPT and
+# without rules, is as good as none.
+iptables_tables() {
+  python3 -c '
+import sys, re
+table = []
+for line in sys.stdin.read().splitlines() + ["*"]:
+    if line.startswith("#"):
+        continue
+    if line.startswith("*") and table:
+        body = table[1:-1]
+        if not all(re.match(r":[A-Z]+ ACCEPT", l) for l in body):
+            print("\n".join(table))
+        table = []
+    if line != "*":
+        table.append(re.sub(r" \[[0-9]+:[0-9]+\]", "", line))
+'
+}
 
 # logged LOG WHAT CMD...: runs CMD with its output in LOG; when it fails, shows LOG and dies
 # with "WHAT failed".

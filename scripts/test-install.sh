@@ -1,17 +1,25 @@
 #!/usr/bin/env bash
 # Tests scripts/install.sh (issue 6) the way a user meets it: in a clean Debian 12 root
-# filesystem (debootstrap, cached as a tarball and unpacked afresh every run), run twice,
-# with its build step pointed at this checkout. The chroot borrows the host's Rust
-# toolchain (so install.sh finds one and does not fetch rustup) and this checkout's target
-# directory (so the build is an up-to-date check, not a rebuild). Passes when the second
-# run changes nothing it should not and `kinit --version` works inside.
+# filesystem (debootstrap, cached as a tarball and unpacked afresh every run), run twice.
+# By default install.sh runs as `curl ... | sh` runs it, outside any checkout, and installs
+# the static release binary (scripts/release.sh) from a file:// release location. With
+# --from-source it runs from this checkout and builds it: the chroot borrows the host's
+# Rust toolchain (so install.sh finds one and does not fetch rustup) and this checkout's
+# target directory (so the build is an up-to-date check, not a rebuild). Passes when the
+# second run changes nothing it should not and `kinit --version` works inside.
 #
-#   scripts/test-install.sh            (root; run by scripts/test.sh)
+#   scripts/test-install.sh [--from-source]   (root; run by scripts/test.sh without it)
 set -euo pipefail
 # shellcheck source=scripts/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 become_root "$@"
 cd "$REPO"
+FROM_SOURCE=
+case "${1:-}" in
+  --from-source) FROM_SOURCE=1 ;;
+  "") ;;
+  *) die "usage: scripts/test-install.sh [--from-source]" ;;
+esac
 apt_ensure debootstrap:debootstrap
 
 SUITE=bookworm
@@ -44,30 +52,46 @@ bind() { # bind HOST_PATH [ro]: mounted at the same path inside the chroot
   if [ "${2:-}" = ro ]; then mount -o remount,bind,ro "$ROOT$1"; fi
 }
 for fs in /proc /sys /dev /dev/pts; do bind "$fs"; done
-CARGO_HOME=${CARGO_HOME:-$HOME/.cargo}
-RUSTUP_HOME=${RUSTUP_HOME:-$HOME/.rustup}
-bind "$REPO" ro
-bind "$REPO/target"
-bind "$CARGO_HOME"
-bind "$RUSTUP_HOME" ro
-
-# Make sure the release build is current, so the chroot's cargo only checks it.
-cargo build --locked --release -q
+if [ -n "$FROM_SOURCE" ]; then
+  CARGO_HOME=${CARGO_HOME:-$HOME/.cargo}
+  RUSTUP_HOME=${RUSTUP_HOME:-$HOME/.rustup}
+  TARGET=${CARGO_TARGET_DIR:-$REPO/target}
+  bind "$REPO" ro
+  bind "$TARGET"
+  bind "$CARGO_HOME"
+  bind "$RUSTUP_HOME" ro
+  # Make sure the release build is current, so the chroot's cargo only checks it.
+  cargo build --locked --release -q
+  INSTALL_SH=$REPO/scripts/install.sh
+  ENV=(PATH="$CARGO_HOME/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+    CARGO_HOME="$CARGO_HOME" RUSTUP_HOME="$RUSTUP_HOME" CARGO_TARGET_DIR="$TARGET"
+    KINIT_SOURCE="$REPO")
+else
+  # An up-to-date check when scripts/test.sh built it already.
+  "$REPO/scripts/release.sh" --host-only >/dev/null
+  RELEASES=$REPO/target/release-artifacts
+  bind "$RELEASES" ro
+  INSTALL_SH=/root/install.sh
+  cp "$REPO/scripts/install.sh" "$ROOT$INSTALL_SH"
+  ENV=(PATH="/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+    KINIT_RELEASE_URL="file://$RELEASES")
+fi
 
 in_chroot() {
-  chroot "$ROOT" /usr/bin/env -i HOME=/root TERM=dumb \
-    PATH="$CARGO_HOME/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin" \
-    CARGO_HOME="$CARGO_HOME" RUSTUP_HOME="$RUSTUP_HOME" CARGO_TARGET_DIR="$REPO/target" \
-    KINIT_SOURCE="$REPO" "$@"
+  chroot "$ROOT" /usr/bin/env -i HOME=/root TERM=dumb "${ENV[@]}" "$@"
 }
 
 say "install.sh in a clean Debian $SUITE chroot, first run"
-in_chroot sh "$REPO/scripts/install.sh" | tee "$ROOT/first.log"
+in_chroot sh "$INSTALL_SH" | tee "$ROOT/first.log"
 # install.sh names the one command that works next.
 grep -q "Next: sudo kinit up" "$ROOT/first.log" || die "install.sh did not finish"
 [ -x "$ROOT/usr/bin/docker" ] || die "install.sh did not install Docker's engine"
+if [ -z "$FROM_SOURCE" ]; then
+  grep -q "installed the release binary from file://$RELEASES/" "$ROOT/first.log" ||
+    die "install.sh did not install the release binary"
+fi
 say "second run (must be safe)"
-in_chroot sh "$REPO/scripts/install.sh" | tee "$ROOT/second.log"
+in_chroot sh "$INSTALL_SH" | tee "$ROOT/second.log"
 if grep -q 'installing' "$ROOT/second.log"; then
   die "the second run installed packages again"
 fi

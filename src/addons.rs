@@ -149,7 +149,7 @@ impl Addon {
     }
 
     /// Its objects as one multi-document YAML text, in the order they are applied.
-    /// `node_image` is the running node's image (`kinit/node:...`), which the
+    /// `node_image` is the running node's image (`kinit.invalid/node:...`), which the
     /// load-balancer addon's pod runs kinit from.
     pub fn render(self, layout: &Layout, images: &Images, node_image: &str) -> Result<String> {
         let mut out = String::new();
@@ -260,7 +260,7 @@ struct LoadBalancerValues {
 
 /// The directories the C library and kinit's other shared libraries live in, on any
 /// Debian or Ubuntu layout (a merged /usr makes /lib a link, which the mount follows).
-fn host_library_paths() -> Vec<String> {
+pub fn host_library_paths() -> Vec<String> {
     ["/usr", "/lib", "/lib64"]
         .into_iter()
         .filter(|p| std::path::Path::new(p).is_dir())

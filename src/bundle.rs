@@ -57,8 +57,32 @@ pub fn archives(dir: &Path) -> Result<Vec<Archive>> {
 
 /// Loads every archive with an image Docker does not have yet; `all` reloads them all.
 pub async fn load_missing(docker: &Docker, dir: &Path, all: bool) -> Result<LoadReport> {
+    load_archives(docker, dir, all, None).await
+}
+
+/// Loads the archives holding any of `wanted` that Docker does not have yet: a cluster's
+/// images, not every version's and addon's in the bundle.
+pub async fn load_wanted(docker: &Docker, dir: &Path, wanted: &[String]) -> Result<LoadReport> {
+    load_archives(docker, dir, false, Some(wanted)).await
+}
+
+async fn load_archives(
+    docker: &Docker,
+    dir: &Path,
+    all: bool,
+    wanted: Option<&[String]>,
+) -> Result<LoadReport> {
     let mut report = LoadReport::default();
     for archive in archives(dir)? {
+        if let Some(wanted) = wanted
+            && !archive.tags.iter().any(|t| {
+                wanted
+                    .iter()
+                    .any(|w| crate::versions::docker_name(w) == crate::versions::docker_name(t))
+            })
+        {
+            continue;
+        }
         let mut missing = false;
         for tag in &archive.tags {
             missing |= !docker.has_image(tag).await?;

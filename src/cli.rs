@@ -1,27 +1,33 @@
 //! Command-line flags: one definition per flag, help text beside it.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::path::PathBuf;
 
 use clap::builder::PossibleValue;
 use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
-use ipnet::IpNet;
 
 use crate::addons::{self, Addon};
 use crate::cluster::{
-    self, Component, DnsDomain, ExtraArg, ExtraArgs, FeatureGates, NodeName, PodCidr, ServiceCidr,
+    self, Component, DnsDomain, ExtraArg, ExtraArgs, FeatureGates, NodeName, PodCidr, PodSecurity,
+    ServiceCidr,
 };
-use crate::socks::policy;
 use crate::{config, versions};
+
+mod join;
+mod socks;
+
+pub use join::{JoinArgs, JoinCommandArgs};
+pub use socks::SocksArgs;
 
 #[derive(Debug, Parser)]
 #[command(
     name = "kinit",
     version,
-    about = "One command to a real single-host Kubernetes cluster on Docker",
-    long_about = "kinit turns a Linux host with Docker into a single-node Kubernetes test cluster: \
+    about = "One command to a real Kubernetes cluster on Docker",
+    long_about = "kinit turns a Linux host with Docker into a Kubernetes test cluster: \
                   certificates, etcd, the control plane and kube-proxy run as host-networked \
-                  containers, and `kinit socks` lets a browser open pod and Service IPs.\n\n\
+                  containers, `kinit join` adds other hosts as nodes, and `kinit socks` lets a \
+                  browser open pod and Service IPs.\n\n\
                   Start with `sudo kinit up`, then `kinit status`."
 )]
 pub struct Cli {
@@ -66,6 +72,17 @@ pub enum Command {
     /// Produces kubeadm's layout (pki/ca.crt, pki/apiserver.crt, pki/etcd/..., admin.conf,
     /// ...). Run it again on the same directory and valid certificates are kept as they are.
     Certs(CertsArgs),
+    /// Print the command that joins another host to this cluster as a node (needs root).
+    ///
+    /// Makes a bootstrap token that expires (--ttl) and prints `sudo kinit join ...` with it
+    /// and the hash of the cluster's CA, for the other host.
+    JoinCommand(JoinCommandArgs),
+    /// Join this host to a cluster as a node, with the command `kinit join-command` printed
+    /// on the cluster's host (needs root).
+    ///
+    /// Runs the node's part only: the kubelet (kinit-node), kube-proxy and kinit-boot, from
+    /// the same downloads and images as `kinit up`. The host's credentials are a kubelet's.
+    Join(JoinArgs),
     /// Deploy a tutorial application (telescope, nginx, job) and say where to open it.
     Example(ExampleArgs),
     /// Print kinit's version and the component versions it deploys.
@@ -109,6 +126,10 @@ pub enum Command {
     /// In the load-balancer addon's pod: give LoadBalancer Services the node's address.
     #[command(hide = true)]
     ServiceLb,
+    /// In the control-plane host's approver pod: approve joined kubelets' requests for
+    /// their serving certificates when they name only their own Node.
+    #[command(hide = true)]
+    ApproveServingCerts,
 }
 
 #[derive(Debug, Subcommand)]
@@ -181,6 +202,19 @@ pub struct ClusterArgs {
     pub kubernetes_version: Option<String>,
 }
 
+/// The joining host's own settings.
+#[derive(Debug, Clone, Default, Args)]
+pub struct NodeArgs {
+    /// The address the other hosts reach this one at [default: this host's address on the
+    /// route to the API server].
+    #[arg(long, value_name = "IP")]
+    pub node_ip: Option<IpAddr>,
+
+    /// The node's name [default: this host's name].
+    #[arg(long, value_name = "NAME")]
+    pub hostname: Option<NodeName>,
+}
+
 impl ClusterArgs {
     /// What these flags ask of the cluster.
     pub fn requested(&self) -> cluster::Requested {
@@ -196,11 +230,9 @@ impl ClusterArgs {
     }
 }
 
+/// Where release files and images come from (`kinit up`, `kinit join`).
 #[derive(Debug, Args)]
-pub struct UpArgs {
-    #[command(flatten)]
-    pub cluster: ClusterArgs,
-
+pub struct SourceArgs {
     /// Where to download the kubelet, kubectl, cri-dockerd and the CNI plugins from: a base
     /// URL serving dl.k8s.io's paths and GitHub's release download paths, with a .sha256
     /// beside every file; file:// or http(s):// [default: from the config file, else
@@ -218,6 +250,32 @@ pub struct UpArgs {
     /// Docker lacks them, and its binaries are used unless --mirror says otherwise.
     #[arg(long, value_name = "DIR")]
     pub bundle: Option<PathBuf>,
+}
+
+impl SourceArgs {
+    /// The sources these flags name, the config file's filling in, then `repository`
+    /// (the one a cluster already pulls from) for the images.
+    pub fn resolve(
+        &self,
+        config: &config::Config,
+        repository: Option<&str>,
+    ) -> anyhow::Result<config::Sources> {
+        config::Sources::resolve(
+            config,
+            self.mirror.as_deref(),
+            self.image_repository.as_deref().or(repository),
+            self.bundle.as_deref(),
+        )
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct UpArgs {
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+
+    #[command(flatten)]
+    pub sources: SourceArgs,
 
     /// The addons of a new cluster, comma-separated (`""` for none); an existing cluster
     /// gets those it lacks and keeps the others (`kinit addons disable` removes one)
@@ -264,6 +322,13 @@ pub struct ComponentArgs {
     #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true,
           default_missing_value = "true")]
     pub audit_log: Option<bool>,
+
+    /// The Pod Security Standard the API server enforces in every namespace but
+    /// kube-system: privileged (nothing enforced), baseline or restricted; a namespace's
+    /// own `pod-security.kubernetes.io/enforce` label still wins [default: from the config
+    /// file, else as the cluster has it; a new cluster: privileged].
+    #[arg(long, value_name = "LEVEL")]
+    pub pod_security: Option<PodSecurity>,
 }
 
 impl ComponentArgs {
@@ -284,6 +349,11 @@ pub struct DownArgs {
     /// Also delete the state directory: certificates, etcd data, settings. Cannot be undone.
     #[arg(long)]
     pub purge: bool,
+    /// On a joined host: leave even when the drain cannot finish (a PodDisruptionBudget
+    /// refuses, the control plane does not answer). On the control-plane host: purge the
+    /// cluster although other hosts are joined to it.
+    #[arg(long)]
+    pub force: bool,
 }
 
 #[derive(Debug, Args)]
@@ -297,96 +367,6 @@ pub struct StatusArgs {
 pub enum OutputFormat {
     Text,
     Json,
-}
-
-#[derive(Debug, Args)]
-pub struct SocksArgs {
-    /// The port to listen on (0 picks a free one; the banner says which).
-    #[arg(long, default_value_t = 8082)]
-    pub port: u16,
-
-    /// The address to listen on. The default is reachable only from this host (use
-    /// `ssh -L` from a laptop); any other address exposes the proxy to the network.
-    #[arg(long, value_name = "IP", default_value = "127.0.0.1")]
-    pub bind: IpAddr,
-
-    /// Accept clients only from this network (repeatable) [default: loopback, plus the
-    /// network of --bind when it is not loopback and a password is required]. A
-    /// non-loopback --bind needs this or a password.
-    #[arg(long, value_name = "CIDR", value_parser = policy::parse_cidr)]
-    pub allow_client: Vec<IpNet>,
-
-    /// Require this SOCKS5 username and password (RFC 1929); clients without them are
-    /// refused. Given here, the password is visible to every user of this host in `ps`
-    /// (kinit warns): prefer --auth-file or the environment variable.
-    #[arg(long, value_name = "USER:PASSWORD", env = "KINIT_SOCKS_AUTH", hide_env_values = true,
-          value_parser = policy::parse_auth, conflicts_with = "auth_file")]
-    pub auth: Option<policy::Credentials>,
-
-    /// Like --auth, with USER:PASSWORD read from the first line of this file (keep it
-    /// readable only by you).
-    #[arg(long, value_name = "FILE")]
-    pub auth_file: Option<PathBuf>,
-
-    /// Let clients reach only this network (repeatable) [default: the cluster's pod and
-    /// Service ranges and the node IP]. With --allow-any, opens this host's own loopback
-    /// or link-local addresses, which --allow-any alone keeps closed (e.g. 127.0.0.1/32).
-    #[arg(long, value_name = "CIDR", value_parser = policy::parse_cidr)]
-    pub allow: Vec<IpNet>,
-
-    /// Let clients reach any address this host can reach, not only the cluster, except
-    /// this host's loopback (127.0.0.0/8, ::1) and link-local addresses (169.254.0.0/16,
-    /// where cloud metadata answers, and fe80::/10) unless they are named with --allow.
-    #[arg(long)]
-    pub allow_any: bool,
-
-    /// Print a proxy auto-config (PAC) file that sends only cluster addresses and names
-    /// through the proxy, and exit.
-    #[arg(long)]
-    pub pac: bool,
-
-    /// Run in the background (its output goes to socks.log in the state directory, like
-    /// --log-file); `kinit status` shows it and `kinit down` stops it.
-    #[arg(long, conflicts_with = "pac")]
-    pub detach: bool,
-
-    /// Write the output (banner and log) to this file instead of the terminal; past
-    /// 10 MiB it is renamed to FILE.1, replacing an older one, and a new file starts.
-    #[arg(long, value_name = "FILE", conflicts_with_all = ["detach", "pac"])]
-    pub log_file: Option<PathBuf>,
-
-    /// The size at which --log-file is rotated.
-    #[arg(long, value_name = "BYTES", default_value_t = crate::socks::logfile::DEFAULT_MAX_SIZE,
-          hide = true, value_parser = clap::value_parser!(u64).range(4096..))]
-    pub log_max_size: u64,
-
-    /// The DNS server for cluster names [default: the cluster DNS Service, port 53].
-    #[arg(long, value_name = "IP:PORT", hide = true)]
-    pub dns_server: Option<SocketAddr>,
-
-    /// Seconds a client has to finish the SOCKS handshake (greeting, credentials and
-    /// request) before it is closed.
-    #[arg(long, value_name = "SECONDS", default_value_t = 10,
-          value_parser = clap::value_parser!(u64).range(1..=3600))]
-    pub handshake_timeout: u64,
-
-    /// Close a tunnel when no byte has moved either way for this many seconds (0: never).
-    /// Browsers reopen closed connections themselves.
-    #[arg(long, value_name = "SECONDS", default_value_t = 600)]
-    pub idle_timeout: u64,
-
-    /// Open connections (tunnels and handshakes) one client address may hold at once
-    /// (IPv6: one /64); more are closed at once. Behind `ssh -L` every connection comes
-    /// from 127.0.0.1, so this is the whole laptop's share.
-    #[arg(long, value_name = "N", default_value_t = 256,
-          value_parser = clap::value_parser!(u32).range(1..))]
-    pub max_tunnels_per_client: u32,
-
-    /// Open connections in all; more are closed at once, so a flood cannot exhaust the
-    /// proxy's file descriptors.
-    #[arg(long, value_name = "N", default_value_t = 4096,
-          value_parser = clap::value_parser!(u32).range(1..))]
-    pub max_tunnels: u32,
 }
 
 #[derive(Debug, Args)]
@@ -414,6 +394,7 @@ impl ValueEnum for Component {
         let help = match self {
             Component::Kubelet => Some("The kubelet and cri-dockerd (the kinit-master container)"),
             Component::Proxy => Some("kube-proxy"),
+            Component::Router => Some("kube-router: routes between the nodes, NetworkPolicy"),
             Component::Boot => Some("What kinit-boot did when the Docker daemon last started"),
             Component::Etcd
             | Component::ApiServer

@@ -12,6 +12,7 @@
 //! extraArgs:                            # --extra-arg COMPONENT:flag=value
 //!   apiserver: {v: 4}
 //! auditLog: true                        # --audit-log
+//! podSecurity: baseline                 # --pod-security
 //! addons: [storage]                     # like --addons: a new cluster's set of addons
 //! ```
 
@@ -22,7 +23,7 @@ use anyhow::{Context, Result, anyhow};
 use serde::Deserialize;
 
 use crate::addons::Addon;
-use crate::cluster::{ExtraArgs, FeatureGates};
+use crate::cluster::{ExtraArgs, FeatureGates, PodSecurity};
 use crate::fs;
 
 #[derive(Debug, Default, Clone, PartialEq, Eq, Deserialize)]
@@ -49,6 +50,9 @@ pub struct Config {
     /// The API server's audit log (`--audit-log`).
     #[serde(default)]
     pub audit_log: Option<bool>,
+    /// The Pod Security level enforced by default (`--pod-security`).
+    #[serde(default, deserialize_with = "pod_security")]
+    pub pod_security: Option<PodSecurity>,
     /// The addons of a new cluster, added to an existing one (`--addons`).
     #[serde(default)]
     pub addons: Option<BTreeSet<Addon>>,
@@ -68,11 +72,17 @@ impl Config {
         let Some(bytes) = fs::read_optional(path)? else {
             return Ok(Self::default());
         };
+        Self::parse(&bytes)
+            .with_context(|| format!("the config file {} is invalid", path.display()))
+    }
+
+    /// A config file's contents; an empty or blank file is an empty config (fuzzed:
+    /// fuzz/fuzz_targets/config.rs).
+    pub fn parse(bytes: &[u8]) -> Result<Self> {
         if bytes.iter().all(u8::is_ascii_whitespace) {
             return Ok(Self::default());
         }
-        serde_yaml::from_slice(&bytes)
-            .with_context(|| format!("the config file {} is invalid", path.display()))
+        Ok(serde_yaml::from_slice(bytes)?)
     }
 }
 
@@ -117,6 +127,12 @@ fn image_repository<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Str
 fn kubernetes_version<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
     let raw: Option<String> = Option::deserialize(d)?;
     raw.map(|s| crate::versions::parse_kubernetes_version(&s).map_err(serde::de::Error::custom))
+        .transpose()
+}
+
+fn pod_security<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<PodSecurity>, D::Error> {
+    let raw: Option<String> = Option::deserialize(d)?;
+    raw.map(|s| s.parse().map_err(serde::de::Error::custom))
         .transpose()
 }
 
@@ -241,7 +257,7 @@ mod tests {
         let path = dir.path().join("config.yaml");
         std::fs::write(
             &path,
-            "featureGates: {B: false, A: true}\nextraArgs:\n  apiserver: {v: 4}\n  kubelet:\n    max-pods: 200\nauditLog: true\n",
+            "featureGates: {B: false, A: true}\nextraArgs:\n  apiserver: {v: 4}\n  kubelet:\n    max-pods: 200\nauditLog: true\npodSecurity: restricted\n",
         )
         .unwrap();
         let config = Config::load(&path).unwrap();
@@ -251,6 +267,7 @@ mod tests {
             "kubelet:max-pods=200 apiserver:v=4"
         );
         assert_eq!(config.audit_log, Some(true));
+        assert_eq!(config.pod_security, Some(PodSecurity::Restricted));
         // Empty sets are given, and replace what the cluster has.
         std::fs::write(&path, "featureGates: {}\nextraArgs: {}\n").unwrap();
         let config = Config::load(&path).unwrap();
@@ -261,6 +278,10 @@ mod tests {
             ("featureGates: {A: maybe}\n", "featureGates"),
             ("extraArgs: {etcd: {v: 4}}\n", "'etcd' is not a component"),
             ("extraArgs: {apiserver: {v: [4]}}\n", "must be a string"),
+            (
+                "podSecurity: strict\n",
+                "'strict' is not a Pod Security level",
+            ),
         ] {
             std::fs::write(&path, bad).unwrap();
             let err = format!("{:#}", Config::load(&path).unwrap_err());

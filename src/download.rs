@@ -16,6 +16,12 @@ use crate::fs;
 use crate::progress;
 use crate::release::{Artifact, GITHUB_API, UpstreamDigest};
 
+/// The most a release file may be (kubelet and kubectl are under 100 MiB): a server
+/// that sends more is refused before it fills the disk.
+const MAX_FILE: u64 = 1 << 30;
+/// The most a digest file or a release's JSON may be.
+const MAX_SMALL: u64 = 4 << 20;
+
 /// Fetches release files from upstream, or from one mirror, into one cache directory.
 #[derive(Debug, Clone)]
 pub struct Downloader {
@@ -56,6 +62,21 @@ pub fn mib(bytes: u64) -> String {
 }
 
 impl Downloader {
+    /// Says once per process when the mirror is plain HTTP: its files are checked against
+    /// digests it serves itself, the same way, so anyone on the path could change both.
+    pub fn warn_if_plain_http(&self) {
+        static WARNED: std::sync::Once = std::sync::Once::new();
+        if let Some(mirror) = self.mirror.as_deref().filter(|m| m.starts_with("http://")) {
+            WARNED.call_once(|| {
+                tracing::warn!(
+                    "the mirror {mirror} is plain HTTP: each file is checked against the \
+                     .sha256 beside it, which comes the same unprotected way; use https:// \
+                     or file:// unless the network to it is yours"
+                );
+            });
+        }
+    }
+
     /// Files come from `mirror` when given, else from their upstream locations.
     pub fn new(mirror: Option<&str>, cache: &Path) -> Self {
         Self {
@@ -69,13 +90,7 @@ impl Downloader {
     pub fn default_cache() -> Result<PathBuf> {
         if let Some(dir) = std::env::var_os("KINIT_CACHE_DIR").filter(|d| !d.is_empty()) {
             let dir = PathBuf::from(dir);
-            // Root writes and deletes in there: never through someone's symbolic link.
-            if std::fs::symlink_metadata(&dir).is_ok_and(|m| m.file_type().is_symlink()) {
-                bail!(
-                    "KINIT_CACHE_DIR {} is a symbolic link; give kinit a directory",
-                    dir.display()
-                );
-            }
+            check_cache_dir(&dir, nix::unistd::geteuid().as_raw())?;
             return Ok(dir);
         }
         if nix::unistd::geteuid().is_root() {
@@ -176,30 +191,39 @@ impl Downloader {
             }
             _ => {
                 let sums = format!("{url}.sha256");
-                let text = String::from_utf8(read_small(&sums).await?)
-                    .with_context(|| format!("{sums} is not text"))?;
-                parse_digest(text.split_whitespace().next().unwrap_or_default())
+                digest_in_sums(&read_small(&sums).await?)
                     .ok_or_else(|| anyhow!("{sums} does not hold a SHA-256 digest"))
             }
         }
     }
 
     async fn download(&self, url: &str, name: &str, dest: &Path) -> Result<()> {
+        let mut file = tokio::fs::File::from_std(fs::create_fresh(dest, fs::Mode::Public)?);
         if let Some(path) = url.strip_prefix("file://") {
-            tokio::fs::copy(path, dest)
+            let mut source = tokio::fs::File::open(path)
                 .await
                 .with_context(|| format!("cannot read {url}"))?;
+            tokio::io::copy(&mut source, &mut file)
+                .await
+                .with_context(|| format!("cannot copy {url} to {}", dest.display()))?;
             return Ok(());
         }
         let response = get(url).await?;
+        let too_big = || anyhow!("{url} is larger than {MAX_FILE} bytes: not a release file");
+        if response.content_length().is_some_and(|n| n > MAX_FILE) {
+            return Err(too_big());
+        }
         let bar = progress::bytes_bar(&format!("Downloading {name}"));
         bar.set_length(response.content_length().unwrap_or(0));
-        let mut file = tokio::fs::File::create(dest)
-            .await
-            .with_context(|| format!("cannot create {}", dest.display()))?;
         let mut body = response.bytes_stream();
+        let mut received = 0u64;
         while let Some(chunk) = body.next().await {
             let chunk = chunk.with_context(|| format!("the download of {url} broke off"))?;
+            received += chunk.len() as u64;
+            if received > MAX_FILE {
+                bar.finish_and_clear();
+                return Err(too_big());
+            }
             file.write_all(&chunk)
                 .await
                 .with_context(|| format!("cannot write {}", dest.display()))?;
@@ -209,6 +233,44 @@ impl Downloader {
         bar.finish_and_clear();
         Ok(())
     }
+}
+
+/// A cache directory the user named: kinit writes, deletes and packs what is in it (the
+/// kubelet goes into the node image), so nobody but the user running kinit may change it:
+/// not through a symbolic link, not as its owner, not by a group or world write bit. A
+/// missing one is made by kinit, as its own.
+fn check_cache_dir(dir: &Path, me: u32) -> Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = match std::fs::symlink_metadata(dir) {
+        Ok(meta) => meta,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => {
+            return Err(e)
+                .with_context(|| format!("cannot read KINIT_CACHE_DIR {}", dir.display()));
+        }
+    };
+    let named = format!("KINIT_CACHE_DIR {}", dir.display());
+    if meta.file_type().is_symlink() {
+        bail!("{named} is a symbolic link; give kinit a directory");
+    }
+    if !meta.is_dir() {
+        bail!("{named} is not a directory");
+    }
+    if meta.uid() != me {
+        bail!(
+            "{named} belongs to uid {}, not to the user running kinit (uid {me}), who could \
+             then have files swapped under it; give kinit a directory of its own",
+            meta.uid()
+        );
+    }
+    if meta.mode() & 0o022 != 0 {
+        bail!(
+            "{named} may be written by others (mode {:o}); `chmod go-w` it, or give kinit \
+             another directory",
+            meta.mode() & 0o7777
+        );
+    }
+    Ok(())
 }
 
 fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
@@ -221,6 +283,13 @@ fn file_size(path: &Path) -> Result<u64> {
     Ok(std::fs::metadata(path)
         .with_context(|| format!("cannot read {}", path.display()))?
         .len())
+}
+
+/// The digest a `<file>.sha256` holds: the first word, as `sha256sum` writes it (`<hex>
+/// <name>`) or alone, in lower case (fuzzed: fuzz/fuzz_targets/sha256_file.rs).
+pub fn digest_in_sums(text: &[u8]) -> Option<String> {
+    let text = std::str::from_utf8(text).ok()?;
+    parse_digest(text.split_whitespace().next()?)
 }
 
 fn parse_digest(s: &str) -> Option<String> {
@@ -255,18 +324,44 @@ async fn github_asset_digest(api: &str, repo: &str, tag: &str, file: &str) -> Re
         .ok_or_else(|| anyhow!("GitHub publishes no SHA-256 for {file} of {repo} {tag} ({url})"))
 }
 
+/// A digest file or a release's JSON, at most [`MAX_SMALL`] bytes.
 async fn read_small(url: &str) -> Result<Vec<u8>> {
-    match url.strip_prefix("file://") {
-        Some(path) => tokio::fs::read(path)
+    let too_big = || {
+        anyhow!(
+            "{url} is larger than {} bytes: not what it should be",
+            MAX_SMALL
+        )
+    };
+    if let Some(path) = url.strip_prefix("file://") {
+        let file = tokio::fs::File::open(path)
             .await
-            .with_context(|| format!("cannot read {url}")),
-        None => Ok(get(url)
-            .await?
-            .bytes()
-            .await
-            .with_context(|| format!("cannot read {url}"))?
-            .to_vec()),
+            .with_context(|| format!("cannot read {url}"))?;
+        let mut bytes = Vec::new();
+        let read = tokio::io::AsyncReadExt::read_to_end(
+            &mut tokio::io::AsyncReadExt::take(file, MAX_SMALL + 1),
+            &mut bytes,
+        )
+        .await
+        .with_context(|| format!("cannot read {url}"))?;
+        return if read as u64 > MAX_SMALL {
+            Err(too_big())
+        } else {
+            Ok(bytes)
+        };
     }
+    let response = get(url).await?;
+    if response.content_length().is_some_and(|n| n > MAX_SMALL) {
+        return Err(too_big());
+    }
+    let mut body = response.bytes_stream();
+    let mut bytes = Vec::new();
+    while let Some(chunk) = body.next().await {
+        bytes.extend_from_slice(&chunk.with_context(|| format!("cannot read {url}"))?);
+        if bytes.len() as u64 > MAX_SMALL {
+            return Err(too_big());
+        }
+    }
+    Ok(bytes)
 }
 
 async fn get(url: &str) -> Result<reqwest::Response> {
@@ -319,155 +414,4 @@ pub async fn sha256_file(path: &Path) -> Result<String> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn mirror_with(dir: &Path, rel: &str, content: &[u8], digest: Option<&str>) {
-        let path = dir.join(rel);
-        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-        std::fs::write(&path, content).unwrap();
-        let real: String = Sha256::digest(content)
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
-        std::fs::write(dir.join(format!("{rel}.sha256")), digest.unwrap_or(&real)).unwrap();
-    }
-
-    /// A file mirror holding kubectl, an empty cache, and a downloader reading that mirror.
-    struct Fixture {
-        mirror: tempfile::TempDir,
-        cache: tempfile::TempDir,
-        kubectl: Artifact,
-        downloader: Downloader,
-    }
-
-    /// kubectl on the mirror is `content`, published with `digest` (`None`: its real one);
-    /// the mirror's URL is spelled with `trailing` after its path ("/" or "").
-    fn fixture(content: &[u8], digest: Option<&str>, trailing: &str) -> Fixture {
-        let mirror = tempfile::tempdir().unwrap();
-        let cache = tempfile::tempdir().unwrap();
-        let kubectl = Artifact::kubectl("v1.36.3");
-        mirror_with(mirror.path(), &kubectl.path, content, digest);
-        let url = format!("file://{}{trailing}", mirror.path().display());
-        let downloader = Downloader::new(Some(&url), cache.path());
-        Fixture {
-            mirror,
-            cache,
-            kubectl,
-            downloader,
-        }
-    }
-
-    #[tokio::test]
-    async fn fetches_verifies_and_caches_from_a_file_mirror() {
-        let f = fixture(b"#!/bin/sh\necho kubectl\n", None, "/");
-        let (d, kubectl) = (&f.downloader, &f.kubectl);
-        let got = d.fetch(kubectl).await.unwrap();
-        assert_eq!(got.how, Fetched::Downloaded);
-        assert_eq!(got.size, 23);
-        assert_eq!(
-            std::fs::read(&got.path).unwrap(),
-            b"#!/bin/sh\necho kubectl\n"
-        );
-        // The second run reads nothing remote: the mirror may be gone.
-        drop(f.mirror);
-        let again = d.fetch(kubectl).await.unwrap();
-        assert_eq!(again.how, Fetched::Cached);
-        assert_eq!(again.sha256, got.sha256);
-    }
-
-    #[tokio::test]
-    async fn a_wrong_digest_is_refused_and_nothing_is_cached() {
-        let f = fixture(b"tampered", Some(&"0".repeat(64)), "");
-        let (d, kubectl, cache) = (&f.downloader, &f.kubectl, &f.cache);
-        let err = format!("{:#}", d.fetch(kubectl).await.unwrap_err());
-        assert!(
-            err.contains("does not match its published SHA-256"),
-            "{err}"
-        );
-        let dest = cache.path().join(&kubectl.path);
-        assert!(!dest.exists());
-        assert!(!with_suffix(&dest, ".part").exists());
-        assert!(!with_suffix(&dest, ".sha256").exists());
-
-        let missing = format!(
-            "{:#}",
-            d.fetch(&Artifact::kubelet("v9.9.9")).await.unwrap_err()
-        );
-        assert!(missing.contains("cannot read file://"), "{missing}");
-    }
-
-    #[tokio::test]
-    async fn a_corrupted_cache_file_is_fetched_again_and_purge_keeps_foreign_files() {
-        let f = fixture(b"kubectl", None, "");
-        let (d, kubectl, cache, mirror) = (&f.downloader, &f.kubectl, &f.cache, &f.mirror);
-        let first = d.fetch(kubectl).await.unwrap();
-        std::fs::write(&first.path, b"bit rot").unwrap();
-        let again = d.fetch(kubectl).await.unwrap();
-        assert_eq!(again.how, Fetched::Downloaded);
-        assert_eq!(std::fs::read(&again.path).unwrap(), b"kubectl");
-
-        let sums = mirror.path().join(format!("{}.sha256", kubectl.path));
-        std::fs::write(&sums, "not-a-digest").unwrap();
-        std::fs::remove_file(&again.path).unwrap();
-        let err = format!("{:#}", d.fetch(kubectl).await.unwrap_err());
-        assert!(err.contains("does not hold a SHA-256 digest"), "{err}");
-
-        std::fs::write(cache.path().join("kinit-node-x.tar"), b"").unwrap();
-        std::fs::write(cache.path().join("someone-elses"), b"").unwrap();
-        Downloader::purge(cache.path()).unwrap();
-        let left: Vec<String> = std::fs::read_dir(cache.path())
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .collect();
-        assert_eq!(left, ["someone-elses"]);
-    }
-
-    /// One canned HTTP response on a loopback port, standing in for api.github.com.
-    async fn serve_once(body: &'static str) -> String {
-        use tokio::io::AsyncReadExt;
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        tokio::spawn(async move {
-            let (mut conn, _) = listener.accept().await.unwrap();
-            let mut buf = vec![0u8; 4096];
-            let _ = conn.read(&mut buf).await;
-            let reply = format!(
-                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-                body.len()
-            );
-            conn.write_all(reply.as_bytes()).await.unwrap();
-        });
-        format!("http://{addr}")
-    }
-
-    #[tokio::test]
-    async fn github_asset_digests_are_read_from_the_release_api() {
-        crate::tls::install_crypto_provider();
-        let digest = "a".repeat(64);
-        let body: &'static str = Box::leak(
-            format!(
-                r#"{{"tag_name":"v0.4.6","assets":[{{"name":"other.tgz","digest":null}},{{"name":"cri-dockerd-0.4.6.amd64.tgz","digest":"sha256:{digest}"}}]}}"#
-            )
-            .into_boxed_str(),
-        );
-        let api = serve_once(body).await;
-        let got = github_asset_digest(
-            &api,
-            "Mirantis/cri-dockerd",
-            "v0.4.6",
-            "cri-dockerd-0.4.6.amd64.tgz",
-        )
-        .await
-        .unwrap();
-        assert_eq!(got, digest);
-        let api = serve_once(body).await;
-        let err = github_asset_digest(&api, "Mirantis/cri-dockerd", "v0.4.6", "other.tgz")
-            .await
-            .unwrap_err();
-        assert!(
-            format!("{err:#}").contains("publishes no SHA-256"),
-            "{err:#}"
-        );
-    }
-}
+mod tests;

@@ -8,6 +8,7 @@ pub use dir::{Dir, Existing, HomeUser};
 
 use std::fs::{self as stdfs, File, OpenOptions, TryLockError};
 use std::io::ErrorKind;
+use std::os::unix::ffi::OsStringExt;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
@@ -81,12 +82,11 @@ pub fn is_current(path: &Path, bytes: &[u8], mode: Mode) -> Result<bool> {
 /// The kubelet's pod volumes (tmpfs for secrets, memory-backed emptyDirs) propagate to the
 /// host and outlive the kubelet's container.
 pub fn unmount_below(dir: &Path) -> Result<usize> {
-    let table = stdfs::read_to_string("/proc/self/mountinfo")
+    // Bytes, not text: any user can mount a FUSE filesystem at a path that is not UTF-8.
+    let table = stdfs::read("/proc/self/mountinfo")
         .context("cannot read the mount table (/proc/self/mountinfo)")?;
-    let mut points: Vec<PathBuf> = table
-        .lines()
-        .filter_map(|l| l.split(' ').nth(4))
-        .map(|p| PathBuf::from(unescape_mount_path(p)))
+    let mut points: Vec<PathBuf> = mount_points(&table)
+        .into_iter()
         .filter(|p| p.starts_with(dir))
         .collect();
     points.sort();
@@ -103,24 +103,35 @@ pub fn unmount_below(dir: &Path) -> Result<usize> {
     Ok(count)
 }
 
+/// The mount points of a mountinfo table (the fifth field of each line), as the paths
+/// they are, whatever bytes those hold.
+pub fn mount_points(table: &[u8]) -> Vec<PathBuf> {
+    table
+        .split(|&b| b == b'\n')
+        .filter_map(|line| line.split(|&b| b == b' ').nth(4))
+        .map(|raw| PathBuf::from(std::ffi::OsString::from_vec(unescape_mount_path(raw))))
+        .collect()
+}
+
 /// mountinfo escapes space, tab, newline and backslash as octal (`\040`).
-fn unescape_mount_path(raw: &str) -> String {
+fn unescape_mount_path(raw: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(raw.len());
-    let bytes = raw.as_bytes();
     let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'\\'
-            && i + 3 < bytes.len()
-            && let Ok(v) = u8::from_str_radix(&raw[i + 1..i + 4], 8)
+    while i < raw.len() {
+        if raw[i] == b'\\'
+            && let Some(code) = raw.get(i + 1..i + 4)
+            && let Some(v) = std::str::from_utf8(code)
+                .ok()
+                .and_then(|c| u8::from_str_radix(c, 8).ok())
         {
             out.push(v);
             i += 4;
             continue;
         }
-        out.push(bytes[i]);
+        out.push(raw[i]);
         i += 1;
     }
-    String::from_utf8_lossy(&out).into_owned()
+    out
 }
 
 /// Where a Debian or Ubuntu host keeps the system tools kinit's node runs (mount,
@@ -156,6 +167,15 @@ pub fn read_optional(path: &Path) -> Result<Option<Vec<u8>>> {
 }
 
 /// Creates a directory and its parents (0755) when missing.
+/// Removes a file kinit wrote; Ok when it is not there.
+pub fn remove_file(path: &Path) -> Result<()> {
+    match stdfs::remove_file(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e).with_context(|| format!("cannot remove {}", path.display())),
+    }
+}
+
 pub fn ensure_dir(dir: &Path) -> Result<()> {
     stdfs::DirBuilder::new()
         .recursive(true)
@@ -171,6 +191,27 @@ pub fn ensure_private_dir(dir: &Path) -> Result<()> {
         .with_context(|| format!("cannot restrict the permissions of {}", dir.display()))
 }
 
+/// Creates `path` new, for reading and writing, with `mode`. Whatever had the name (a
+/// stale file, a link someone planted) is removed first, and the file is created with
+/// O_EXCL|O_NOFOLLOW: root never writes through a link, or into a file that is not its own.
+pub fn create_fresh(path: &Path, mode: Mode) -> Result<File> {
+    match stdfs::symlink_metadata(path) {
+        Ok(m) if m.is_dir() => bail!("cannot create {}: it is a directory", path.display()),
+        Ok(_) => stdfs::remove_file(path)
+            .with_context(|| format!("cannot replace {}", path.display()))?,
+        Err(e) if e.kind() == ErrorKind::NotFound => {}
+        Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
+    }
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .mode(mode.bits())
+        .custom_flags((nix::fcntl::OFlag::O_NOFOLLOW | nix::fcntl::OFlag::O_CLOEXEC).bits())
+        .open(path)
+        .with_context(|| format!("cannot create {}", path.display()))
+}
+
 /// Fails early, before anything is written, when `dir` cannot be created or written to.
 pub fn check_writable(dir: &Path) -> Result<()> {
     if dir.exists() && !dir.is_dir() {
@@ -178,8 +219,8 @@ pub fn check_writable(dir: &Path) -> Result<()> {
     }
     ensure_dir(dir)?;
     let probe = dir.join(".kinit-write-test");
-    File::create(&probe)
-        .and_then(|_| stdfs::remove_file(&probe))
+    create_fresh(&probe, Mode::Private)
+        .and_then(|_| stdfs::remove_file(&probe).map_err(anyhow::Error::from))
         .with_context(|| format!("cannot write to {}", dir.display()))
 }
 
@@ -229,6 +270,18 @@ impl Lock {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn mount_points_are_read_as_the_bytes_they_are() {
+        use std::os::unix::ffi::OsStrExt;
+        let mut table = b"36 35 98:0 / /mnt/with\\040space rw - ext3 /dev/root rw\n".to_vec();
+        // A FUSE mount at a path that is not UTF-8, and a line cut short.
+        table.extend_from_slice(b"37 35 0:40 / /home/u/caf\xe9 rw - fuse.x x rw\n38 35\n");
+        let points = mount_points(&table);
+        assert_eq!(points.len(), 2, "{points:?}");
+        assert_eq!(points[0], Path::new("/mnt/with space"));
+        assert_eq!(points[1].as_os_str().as_bytes(), b"/home/u/caf\xe9");
+    }
 
     /// Hidden: the kubelet ran a static pod's temporary file as a pod of its own.
     #[test]
@@ -293,6 +346,27 @@ mod tests {
         assert!(err.contains("another kinit"), "{err}");
         drop(first);
         Lock::acquire(&path).unwrap();
+    }
+
+    #[test]
+    fn a_planted_link_is_replaced_never_written_through() {
+        let dir = tempfile::tempdir().unwrap();
+        let victim = dir.path().join("victim");
+        stdfs::write(&victim, b"precious").unwrap();
+        let out = dir.path().join("out");
+        stdfs::create_dir(&out).unwrap();
+        std::os::unix::fs::symlink(&victim, out.join(".kinit-write-test")).unwrap();
+        check_writable(&out).unwrap();
+        assert!(!out.join(".kinit-write-test").exists());
+        std::os::unix::fs::symlink(&victim, dir.path().join("file.part")).unwrap();
+        use std::io::Write;
+        create_fresh(&dir.path().join("file.part"), Mode::Public)
+            .unwrap()
+            .write_all(b"new")
+            .unwrap();
+        assert_eq!(stdfs::read(&victim).unwrap(), b"precious");
+        assert_eq!(stdfs::read(dir.path().join("file.part")).unwrap(), b"new");
+        assert!(create_fresh(dir.path(), Mode::Public).is_err());
     }
 
     #[test]

@@ -26,6 +26,8 @@ use serde::Serialize;
 use crate::fs::{self, Mode};
 use crate::manifests;
 
+pub mod guard;
+
 /// Kernel settings Kubernetes networking needs: routing between pods and the outside, and
 /// bridged pod traffic passing through iptables so Service rules apply to it.
 pub const SYSCTLS: &[(&str, &str)] = &[
@@ -269,9 +271,11 @@ fn root_is_shared(mountinfo: &str) -> bool {
 /// Pod volumes the kubelet mounts inside its container must show on the host, which needs
 /// the host's mounts to propagate (as systemd sets up at boot, but not every init does).
 fn make_root_shared() -> Result<bool> {
-    let table = std::fs::read_to_string("/proc/self/mountinfo")
-        .context("cannot read /proc/self/mountinfo")?;
-    if root_is_shared(&table) {
+    // Read as bytes: another mount's path may not be UTF-8 (a user's FUSE mount), and only
+    // the root's line matters here.
+    let table =
+        std::fs::read("/proc/self/mountinfo").context("cannot read /proc/self/mountinfo")?;
+    if root_is_shared(&String::from_utf8_lossy(&table)) {
         return Ok(false);
     }
     use nix::mount::{MsFlags, mount};
@@ -309,7 +313,7 @@ fn ensure_xtables_lock() -> Result<bool> {
 /// inspected, differs). Needs a single-threaded process (call it before the async runtime
 /// starts), the host's PID namespace and CAP_SYS_ADMIN.
 pub fn enter_host_mount_namespace() -> Result<()> {
-    let pid = process_named("dockerd").unwrap_or(1);
+    let pid = docker_daemon().unwrap_or(1);
     let path = format!("/proc/{pid}/ns/mnt");
     let ns = std::fs::File::open(&path).with_context(|| {
         format!("cannot open the Docker daemon's mount namespace ({path}); is the PID namespace the host's?")
@@ -319,14 +323,44 @@ pub fn enter_host_mount_namespace() -> Result<()> {
     Ok(())
 }
 
-/// The lowest PID whose command name is `name`.
-fn process_named(name: &str) -> Option<u32> {
-    processes()
+/// Where the Docker daemon writes its PID (`--pidfile`'s default), below a root.
+const DOCKER_PIDFILES: [&str; 2] = ["run/docker.pid", "var/run/docker.pid"];
+
+/// The Docker daemon's PID, proven rather than found by name (any process can call
+/// itself `dockerd`): the PID its pidfile names, which only root can write, read through
+/// PID 1's root (kinit-boot's own `/` is the node image's) or, where PID 1 may not be
+/// inspected, through the root of a process that calls itself `dockerd` and is the one
+/// that pidfile names; the process must run as root, in the host's user namespace.
+fn docker_daemon() -> Option<u32> {
+    let pidfile = |root: u32| {
+        DOCKER_PIDFILES.iter().find_map(|f| {
+            let text = std::fs::read_to_string(format!("/proc/{root}/root/{f}")).ok()?;
+            text.trim().parse::<u32>().ok()
+        })
+    };
+    let named = processes()
         .ok()?
         .into_iter()
-        .filter(|(_, comm)| comm == name)
-        .map(|(pid, _)| pid)
-        .min()
+        .filter(|(_, comm)| comm == "dockerd")
+        .map(|(pid, _)| pid);
+    let pid = pidfile(1).or_else(|| named.into_iter().find(|&pid| pidfile(pid) == Some(pid)))?;
+    let userns = |pid: &str| std::fs::read_link(format!("/proc/{pid}/ns/user")).ok();
+    let host_userns = userns("1").or_else(|| userns("self"));
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let same_userns = host_userns.is_some() && userns(&pid.to_string()) == host_userns;
+    (runs_as_root(&status) && same_userns).then_some(pid)
+}
+
+/// Whether a `/proc/PID/status` says every uid of the process (real, effective, saved,
+/// filesystem) is 0.
+fn runs_as_root(status: &str) -> bool {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .is_some_and(|uids| {
+            let uids: Vec<&str> = uids.split_whitespace().collect();
+            uids.len() == 4 && uids.iter().all(|u| *u == "0")
+        })
 }
 
 /// Every process this PID namespace shows, with its command name (`/proc/PID/comm`, at
@@ -346,6 +380,19 @@ pub fn processes() -> Result<Vec<(u32, String)>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_daemon_must_run_as_root_in_every_uid() {
+        assert!(runs_as_root(
+            "Name:\tdockerd\nUid:\t0\t0\t0\t0\nGid:\t0\t0\t0\t0\n"
+        ));
+        // A user's process named dockerd, or one that dropped to a user after starting.
+        assert!(!runs_as_root(
+            "Name:\tdockerd\nUid:\t1000\t1000\t1000\t1000\n"
+        ));
+        assert!(!runs_as_root("Uid:\t0\t1000\t0\t0\n"));
+        assert!(!runs_as_root("Name:\tdockerd\n"));
+    }
 
     #[test]
     fn persisted_files_name_every_setting_and_only_ours_are_replaced_or_deleted() {

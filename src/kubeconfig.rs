@@ -62,6 +62,42 @@ pub fn new(server: &str, ca_pem: &str, user: &str, cert_pem: &str, key_pem: &str
 /// The file's text. `apiVersion` and `kind` come first, where kinit has always written
 /// them: `pki` compares the credentials it would write with the files byte for byte, so
 /// another order would re-issue every one of them once.
+/// The cluster alone, no user: what kube-public/cluster-info publishes.
+pub fn cluster_only(server: &str, ca_pem: &str) -> Kubeconfig {
+    let mut config = new(server, ca_pem, "", "", "");
+    config.auth_infos.clear();
+    config.contexts.clear();
+    config.current_context = None;
+    config
+}
+
+/// A kubelet's bootstrap kubeconfig: the cluster and a bootstrap token, which the kubelet
+/// trades for its client certificate (TLS bootstrapping).
+pub fn with_token(server: &str, ca_pem: &str, user: &str, token: &str) -> Kubeconfig {
+    let mut config = new(server, ca_pem, user, "", "");
+    for named in &mut config.auth_infos {
+        named.auth_info = Some(AuthInfo {
+            token: Some(token.to_string().into()),
+            ..Default::default()
+        });
+    }
+    config
+}
+
+/// A kubeconfig whose client certificate and key are files another program renews (the
+/// kubelet's `kubelet-client-current.pem`, both in one file).
+pub fn with_cert_file(server: &str, ca_pem: &str, user: &str, cert_and_key: &str) -> Kubeconfig {
+    let mut config = new(server, ca_pem, user, "", "");
+    for named in &mut config.auth_infos {
+        named.auth_info = Some(AuthInfo {
+            client_certificate: Some(cert_and_key.to_string()),
+            client_key: Some(cert_and_key.to_string()),
+            ..Default::default()
+        });
+    }
+    config
+}
+
 pub fn to_yaml(config: &Kubeconfig) -> Result<String> {
     let serde_yaml::Value::Mapping(mut fields) =
         serde_yaml::to_value(config).context("cannot serialize a kubeconfig")?

@@ -12,7 +12,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, anyhow, bail};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{
     Api, ApiResource, DeleteParams, DynamicObject, ListParams, LogParams, Patch, PatchParams,
@@ -27,7 +27,7 @@ use serde::Deserialize;
 
 use crate::kubeconfig::CONTEXT;
 use crate::wait::Seen;
-use watch::{by_name, node_readiness, watch_until};
+use watch::{by_name, watch_until};
 
 /// The field manager for server-side apply: objects kinit owns say so.
 const FIELD_MANAGER: &str = "kinit";
@@ -273,26 +273,6 @@ impl Kube {
             .with_context(|| format!("cannot read the logs of {namespace}/{pod}"))
     }
 
-    /// Whether the node reports Ready; `None` when it has not registered yet.
-    pub async fn node_ready(&self, name: &str) -> Result<Option<bool>> {
-        let nodes: Api<Node> = Api::all(self.client.clone());
-        let node = nodes
-            .get_opt(name)
-            .await
-            .with_context(|| format!("cannot read the node {name}"))?;
-        Ok(node.map(|n| node_readiness(&n).is_ok()))
-    }
-
-    /// Waits until the node reports Ready. Endless: bound it with [`crate::wait::within`].
-    pub async fn wait_node_ready(&self, name: &str, seen: &Seen) -> Result<()> {
-        let nodes: Api<Node> = Api::all(self.client.clone());
-        watch_until(nodes, by_name(name), seen, |found| match found.first() {
-            Some(node) => node_readiness(node),
-            None => Err("the node has not registered yet".into()),
-        })
-        .await
-    }
-
     /// Waits until `check` accepts the pods of a namespace (those matching a label selector
     /// with `Some`), sorted by name, all at once: `Ok` ends the wait with its value, `Err`
     /// says what it still waits for. Endless: bound it with [`crate::wait::within`].
@@ -429,10 +409,16 @@ fn parse_objects(yaml: &str) -> Result<Vec<DynamicObject>> {
     Ok(objects)
 }
 
+mod csr;
+mod drain;
+mod join;
+mod nodes;
 mod service_lb;
 mod state;
 #[cfg(test)]
 mod tests;
 mod watch;
 
+pub use nodes::NodeSummary;
+pub(crate) use nodes::internal_ips;
 pub use state::Replicas;

@@ -134,6 +134,23 @@ impl Layout {
     pub fn kubeconfig_record(&self) -> PathBuf {
         self.root.join("kubeconfig-target")
     }
+
+    /// On the control-plane host: the other nodes the cluster had when `kinit down` last
+    /// stopped it, so a purge while the API server is down still knows of joined hosts.
+    pub fn nodes_record(&self) -> PathBuf {
+        self.root.join("other-nodes")
+    }
+
+    /// The node image kinit assembled and loaded, as `<tag> <image ID>`: a tag that names
+    /// another image now was re-pointed by someone else (steps::node).
+    pub fn node_image_record(&self) -> PathBuf {
+        self.root.join("node-image")
+    }
+
+    /// The node address this host's kube-router pod started with (steps::router).
+    pub fn router_record(&self) -> PathBuf {
+        self.root.join("router-address")
+    }
 }
 
 /// One cluster per host: container names and ports are host-wide, so the lock is too.

@@ -23,6 +23,7 @@ pub mod examples;
 pub mod fs;
 pub mod health;
 pub mod host;
+pub mod join;
 pub mod kubeconfig;
 pub mod kubernetes;
 pub mod layout;

@@ -36,6 +36,7 @@ manifest!(
 );
 manifest!(KUBE_SCHEDULER, "master/kube-scheduler.yaml");
 manifest!(AUDIT_POLICY, "master/audit-policy.yaml");
+manifest!(ADMISSION, "master/admission.yaml");
 manifest!(KUBE_PROXY_CONFIG, "proxy/kube-proxy-config.yaml");
 manifest!(RBAC, "addons/rbac.yaml");
 manifest!(COREDNS, "addons/coredns.yaml");
@@ -52,6 +53,12 @@ manifest!(
 );
 manifest!(LOAD_BALANCER, "addons/load-balancer/controller.yaml");
 manifest!(INGRESS, "addons/ingress/traefik.yaml");
+manifest!(KUBE_ROUTER, "network/kube-router.yaml");
+manifest!(CLUSTER_INFO, "join/cluster-info.yaml");
+manifest!(JOIN_RBAC, "join/rbac.yaml");
+manifest!(CSR_APPROVER, "join/approver.yaml");
+manifest!(BOOTSTRAP_TOKEN, "join/bootstrap-token.yaml");
+manifest!(CLUSTER_CONFIG, "join/cluster-config.yaml");
 manifest!(HOST_SYSCTL, "host/sysctl.conf");
 manifest!(HOST_MODULES, "host/modules.conf");
 manifest!(HOST_LOGIND, "host/logind.conf");

@@ -30,6 +30,26 @@ pub fn primary_ip() -> Result<IpAddr> {
     bail!("cannot find this host's primary address (it has no default route); pass --node-ip")
 }
 
+/// The address this host sends from toward `dest` (the routing table's choice), e.g. the
+/// address a joining host has on the link to the API server.
+pub fn source_ip_toward(dest: IpAddr) -> Result<IpAddr> {
+    let bind = match dest {
+        IpAddr::V4(_) => "0.0.0.0:0",
+        IpAddr::V6(_) => "[::]:0",
+    };
+    let sock = UdpSocket::bind(bind).context("cannot open a UDP socket")?;
+    sock.connect(std::net::SocketAddr::new(dest, 9))
+        .with_context(|| format!("no route to {dest}; pass --node-ip"))?;
+    let ip = sock
+        .local_addr()
+        .context("cannot read the socket's address")?
+        .ip();
+    if ip.is_unspecified() {
+        bail!("no address of this host reaches {dest}; pass --node-ip");
+    }
+    Ok(ip)
+}
+
 /// Whether `ip` is one of this host's addresses: binding to it fails only with "address
 /// not available" when it is not (any other failure says nothing about the address).
 pub fn is_local_address(ip: IpAddr) -> bool {

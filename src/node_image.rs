@@ -18,7 +18,14 @@ use sha2::{Digest, Sha256};
 
 use crate::release::{CNI_PLUGINS, arch};
 
-pub const REPOSITORY: &str = "kinit/node";
+/// In `.invalid`, a top-level domain reserved never to resolve (RFC 2606): no registry
+/// serves this name, so no pull (a pod's `imagePullPolicy: Always` included) can re-point
+/// a tag of it.
+pub const REPOSITORY: &str = "kinit.invalid/node";
+/// Where kinit versions before that named it; their images are removed like older ones.
+pub const FORMER_REPOSITORY: &str = "kinit/node";
+/// Every name a node image of kinit's has had.
+pub const REPOSITORIES: [&str; 2] = [REPOSITORY, FORMER_REPOSITORY];
 /// Labels every node image with the recipe it was assembled from.
 pub const LABEL_RECIPE: &str = "io.kinit.node-recipe";
 /// Where kinit's binaries sit in the image, first on PATH: the host's /usr is mounted
@@ -50,14 +57,15 @@ pub fn recipe(input_digests: &[&str]) -> String {
     hex(&hash.finalize())[..12].to_string()
 }
 
-/// `kinit/node:v1.36.3-<recipe>`: a new recipe is a new tag, so the master container
+/// `kinit.invalid/node:v1.36.3-<recipe>`: a new recipe is a new tag, so the master container
 /// is replaced when what it runs changes.
 pub fn tag(kubernetes_version: &str, recipe: &str) -> String {
     format!("{REPOSITORY}:{kubernetes_version}-{recipe}")
 }
 
-/// Writes the image as a `docker save` archive at `out` (one layer, no base image).
-pub fn write_archive(inputs: &Inputs, tag: &str, recipe: &str, out: &Path) -> Result<()> {
+/// Writes the image as a `docker save` archive at `out` (one layer, no base image);
+/// returns the image's ID (the digest of its config), which the engine gives it on load.
+pub fn write_archive(inputs: &Inputs, tag: &str, recipe: &str, out: &Path) -> Result<String> {
     let layer_path = out.with_extension("layer");
     let result = write_with_layer(inputs, tag, recipe, out, &layer_path);
     let _ = std::fs::remove_file(&layer_path);
@@ -73,15 +81,9 @@ fn write_with_layer(
     recipe: &str,
     out: &Path,
     layer_path: &Path,
-) -> Result<()> {
+) -> Result<String> {
     // Written, then read back into the archive.
-    let layer_file = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(layer_path)
-        .with_context(|| format!("cannot create {}", layer_path.display()))?;
+    let layer_file = crate::fs::create_fresh(layer_path, crate::fs::Mode::Private)?;
     let mut hashing = HashingWriter::new(BufWriter::new(layer_file));
     write_layer(inputs, &mut hashing)?;
     let (writer, layer_digest) = hashing.finish();
@@ -105,7 +107,8 @@ fn write_with_layer(
             "created_by": "kinit: kubelet, cri-dockerd and the CNI plugins from their upstream releases",
         }],
     }))?;
-    let config_name = format!("{}.json", hex(&Sha256::digest(&config)));
+    let config_digest = hex(&Sha256::digest(&config));
+    let config_name = format!("{config_digest}.json");
     let layer_name = format!("{layer_digest}/layer.tar");
     let manifest = serde_json::to_vec(&json!([{
         "Config": config_name,
@@ -113,7 +116,7 @@ fn write_with_layer(
         "Layers": [layer_name],
     }]))?;
 
-    let file = File::create(out).with_context(|| format!("cannot create {}", out.display()))?;
+    let file = crate::fs::create_fresh(out, crate::fs::Mode::Private)?;
     let mut archive = tar::Builder::new(BufWriter::new(file));
     append_bytes(&mut archive, &config_name, &config, 0o644)?;
     append_reader(
@@ -128,7 +131,8 @@ fn write_with_layer(
         .into_inner()
         .and_then(|w| w.into_inner().map_err(|e| e.into_error()))
         .and_then(|f| f.sync_all())
-        .with_context(|| format!("cannot write {}", out.display()))
+        .with_context(|| format!("cannot write {}", out.display()))?;
+    Ok(format!("sha256:{config_digest}"))
 }
 
 /// The image's one layer: kinit's binaries in /kinit/bin, the CNI plugins in /opt/cni/bin,
@@ -350,15 +354,17 @@ mod tests {
         ];
         let inputs = inputs(dir.path(), &all);
         let out = dir.path().join("node.tar");
-        write_archive(&inputs, "kinit/node:v1.36.3-abc", "abc", &out).unwrap();
+        let id = write_archive(&inputs, "kinit.invalid/node:v1.36.3-abc", "abc", &out).unwrap();
         assert!(!out.with_extension("layer").exists());
 
         let outer = members(&out);
         let manifest = &outer.iter().find(|m| m.0 == "manifest.json").unwrap().2;
         let manifest: serde_json::Value = serde_json::from_slice(manifest).unwrap();
-        assert_eq!(manifest[0]["RepoTags"][0], "kinit/node:v1.36.3-abc");
+        assert_eq!(manifest[0]["RepoTags"][0], "kinit.invalid/node:v1.36.3-abc");
         let config_name = manifest[0]["Config"].as_str().unwrap();
         let config = &outer.iter().find(|m| m.0 == config_name).unwrap().2;
+        // The engine names the image by its config's digest: the ID kinit records.
+        assert_eq!(id, format!("sha256:{}", hex(&Sha256::digest(config))));
         let config: serde_json::Value = serde_json::from_slice(config).unwrap();
         assert_eq!(config["config"]["Labels"][LABEL_RECIPE], "abc");
         let layer_name = manifest[0]["Layers"][0].as_str().unwrap();
@@ -400,7 +406,7 @@ mod tests {
         let out = dir.path().join("node.tar");
         let err = format!(
             "{:#}",
-            write_archive(&inputs, "kinit/node:x", "x", &out).unwrap_err()
+            write_archive(&inputs, "kinit.invalid/node:x", "x", &out).unwrap_err()
         );
         assert!(err.contains("has no host-local"), "{err}");
         assert!(!out.with_extension("layer").exists());
@@ -411,6 +417,9 @@ mod tests {
         let a = recipe(&["1", "2", "3"]);
         assert_eq!(a.len(), 12);
         assert_ne!(a, recipe(&["1", "2", "4"]));
-        assert_eq!(tag("v1.36.3", &a), format!("kinit/node:v1.36.3-{a}"));
+        assert_eq!(
+            tag("v1.36.3", &a),
+            format!("kinit.invalid/node:v1.36.3-{a}")
+        );
     }
 }

@@ -325,8 +325,9 @@ async fn rewrite_create(req: Request<Incoming>, rewrites: &Rewrites) -> Result<R
 }
 
 /// The rewritten body and what changed, or None to forward the body as it came (not JSON,
-/// or nothing to change).
-fn rewrite_create_body(body: &[u8], rewrites: &Rewrites) -> Option<(Vec<u8>, Vec<String>)> {
+/// or nothing to change). Its input is whatever cri-dockerd sends for a pod's container,
+/// so it is fuzzed (fuzz/fuzz_targets/container_create.rs).
+pub fn rewrite_create_body(body: &[u8], rewrites: &Rewrites) -> Option<(Vec<u8>, Vec<String>)> {
     let mut create: serde_json::Value = serde_json::from_slice(body).ok()?;
     let host = create.get_mut("HostConfig")?.as_object_mut()?;
     let mut changes = Vec::new();

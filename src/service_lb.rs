@@ -1,11 +1,13 @@
-//! kinit's LoadBalancer Services, decided: the approach of k3s's ServiceLB for a node whose
-//! address is the only one a single-host cluster has. A Service of type LoadBalancer with
-//! no `loadBalancerClass` gets the node's IP as its external address (ipMode VIP), and
-//! kube-proxy, which programs every VIP ingress address, forwards its ports to the
-//! Service's endpoints: from the host, from other machines that reach the node, and
-//! through `kinit socks`. Without a pool of spare addresses, one port serves one Service,
+//! kinit's LoadBalancer Services, decided: the approach of k3s's ServiceLB with one address,
+//! that of the node the controller runs on (the control-plane host's, which it prefers). A
+//! Service of type LoadBalancer with no `loadBalancerClass` gets that IP as its external
+//! address (ipMode VIP), and kube-proxy, which programs every VIP ingress address on every
+//! node, forwards its ports to the Service's endpoints: from the host, from other machines
+//! that reach it, and through `kinit socks`. Without a pool of spare addresses, one port serves one Service,
 //! so a port another Service holds, or that a program on the host listens on (SSH, the API
-//! server, the kubelet), leaves the Service pending with an event that says why.
+//! server, the kubelet), leaves the Service pending with an event that says why. Some
+//! ports are never given at all (see [`reserved`]): SSH's, kinit's components' and the
+//! NodePort range.
 //!
 //! This module decides who gets an address; `kubernetes::service_lb` watches the Services
 //! and writes the decisions, from the `load-balancer` addon's pod (`kinit service-lb`).
@@ -13,6 +15,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::time::{Duration, Instant};
+
+use crate::cluster::Component;
 
 /// The name the controller gives its events, and its field manager.
 pub const CONTROLLER: &str = "kinit-service-lb";
@@ -39,8 +44,9 @@ pub struct Claim {
     /// Its creation time (RFC 3339): the older Service keeps a contested port.
     pub created: String,
     pub ports: Vec<Port>,
-    /// Its status already holds the node's address: it keeps it against later listeners
-    /// (kube-proxy forwards its ports before any program on the host sees them).
+    /// Its status already holds the node's address: it keeps its ports against Services
+    /// that came later (not against a program on the host that listens there now, which
+    /// it would otherwise cut off: kube-proxy forwards the ports first).
     pub holds: bool,
 }
 
@@ -53,9 +59,68 @@ pub enum Decision {
     Pending(String),
 }
 
+/// The least time between two decisions: a burst of Service changes is decided once.
+pub const MIN_GAP: Duration = Duration::from_secs(1);
+/// Decided again this often without a change to any Service: the node's address may have
+/// moved, and a program may have started or stopped listening on a Service's port.
+const RESYNC: Duration = Duration::from_secs(10);
+
+/// When the controller decides: after a change it has not decided on, at most once per
+/// [`MIN_GAP`], and every [`RESYNC`] without one.
+#[derive(Debug, Default)]
+pub struct Pace {
+    last: Option<Instant>,
+    changed: bool,
+}
+
+impl Pace {
+    /// A Service changed.
+    pub fn changed(&mut self) {
+        self.changed = true;
+    }
+
+    /// Whether to decide now; when it says yes, the next gap counts from `now`.
+    pub fn due(&mut self, now: Instant) -> bool {
+        let due = match self.last {
+            None => true,
+            Some(last) => {
+                let since = now.saturating_duration_since(last);
+                (self.changed && since >= MIN_GAP) || since >= RESYNC
+            }
+        };
+        if due {
+            self.last = Some(now);
+            self.changed = false;
+        }
+        due
+    }
+}
+
+/// SSH's port: a Service on it would take the node's SSH from its users.
+const SSH_PORT: u16 = 22;
+/// The API server's default `--service-node-port-range`, which kinit keeps.
+const NODE_PORTS: std::ops::RangeInclusive<u16> = 30000..=32767;
+
+/// Why a port number is never the node's address's for a Service, of any protocol:
+/// kube-proxy would forward it before the program that serves it sees a packet (SSH,
+/// every port a kinit component listens on), or forwards it already for NodePorts.
+pub fn reserved(number: u16) -> Option<&'static str> {
+    if number == SSH_PORT {
+        return Some("SSH");
+    }
+    if NODE_PORTS.contains(&number) {
+        return Some("NodePorts");
+    }
+    Component::ALL
+        .into_iter()
+        .flat_map(Component::ports)
+        .find(|p| p.number == number)
+        .map(|p| p.purpose)
+}
+
 /// The decision for every claim, in the order given. Services that hold the address come
-/// first, then the oldest; a claim gets the address only when none of its ports is taken
-/// by one before it, and (unless it holds the address already) no program listens there.
+/// first, then the oldest; a claim gets the address only when none of its ports is
+/// reserved, taken by one before it, or listened on by a program on the host.
 pub fn decide(claims: &[Claim], listening: &BTreeSet<Port>) -> Vec<Decision> {
     let mut order: Vec<usize> = (0..claims.len()).collect();
     order.sort_by(|&a, &b| {
@@ -73,13 +138,15 @@ pub fn decide(claims: &[Claim], listening: &BTreeSet<Port>) -> Vec<Decision> {
         let claim = &claims[i];
         let mut conflicts = Vec::new();
         for port in &claim.ports {
-            if let Some(&other) = taken.get(port) {
+            if let Some(what) = reserved(port.number) {
+                conflicts.push(format!("{port} is reserved for {what}"));
+            } else if let Some(&other) = taken.get(port) {
                 let other = &claims[other];
                 conflicts.push(format!(
                     "{port} is Service {}/{}'s",
                     other.namespace, other.name
                 ));
-            } else if !claim.holds && listening.contains(port) {
+            } else if listening.contains(port) {
                 conflicts.push(format!("a program on the host listens on {port}"));
             }
         }

@@ -85,6 +85,7 @@ pub fn parse_kubernetes_version(s: &str) -> Result<String, String> {
 pub const LOCAL_PATH_PROVISIONER_IMAGE: &str = "docker.io/rancher/local-path-provisioner";
 pub const METRICS_SERVER_IMAGE: &str = "registry.k8s.io/metrics-server/metrics-server";
 pub const TRAEFIK_IMAGE: &str = "docker.io/library/traefik";
+pub const KUBE_ROUTER_IMAGE: &str = "docker.io/cloudnativelabs/kube-router";
 
 /// The upstream images a cluster runs, under one repository: the upstream registries, or
 /// a mirror holding them under the same paths (kubeadm's `imageRepository`). A mirror
@@ -147,6 +148,11 @@ impl Images {
         self.addon(TRAEFIK_IMAGE, TRAEFIK_VERSION)
     }
 
+    /// The pod network between hosts and its NetworkPolicy engine.
+    pub fn kube_router(&self) -> String {
+        self.addon(KUBE_ROUTER_IMAGE, KUBE_ROUTER_VERSION)
+    }
+
     /// An addon's upstream image, or its path under the mirror.
     fn addon(&self, upstream: &str, tag: &str) -> String {
         match self.repository.as_str() {
@@ -164,6 +170,11 @@ impl Images {
         ]
     }
 
+    /// Those a joined host runs itself.
+    pub fn node(&self) -> Vec<String> {
+        vec![self.pause(), self.kube("kube-proxy"), self.kube_router()]
+    }
+
     /// Every one of them, in the order a cluster starts them.
     pub fn all(&self) -> Vec<String> {
         vec![
@@ -173,6 +184,7 @@ impl Images {
             self.kube("kube-controller-manager"),
             self.kube("kube-scheduler"),
             self.kube("kube-proxy"),
+            self.kube_router(),
             self.coredns(),
         ]
     }
@@ -208,7 +220,13 @@ mod tests {
             mirror.kube("kube-proxy"),
             format!("127.0.0.1:5000/k8s/kube-proxy:{KUBERNETES_VERSION}")
         );
-        assert_eq!(mirror.all().len(), 7);
+        assert_eq!(mirror.all().len(), 8);
+        assert_eq!(
+            mirror.kube_router(),
+            format!("127.0.0.1:5000/k8s/cloudnativelabs/kube-router:{KUBE_ROUTER_VERSION}")
+        );
+        // A joined host runs the pause image, kube-proxy and kube-router itself.
+        assert_eq!(mirror.node().len(), 3);
         let previous = Images::new(None, SUPPORTED[1]);
         assert_eq!(
             previous.pause(),

@@ -435,6 +435,10 @@ fn bad_input_fails_with_one_clear_line_and_changes_nothing() {
             vec!["--state-dir", d, "up", "--audit-log=maybe"],
             "invalid value 'maybe'",
         ),
+        (
+            vec!["--state-dir", d, "up", "--pod-security", "strict"],
+            "'strict' is not a Pod Security level: use privileged (nothing enforced), baseline or restricted",
+        ),
     ];
     for (args, expected) in cases {
         let out = kinit(&args);
@@ -462,6 +466,7 @@ fn up_and_down_refuse_to_run_without_root() {
         "--no-extra-args",
         "--audit-log",
         "--audit-log=false",
+        "--pod-security=restricted",
     ];
     let runs = [vec!["up"], vec!["down"]]
         .into_iter()

@@ -2,7 +2,7 @@
 //! bundle: `kinit up` to a Ready node, tutorial workloads through the real kubectl, the
 //! cluster network from the host and through `kinit socks`, then resilience (a second up,
 //! a crash, a removed container, down + up, a Docker restart), component settings (feature
-//! gates, extra args, the audit log) and `down --purge` leaving nothing.
+//! gates, extra args, the audit log, Pod Security) and `down --purge` leaving nothing.
 //!
 //! One cluster, one named phase per concern (tests/common/phases.rs): a failed phase is
 //! named, with the cluster's logs, pods and events at that moment; the phases that do not
@@ -58,9 +58,14 @@ fn a_cluster_runs_tutorials_survives_restarts_and_purges_clean() {
     phases.run("up repairs a removed kinit-proxy, only it", &[UP], || {
         repair(&c)
     });
+    phases.run(
+        "a node image tag moved to another image is made again",
+        &[UP],
+        || moved_node_image_tag(&c),
+    );
     phases.run("conflicting settings are refused", &[UP], || conflict(&c));
     phases.run(
-        "feature gates, extra args and the audit log reach the components",
+        "feature gates, extra args, the audit log and Pod Security reach the components",
         &[UP],
         || component_settings(&c),
     );
@@ -506,6 +511,37 @@ fn etcd_crash(c: &Cluster) {
         }
     });
     c.all_healthy();
+}
+
+/// The node image's tag moved to another image (as `docker tag` or a pull could): `kinit
+/// up` finds the tag no longer names the image it recorded, assembles it again, and the
+/// tag names kinit's image once more; the running containers keep theirs.
+fn moved_node_image_tag(c: &Cluster) {
+    let inspect = |what: &str| {
+        let out = run_ok(&["docker", "inspect", "-f", what, "kinit-master"]);
+        out.trim().to_string()
+    };
+    let (tag, id) = (inspect("{{.Config.Image}}"), inspect("{{.Image}}"));
+    assert!(tag.starts_with("kinit.invalid/node:"), "{tag}");
+    let image_id = |name: &str| {
+        let out = run_ok(&["docker", "image", "inspect", "-f", "{{.Id}}", name]);
+        out.trim().to_string()
+    };
+    let pause = Images::default().pause();
+    run_ok(&["docker", "tag", &pause, &tag]);
+    assert_ne!(image_id(&tag), id);
+    let before = c.kinit_containers_started();
+    let out = c.ok(&["up"]);
+    assert!(
+        out.contains("its tag had been moved to another image"),
+        "{out}"
+    );
+    assert_eq!(image_id(&tag), id, "the tag still names another image");
+    assert_eq!(
+        c.kinit_containers_started(),
+        before,
+        "up restarted a container"
+    );
 }
 
 /// A component removed behind kinit's back: up makes that one again and leaves the

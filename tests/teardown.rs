@@ -127,6 +127,15 @@ fn cni0_bridge(undo: &mut Undo, address: &str) {
     run_ok(&["ip", "addr", "add", address, "dev", "cni0"]);
 }
 
+/// An empty image named `image`, removed again by `undo`: enough for containers that are
+/// created, never started.
+fn empty_image(dir: &Path, image: &str, undo: &mut Undo) {
+    let empty = dir.join("empty.tar");
+    run_ok(&["tar", "-cf", empty.to_str().unwrap(), "-T", "/dev/null"]);
+    run_ok(&["docker", "import", empty.to_str().unwrap(), image]);
+    undo.add(&["docker", "rmi", image]);
+}
+
 /// A pod container as cri-dockerd makes them, in the cgroup `parent`; never started.
 fn pod_container(name: &str, image: &str, parent: &str) {
     run_ok(&[
@@ -154,12 +163,8 @@ fn down_and_purge_leave_another_kubelets_pods() {
     let state = state_dir(dir.path());
     let mut undo = Undo(vec![]);
 
-    // An empty image will do: the containers are created, never started.
     let image = "kinit-test-teardown-pod:1";
-    let empty = dir.path().join("empty.tar");
-    run_ok(&["tar", "-cf", empty.to_str().unwrap(), "-T", "/dev/null"]);
-    run_ok(&["docker", "import", empty.to_str().unwrap(), image]);
-    undo.add(&["docker", "rmi", image]);
+    empty_image(dir.path(), image, &mut undo);
     let foreign = "kinit-test-other-kubelets-pod";
     let ours = "kinit-test-kinits-pod";
     undo.add(&["docker", "rm", "-f", foreign]);
@@ -461,4 +466,93 @@ fn an_invalid_kubeconfig_does_not_abort_a_purge() {
     );
     assert_eq!(std::fs::read(&kubeconfig).unwrap(), mine);
     assert!(!state.exists(), "{out}");
+}
+
+/// A tmpfs mounted at `path`, unmounted when dropped (if it still is).
+struct Mounted(PathBuf);
+
+impl Mounted {
+    fn tmpfs(path: PathBuf) -> Self {
+        std::fs::create_dir_all(&path).unwrap();
+        nix::mount::mount(
+            Some("tmpfs"),
+            &path,
+            Some("tmpfs"),
+            nix::mount::MsFlags::empty(),
+            None::<&str>,
+        )
+        .unwrap_or_else(|e| panic!("mount tmpfs at {}: {e}", path.display()));
+        Self(path)
+    }
+}
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        let _ = nix::mount::umount2(&self.0, nix::mount::MntFlags::MNT_DETACH);
+    }
+}
+
+fn mounted(path: &Path) -> bool {
+    let table = std::fs::read("/proc/self/mountinfo").unwrap();
+    kinit::fs::mount_points(&table).iter().any(|p| p == path)
+}
+
+/// Any user can mount a FUSE filesystem at a path that is not UTF-8, so the mount table
+/// holds bytes: `kinit down` reads it as such, unmounts the pod volumes under its state
+/// directory (one with such a name too) and leaves the other mount be.
+#[test]
+fn a_mount_path_that_is_not_utf8_does_not_stop_down() {
+    use std::os::unix::ffi::OsStrExt;
+    let _turn = turn();
+    let dir = tempfile::tempdir().unwrap();
+    let state = state_dir(dir.path());
+    let theirs = Mounted::tmpfs(dir.path().join(std::ffi::OsStr::from_bytes(b"theirs-\xff")));
+    let volume = state
+        .join("kubelet/pods/uid/volumes")
+        .join(std::ffi::OsStr::from_bytes(b"vol-\xfe"));
+    let _ours = Mounted::tmpfs(volume.clone());
+    let out = ok(&state, &["down"]);
+    assert!(out.contains("Unmounted 1 pod volumes"), "{out}");
+    assert!(!mounted(&volume), "{out}");
+    assert!(
+        mounted(&theirs.0),
+        "kinit down unmounted another's mount:\n{out}"
+    );
+}
+
+/// cri-dockerd copies a pod's labels onto its containers, so a pod can carry kinit's own:
+/// such a container (another kubelet's, here) is not one of kinit's components, and
+/// `kinit down` neither stops nor removes it.
+#[test]
+fn a_pod_with_kinits_labels_is_not_a_component() {
+    let _turn = turn();
+    let dir = tempfile::tempdir().unwrap();
+    let state = state_dir(dir.path());
+    let mut undo = Undo(vec![]);
+    let image = "kinit-test-teardown-labels:1";
+    empty_image(dir.path(), image, &mut undo);
+    let impostor = "k8s_etcd_impostor_default_uid_0";
+    undo.add(&["docker", "rm", "-f", impostor]);
+    run_ok(&[
+        "docker",
+        "create",
+        "--name",
+        impostor,
+        "--label",
+        "io.kinit.managed=true",
+        "--label",
+        "io.kinit.component=etcd",
+        "--label",
+        "io.kubernetes.docker.type=container",
+        "--cgroup-parent",
+        "/kubepods/besteffort/pod-other",
+        image,
+        "/pause",
+    ]);
+    let out = ok(&state, &["down"]);
+    assert!(out.contains("No kinit containers to remove"), "{out}");
+    assert!(
+        container_exists(impostor),
+        "kinit down removed a pod:\n{out}"
+    );
 }

@@ -14,11 +14,11 @@ set -eu
 # chroot and ignores the request unless told not to. The directories below are made anyway:
 # on v1 systemd creates a slice only in the hierarchies of the controllers it uses.
 SYSTEMD_IGNORE_CHROOT=1 systemctl start {{ cgroup_slice | sh }} ||
-  echo "kinit-master: systemctl start {{ cgroup_slice }} failed; making its cgroup directories directly" >&2
+  echo "kinit-{{ component }}: systemctl start {{ cgroup_slice }} failed; making its cgroup directories directly" >&2
 {%- endif %}
 for dir in{% for dir in cgroup_dirs %} {{ dir | sh }}{% endfor %}; do
   if [ ! -d "${dir%/*}" ]; then
-    echo "kinit-master: no cgroup hierarchy ${dir%/*}: the host's cgroup layout changed since \`kinit up\`; run it again" >&2
+    echo "kinit-{{ component }}: no cgroup hierarchy ${dir%/*}: the host's cgroup layout changed since \`kinit up\`; run it again" >&2
     exit 1
   fi
   mkdir -p "$dir"
@@ -64,8 +64,28 @@ guard_range() {
   "$1" -w -t mangle -C PREROUTING -j KINIT-PREROUTING 2>/dev/null ||
     "$1" -w -t mangle -I PREROUTING 1 -j KINIT-PREROUTING
 }
+# The other nodes and their pods are not outside: kinit-boot keeps one RETURN rule for
+# each other node's address and pod range at the top of KINIT-PREROUTING, from the
+# cluster's Nodes (src/host/guard.rs).
 guard_range iptables {{ pod_cidr | sh }}
 guard_range {{ service_iptables | sh }} {{ service_cidr | sh }}
+
+# kube-router listens on every address, and has no option to keep a port on loopback: its
+# health check and its BGP speaker's admin API (gobgp's, without authentication) answer
+# loopback only; BGP answers the other nodes only (kinit-boot's RETURN rules for them come
+# first in KINIT-PREROUTING).
+{{ node_iptables | sh }} -w -N KINIT-INPUT 2>/dev/null || true
+for port in {{ router_admin_port }} {{ router_health_port }}; do
+  {{ node_iptables | sh }} -w -C KINIT-INPUT -p tcp --dport "$port" ! -i lo -j DROP 2>/dev/null ||
+    {{ node_iptables | sh }} -w -A KINIT-INPUT -p tcp --dport "$port" ! -i lo -j DROP
+done
+{{ node_iptables | sh }} -w -C INPUT -j KINIT-INPUT 2>/dev/null ||
+  {{ node_iptables | sh }} -w -I INPUT 1 -j KINIT-INPUT
+{{ node_iptables | sh }} -w -t mangle -N KINIT-PREROUTING 2>/dev/null || true
+{{ node_iptables | sh }} -w -t mangle -C KINIT-PREROUTING -p tcp --dport {{ router_bgp_port }} -m addrtype --dst-type LOCAL -j DROP 2>/dev/null ||
+  {{ node_iptables | sh }} -w -t mangle -A KINIT-PREROUTING -p tcp --dport {{ router_bgp_port }} -m addrtype --dst-type LOCAL -j DROP
+{{ node_iptables | sh }} -w -t mangle -C PREROUTING -j KINIT-PREROUTING 2>/dev/null ||
+  {{ node_iptables | sh }} -w -t mangle -I PREROUTING 1 -j KINIT-PREROUTING
 
 # wait_for_socket PATH WHAT: a socket the process started just before creates.
 wait_for_socket() {
@@ -85,7 +105,7 @@ wait_for_socket() {
 # leaving a kubelet without its runtime. A subshell's $$ is this shell's PID.
 supervised() {
   "$@" || true
-  echo "kinit-master: $1 exited; stopping the kubelet so that Docker restarts the node" >&2
+  echo "kinit-{{ component }}: $1 exited; stopping the kubelet so that Docker restarts the node" >&2
   kill -TERM $$
 }
 
@@ -122,6 +142,10 @@ export DBUS_SYSTEM_BUS_ADDRESS=unix:path=/run/dbus/system_bus_socket
 exec kubelet \
   --config={{ kubelet_config | sh }} \
   --kubeconfig={{ kubelet_kubeconfig | sh }} \
+{%- if not control_plane %}
+  --bootstrap-kubeconfig={{ bootstrap_kubeconfig | sh }} \
+  --cert-dir={{ kubelet_cert_dir | sh }} \
+{%- endif %}
   --root-dir={{ kubelet_dir | sh }} \
   --node-ip={{ node_ip | sh }} \
   --hostname-override={{ hostname | sh }} \

@@ -5,10 +5,10 @@
 # network) and Debian's mirror through the host's network.
 # shellcheck shell=bash
 
-# The VM tier's tools (as apt_ensure's COMMAND:PACKAGE): qemu, its disk tool, mmdebstrap
-# and an SSH client.
+# The VM tier's tools (as apt_ensure's COMMAND:PACKAGE): qemu, its disk tool, mmdebstrap,
+# an SSH client, and jq for the VM tier's checks of the cluster.
 VM_TOOLS=(qemu-system-x86_64:qemu-system-x86 qemu-img:qemu-utils mmdebstrap:mmdebstrap
-  mkfs.ext4:e2fsprogs ssh:openssh-client)
+  mkfs.ext4:e2fsprogs ssh:openssh-client jq:jq)
 
 ensure_vm_tools() { apt_ensure "${VM_TOOLS[@]}"; }
 

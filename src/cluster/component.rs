@@ -12,6 +12,12 @@ pub const CONTROLLER_MANAGER_PORT: u16 = 10257;
 pub const SCHEDULER_PORT: u16 = 10259;
 /// kube-proxy's `/healthz`: 200 once it has programmed the rules.
 pub const PROXY_HEALTHZ_PORT: u16 = 10256;
+/// kube-router's BGP speaker: the other nodes only (kinit's guard drops the rest).
+pub const ROUTER_BGP_PORT: u16 = 179;
+/// kube-router's `/healthz` (its default port).
+pub const ROUTER_HEALTH_PORT: u16 = 20244;
+/// gobgp's admin API inside kube-router, unauthenticated: loopback only (kinit's guard).
+pub const ROUTER_ADMIN_PORT: u16 = 50051;
 
 /// A container kinit makes itself, named `kinit-<label>` and labelled with its label.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -20,12 +26,20 @@ pub enum Container {
     Etcd,
     /// The kubelet and cri-dockerd, which run the control plane as static pods.
     Master,
+    /// On a host that joined another's cluster: the kubelet and cri-dockerd alone.
+    Node,
     Proxy,
 }
 
 impl Container {
     /// In bring-up order.
-    pub const ALL: [Self; 4] = [Self::Boot, Self::Etcd, Self::Master, Self::Proxy];
+    pub const ALL: [Self; 5] = [
+        Self::Boot,
+        Self::Etcd,
+        Self::Master,
+        Self::Node,
+        Self::Proxy,
+    ];
 
     /// The `component` of its manifest and of the label Docker keeps.
     pub fn label(self) -> &'static str {
@@ -33,6 +47,7 @@ impl Container {
             Self::Boot => "boot",
             Self::Etcd => "etcd",
             Self::Master => "master",
+            Self::Node => "node",
             Self::Proxy => "proxy",
         }
     }
@@ -52,6 +67,8 @@ pub enum Component {
     ControllerManager,
     Scheduler,
     Proxy,
+    /// kube-router: routes to the other nodes' pods, NetworkPolicy.
+    Router,
     CoreDns,
     /// kinit-boot, which sets the host up again whenever the Docker daemon starts.
     Boot,
@@ -66,16 +83,20 @@ pub struct Port {
 
 impl Component {
     /// In the order `kinit status` lists them.
-    pub const ALL: [Self; 8] = [
+    pub const ALL: [Self; 9] = [
         Self::Etcd,
         Self::Kubelet,
         Self::ApiServer,
         Self::ControllerManager,
         Self::Scheduler,
         Self::Proxy,
+        Self::Router,
         Self::CoreDns,
         Self::Boot,
     ];
+
+    /// Those a joined host runs: the node's part.
+    pub const NODE: [Self; 4] = [Self::Kubelet, Self::Proxy, Self::Router, Self::Boot];
 
     /// The control plane the kubelet runs from static manifests.
     pub const STATIC_PODS: [Self; 3] = [Self::ApiServer, Self::ControllerManager, Self::Scheduler];
@@ -98,6 +119,7 @@ impl Component {
             Self::ControllerManager => "controller-manager",
             Self::Scheduler => "scheduler",
             Self::Proxy => "proxy",
+            Self::Router => "router",
             Self::CoreDns => "coredns",
             Self::Boot => "boot",
         }
@@ -112,6 +134,7 @@ impl Component {
             Self::ControllerManager => "the controller-manager",
             Self::Scheduler => "the scheduler",
             Self::Proxy => "kube-proxy",
+            Self::Router => "kube-router",
             Self::CoreDns => "CoreDNS",
             Self::Boot => "kinit-boot",
         }
@@ -124,6 +147,7 @@ impl Component {
             Self::ApiServer => Some("kube-apiserver"),
             Self::ControllerManager => Some("kube-controller-manager"),
             Self::Scheduler => Some("kube-scheduler"),
+            Self::Router => Some("kube-router"),
             Self::CoreDns => Some("coredns"),
             Self::Etcd | Self::Kubelet | Self::Proxy | Self::Boot => None,
         }
@@ -139,7 +163,17 @@ impl Component {
             | Self::ApiServer
             | Self::ControllerManager
             | Self::Scheduler
+            | Self::Router
             | Self::CoreDns => Container::Master,
+        }
+    }
+
+    /// Its container on a control-plane host or, with `control_plane` false, on a joined
+    /// one (whose kubelet is kinit-node's).
+    pub fn container_on(self, control_plane: bool) -> Container {
+        match self {
+            Self::Kubelet | Self::Router if !control_plane => Container::Node,
+            other => other.container(),
         }
     }
 
@@ -172,6 +206,15 @@ impl Component {
             }
             Self::Scheduler => &const { [port(SCHEDULER_PORT, "the scheduler")] },
             Self::Proxy => &const { [port(PROXY_HEALTHZ_PORT, "kube-proxy's health check")] },
+            Self::Router => {
+                &const {
+                    [
+                        port(ROUTER_BGP_PORT, "kube-router's BGP"),
+                        port(ROUTER_HEALTH_PORT, "kube-router's health check"),
+                        port(ROUTER_ADMIN_PORT, "kube-router's BGP admin API"),
+                    ]
+                }
+            }
             Self::CoreDns | Self::Boot => &[],
         }
     }
@@ -200,7 +243,8 @@ mod tests {
             .collect();
         let distinct_own: HashSet<_> = own.iter().collect();
         assert_eq!(distinct_own.len(), own.len(), "{own:?}");
-        assert_eq!(distinct_own.len(), Container::ALL.len());
+        // All but kinit-node, which runs the kubelet on a joined host.
+        assert_eq!(distinct_own.len(), Container::ALL.len() - 1);
         let ports: Vec<u16> = Component::ALL
             .iter()
             .flat_map(|c| c.ports())
@@ -210,7 +254,9 @@ mod tests {
         assert_eq!(distinct.len(), ports.len(), "{ports:?}");
         assert_eq!(
             ports,
-            [2379, 2380, 10250, 10248, 6443, 10257, 10259, 10256],
+            [
+                2379, 2380, 10250, 10248, 6443, 10257, 10259, 10256, 179, 20244, 50051
+            ],
             "the ports preflight checks"
         );
     }

@@ -43,14 +43,20 @@ macro_rules! plain_string_form {
 pub mod cidr;
 pub mod component;
 pub mod flags;
+pub mod joined;
 pub mod names;
+pub mod pod_security;
 #[cfg(test)]
 mod tests;
 
 pub use cidr::{NODE_CIDR_PREFIX, PodCidr, ServiceCidr, nth_address};
-pub use component::{API_SERVER_PORT, Component, Container};
+pub use component::{
+    API_SERVER_PORT, Component, Container, ROUTER_ADMIN_PORT, ROUTER_BGP_PORT, ROUTER_HEALTH_PORT,
+};
 pub use flags::{ExtraArg, ExtraArgs, FeatureGates};
+pub use joined::{ClusterConfig, Joined};
 pub use names::{DEFAULT_DNS_DOMAIN, DnsDomain, NodeName};
+pub use pod_security::PodSecurity;
 
 /// What identifies one cluster; everything else is derived from it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -83,10 +89,18 @@ pub struct Settings {
     /// The API server's audit log, under `<state>/logs` (`--audit-log`).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub audit_log: bool,
+    /// The Pod Security level enforced in every namespace but kube-system
+    /// (`--pod-security`); privileged, the default, enforces nothing.
+    #[serde(default, skip_serializing_if = "PodSecurity::is_privileged")]
+    pub pod_security: PodSecurity,
     /// The addons `kinit up` applies (`kinit addons enable/disable` change the set);
     /// clusters made before addons existed get the defaults.
     #[serde(default = "Addon::defaults")]
     pub addons: BTreeSet<Addon>,
+    /// On a host that joined another's cluster: that cluster. Such a host runs the node's
+    /// part only (kinit-node, kube-proxy, kinit-boot).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub joined: Option<Joined>,
 }
 
 fn first_kubernetes_version() -> String {
@@ -107,6 +121,7 @@ pub struct Requested {
     pub feature_gates: Option<FeatureGates>,
     pub extra_args: Option<ExtraArgs>,
     pub audit_log: Option<bool>,
+    pub pod_security: Option<PodSecurity>,
 }
 
 impl Settings {
@@ -134,7 +149,9 @@ impl Settings {
             feature_gates: FeatureGates::default(),
             extra_args: ExtraArgs::default(),
             audit_log: false,
+            pod_security: PodSecurity::default(),
             addons: Addon::defaults(),
+            joined: None,
         };
         settings.configure_components(args);
         settings.check_ranges()?;
@@ -185,7 +202,7 @@ impl Settings {
         Ok(saved)
     }
 
-    /// The components' feature gates, extra args and audit log: each one `args` names
+    /// The components' feature gates, extra args, audit log and Pod Security level: each one `args` names
     /// replaces the cluster's as a whole (a set given says what the cluster runs from now
     /// on, not what to add to it); the others stay as they are.
     fn configure_components(&mut self, args: &Requested) {
@@ -197,6 +214,9 @@ impl Settings {
         }
         if let Some(on) = args.audit_log {
             self.audit_log = on;
+        }
+        if let Some(level) = args.pod_security {
+            self.pod_security = level;
         }
     }
 
@@ -252,7 +272,7 @@ impl Settings {
 
     /// The pod range, the Service range and the node must not overlap: a packet to an
     /// address in two of them would go to the wrong place.
-    fn check_ranges(&self) -> Result<()> {
+    pub(crate) fn check_ranges(&self) -> Result<()> {
         let (pods, services) = (self.pod_cidr.net(), self.service_cidr.net());
         if pods.contains(&services.network()) || services.contains(&pods.network()) {
             bail!(
@@ -292,9 +312,15 @@ impl Settings {
                 path.display()
             )
         };
-        let settings: Settings = serde_yaml::from_slice(&bytes).with_context(corrupt)?;
-        settings.check_ranges().with_context(corrupt)?;
-        Ok(Some(settings))
+        Self::parse(&bytes).with_context(corrupt).map(Some)
+    }
+
+    /// `cluster.yaml`'s contents, checked as [`Settings::load`] checks them (fuzzed:
+    /// fuzz/fuzz_targets/cluster_yaml.rs).
+    pub fn parse(bytes: &[u8]) -> Result<Self> {
+        let settings: Settings = serde_yaml::from_slice(bytes)?;
+        settings.check_ranges()?;
+        Ok(settings)
     }
 
     pub fn save(&self, path: &Path) -> Result<()> {
@@ -319,6 +345,8 @@ pub fn test_settings() -> Settings {
         feature_gates: FeatureGates::default(),
         extra_args: ExtraArgs::default(),
         audit_log: false,
+        pod_security: PodSecurity::default(),
         addons: Addon::defaults(),
+        joined: None,
     }
 }

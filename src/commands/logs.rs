@@ -14,11 +14,24 @@ pub async fn run(args: &LogsArgs) -> Result<()> {
     let docker = Docker::connect().await?;
     let container = match args.component.pod() {
         Some(pod) => docker.pod_container("kube-system", pod).await?,
-        None => Some(docker::container_name(args.component.container().label())),
+        None => {
+            // The kubelet is kinit-master's on the control-plane host, kinit-node's on a
+            // joined one.
+            let mut found = None;
+            for control_plane in [true, false] {
+                let name =
+                    docker::container_name(args.component.container_on(control_plane).label());
+                if docker.inspect(&name).await?.is_some() {
+                    found = Some(name);
+                    break;
+                }
+            }
+            found
+        }
     };
     let name = match container {
-        Some(name) if docker.inspect(&name).await?.is_some() => name,
-        _ => bail!(
+        Some(name) => name,
+        None => bail!(
             "{} is not running here (no container for it); start the cluster with `sudo kinit up`",
             args.component.title()
         ),

@@ -7,6 +7,8 @@ mod certs;
 mod down;
 mod example;
 mod images;
+mod join;
+mod join_command;
 mod kubeconfig;
 mod logs;
 mod socks;
@@ -33,6 +35,8 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Socks(args) => socks::run(state_dir, &args).await,
         Command::Kubeconfig => kubeconfig::run(state_dir),
         Command::Example(args) => example::run(state_dir, &args).await,
+        Command::JoinCommand(args) => join_command::run(state_dir, &args).await,
+        Command::Join(args) => join::run(state_dir, cli.config.as_deref(), &args).await,
         Command::Completions { shell } => {
             let mut command = Cli::command();
             clap_complete::generate(shell, &mut command, "kinit", &mut std::io::stdout());
@@ -41,11 +45,15 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Man { dir: None } => clap_mangen::Man::new(Cli::command())
             .render(&mut std::io::stdout())
             .context("cannot write the man page"),
-        Command::Boot => boot::run().await,
+        Command::Boot => boot::run(state_dir).await,
         Command::ServiceLb => {
             let kube = crate::kubernetes::Kube::in_cluster().await?;
             kube.serve_load_balancers(crate::service_lb::listening)
                 .await
+        }
+        Command::ApproveServingCerts => {
+            let kube = crate::kubernetes::Kube::in_cluster().await?;
+            kube.approve_serving_certificates().await
         }
         Command::RuntimeProxy {
             listen,

@@ -8,11 +8,11 @@ use anyhow::{Context, Result};
 use serde::Serialize;
 
 use crate::cli::{OutputFormat, StatusArgs};
-use crate::cluster::{Component, Settings};
-use crate::components::{master, proxy};
+use crate::cluster::{Component, ROUTER_HEALTH_PORT, Settings};
+use crate::components::{master, node, proxy};
 use crate::docker::{self, ContainerState, Docker};
 use crate::health;
-use crate::kubernetes::{Kube, PodState};
+use crate::kubernetes::{Kube, NodeSummary, PodState};
 use crate::layout::Layout;
 use crate::socks::detach;
 use crate::versions::Release;
@@ -29,6 +29,9 @@ struct Status {
     docker: docker::EngineInfo,
     versions: Versions,
     node: Option<NodeStatus>,
+    /// Every node of the cluster, this host's and the joined hosts' (as the API server
+    /// lists them; empty when it does not answer).
+    nodes: Vec<NodeSummary>,
     components: Vec<ComponentStatus>,
     /// `kinit socks --detach`, when one runs.
     socks: Option<detach::Record>,
@@ -67,24 +70,34 @@ pub async fn run(state_dir: Option<&Path>, args: &StatusArgs) -> Result<()> {
     let cluster = Settings::load(&layout.settings_file())?;
     let docker = Docker::connect().await?;
     let root = nix::unistd::geteuid().is_root();
-    // The admin key and the etcd health-check key are root's alone (0600).
-    let kube = if root && cluster.is_some() {
-        Kube::connect(&layout.kubeconfig("admin.conf")).await.ok()
-    } else {
-        None
+    let control_plane = cluster.as_ref().is_none_or(Settings::is_control_plane);
+    // The admin key, the kubelet's and the etcd health-check key are root's alone (0600).
+    // A joined host asks with its kubelet's credentials.
+    let kube = match (&cluster, root) {
+        (Some(_), true) if control_plane => {
+            Kube::connect(&layout.kubeconfig("admin.conf")).await.ok()
+        }
+        (Some(_), true) => Kube::connect_current(&node::kubelet_kubeconfig(&layout))
+            .await
+            .ok(),
+        _ => None,
     };
     let pods = match &kube {
-        Some(k) => k.pods("kube-system").await.ok(),
-        None => None,
+        Some(k) if control_plane => k.pods("kube-system").await.ok(),
+        _ => None,
     };
     let needs_root = "unknown (run `sudo kinit status` to check health)".to_string();
 
     let mut components = Vec::new();
-    for component in Component::ALL {
+    let here: &[Component] = match control_plane {
+        true => &Component::ALL,
+        false => &Component::NODE,
+    };
+    for &component in here {
         let container = match component.pod() {
             Some(pod) => pod_container(&docker, pod).await?,
             None => {
-                let name = docker::container_name(component.container().label());
+                let name = docker::container_name(component.container_on(control_plane).label());
                 docker.inspect(&name).await?
             }
         };
@@ -101,6 +114,13 @@ pub async fn run(state_dir: Option<&Path>, args: &StatusArgs) -> Result<()> {
                 Component::Proxy => {
                     verdict(health::http_ok(&proxy::healthz(), CHECK_TIMEOUT).await)
                 }
+                Component::Router => verdict(
+                    health::http_ok(
+                        &format!("http://127.0.0.1:{ROUTER_HEALTH_PORT}/healthz"),
+                        CHECK_TIMEOUT,
+                    )
+                    .await,
+                ),
                 // Idle once it has done its work; running is all there is to check.
                 Component::Boot => "healthy".into(),
                 Component::ApiServer => match &kube {
@@ -124,22 +144,28 @@ pub async fn run(state_dir: Option<&Path>, args: &StatusArgs) -> Result<()> {
         });
     }
 
-    let node = match &cluster {
-        Some(s) => Some(NodeStatus {
-            name: s.hostname.to_string(),
-            state: match &kube {
-                Some(k) => match k.node_ready(s.hostname.as_str()).await {
-                    Ok(Some(true)) => "Ready".into(),
-                    Ok(Some(false)) => "NotReady".into(),
-                    Ok(None) => "not registered".into(),
-                    Err(e) => format!("unknown: {e:#}"),
-                },
-                None if root => "unknown: the API server does not answer".into(),
-                None => "unknown (run `sudo kinit status`)".into(),
-            },
-        }),
-        None => None,
+    // One list of the nodes: this host's line and the table both come from it.
+    let nodes = match &kube {
+        Some(k) => k.node_summaries().await.map_err(|e| format!("{e:#}")),
+        None => Ok(Vec::new()),
     };
+    let node = cluster.as_ref().map(|s| {
+        let name = s.hostname.as_str();
+        NodeStatus {
+            name: name.to_string(),
+            state: match (&kube, &nodes) {
+                (Some(_), Ok(nodes)) => match nodes.iter().find(|n| n.name == name) {
+                    Some(n) if n.ready => "Ready".into(),
+                    Some(_) => "NotReady".into(),
+                    None => "not registered".into(),
+                },
+                (Some(_), Err(e)) => format!("unknown: {e}"),
+                (None, _) if root => "unknown: the API server does not answer".into(),
+                (None, _) => "unknown (run `sudo kinit status`)".into(),
+            },
+        }
+    });
+    let nodes = nodes.unwrap_or_default();
     let api_server = match &kube {
         Some(k) => k.server_version().await.ok(),
         None => None,
@@ -157,7 +183,10 @@ pub async fn run(state_dir: Option<&Path>, args: &StatusArgs) -> Result<()> {
     };
     let status = Status {
         state_dir: layout.root().display().to_string(),
-        api_endpoint: cluster.as_ref().map(Settings::api_server_url),
+        api_endpoint: cluster.as_ref().map(|c| match &c.joined {
+            Some(joined) => joined.server.clone(),
+            None => c.api_server_url(),
+        }),
         cluster,
         docker: docker.engine_info().await?,
         versions: Versions {
@@ -168,6 +197,7 @@ pub async fn run(state_dir: Option<&Path>, args: &StatusArgs) -> Result<()> {
             api_server,
         },
         node,
+        nodes,
         components,
         socks: detach::running(&layout)?,
     };
@@ -210,6 +240,13 @@ fn verdict(result: Result<()>) -> String {
 
 fn print_text(s: &Status, layout: &Layout) -> Result<()> {
     match &s.cluster {
+        Some(c) if c.joined.is_some() => crate::outln!(
+            "Joined: node {} ({}) of the cluster at {}, state in {}",
+            c.hostname,
+            c.node_ip,
+            s.api_endpoint.as_deref().unwrap_or("-"),
+            s.state_dir
+        )?,
         Some(c) => crate::outln!(
             "Cluster: node {} ({}), API server {}, state in {}",
             c.hostname,
@@ -221,6 +258,20 @@ fn print_text(s: &Status, layout: &Layout) -> Result<()> {
     }
     if let Some(node) = &s.node {
         crate::outln!("Node: {} {}", node.name, node.state)?;
+    }
+    // With more than this host's node, each of them.
+    if s.nodes.len() > 1 {
+        crate::outln!("Nodes:")?;
+        for n in &s.nodes {
+            crate::outln!(
+                "  {:<24} {:<9} {:<16} pods {}{}",
+                n.name,
+                if n.ready { "Ready" } else { "NotReady" },
+                n.address.as_deref().unwrap_or("-"),
+                n.pod_cidr.as_deref().unwrap_or("-"),
+                if n.schedulable { "" } else { ", cordoned" }
+            )?;
+        }
     }
     if let Some(c) = &s.cluster {
         print_additions(c, layout)?;
@@ -277,6 +328,12 @@ fn print_additions(c: &Settings, layout: &Layout) -> Result<()> {
     }
     if c.audit_log {
         crate::outln!("Audit log: {}", layout.audit_log().display())?;
+    }
+    if !c.pod_security.is_privileged() {
+        crate::outln!(
+            "Pod Security: {} enforced outside kube-system",
+            c.pod_security
+        )?;
     }
     Ok(())
 }

@@ -6,15 +6,11 @@ use anyhow::{Result, anyhow};
 
 use crate::cli::UpArgs;
 use crate::cluster::Settings;
-use crate::config::Sources;
-use crate::docker::Docker;
-use crate::download::Downloader;
 use crate::fs::Lock;
 use crate::layout::{LOCK_FILE, Layout};
 use crate::net;
 use crate::progress::{self, Steps};
 use crate::steps::{self, Context};
-use crate::versions::Images;
 
 pub async fn run(
     state_dir: Option<&Path>,
@@ -39,7 +35,14 @@ pub async fn run(
         .or_else(|| config.feature_gates.clone());
     requested.extra_args = extra_args.or_else(|| config.extra_args.clone());
     requested.audit_log = flags.audit_log.or(config.audit_log);
+    requested.pod_security = flags.pod_security.or(config.pod_security);
     let saved = Settings::load(&layout.settings_file())?;
+    if let Some(node) = saved.as_ref().filter(|s| !s.is_control_plane()) {
+        let sources = args
+            .sources
+            .resolve(&config, node.image_repository.as_deref())?;
+        return super::join::repair(layout, node.clone(), sources, requested.node_ip).await;
+    }
     let new_cluster = saved.is_none();
     let mut settings = match saved {
         Some(saved) => Settings::reconcile(saved, &requested)?,
@@ -61,31 +64,19 @@ pub async fn run(
             settings.node_ip
         ));
     }
-    let sources = Sources::resolve(
-        &config,
-        args.mirror.as_deref(),
-        args.image_repository.as_deref(),
-        args.bundle.as_deref(),
-    )?;
+    let sources = args.sources.resolve(&config, None)?;
     let user_kubeconfig = Some(crate::kubeconfig::resolve_target(args.kubeconfig.as_deref())?.path);
     if sources.image_repository.is_some() {
         settings.image_repository = sources.image_repository.clone();
     }
-    let release = settings.release()?;
-    let docker = Docker::connect().await?;
-    let images = Images::new(settings.image_repository.as_deref(), release);
-    let ctx = Context {
+    let ctx = Context::new(
         layout,
         settings,
-        docker,
-        images,
-        release,
-        cache: Downloader::default_cache()?,
         sources,
-        bin_dir: args.bin_dir.clone(),
+        args.bin_dir.clone(),
         user_kubeconfig,
-        node_image: Default::default(),
-    };
+    )
+    .await?;
 
     let mut steps = Steps::new();
     // Everything that comes over the network first: a bad mirror, registry or file fails
@@ -128,6 +119,12 @@ pub async fn run(
         .run(
             "Waiting for the cluster to be ready",
             steps::ready::run(&ctx),
+        )
+        .await?;
+    steps
+        .run(
+            "Following the node's address (kube-router)",
+            steps::router::run(&ctx),
         )
         .await?;
     steps

@@ -14,7 +14,7 @@ use crate::cluster::component::{
     API_SERVER_PORT, CONTROLLER_MANAGER_PORT, ETCD_CLIENT_PORT, KUBELET_HEALTHZ_PORT,
     SCHEDULER_PORT,
 };
-use crate::cluster::{self, Component, Settings};
+use crate::cluster::{self, Component, Container, Settings};
 use crate::docker::{self, ContainerSpec, Docker};
 use crate::fs::Mode;
 use crate::layout::Layout;
@@ -56,7 +56,15 @@ pub struct File {
 
 /// Everything the templates under `manifests/master/` and `components/master.yaml` use.
 #[derive(Debug, Serialize)]
-struct Values {
+pub(super) struct Values {
+    /// The container's component: `master`, or `node` on a joined host
+    /// ([`super::node`]), which runs no static pods and bootstraps its kubelet's
+    /// credentials.
+    pub(super) component: &'static str,
+    pub(super) control_plane: bool,
+    /// A joined host's kubelet: the bootstrap kubeconfig and where its certificates go.
+    pub(super) bootstrap_kubeconfig: String,
+    pub(super) kubelet_cert_dir: String,
     image: String,
     /// [`EVICTION_FREE_MIB`], for the kubelet's evictionHard.
     eviction_free_mib: u64,
@@ -84,8 +92,13 @@ struct Values {
     service_cidr: String,
     /// iptables or ip6tables, for the Service range's family.
     service_iptables: &'static str,
+    /// iptables or ip6tables, for the node address's family.
+    node_iptables: &'static str,
+    router_bgp_port: u16,
+    router_health_port: u16,
+    router_admin_port: u16,
     pod_cidr: String,
-    node_pod_cidr: String,
+    pub(super) node_pod_cidr: String,
     node_cidr_prefix: u8,
     dns_ip: String,
     dns_domain: String,
@@ -122,6 +135,8 @@ struct Values {
     pod_logs_dir: String,
     /// The API server's audit log, when it is on.
     audit: Option<Audit>,
+    /// The API server's admission configuration, when it enforces a Pod Security level.
+    admission: Option<Admission>,
     #[serde(flatten)]
     additions: Additions,
 }
@@ -135,6 +150,16 @@ struct Audit {
     /// The API server reads the policy only at start: its pod carries the digest.
     policy_digest: String,
     log_dir: String,
+}
+
+/// `kinit up --pod-security`: the API server's admission configuration.
+#[derive(Debug, Serialize)]
+struct Admission {
+    config: String,
+    #[serde(skip)]
+    config_text: String,
+    /// Read only at start too: its pod carries the digest.
+    config_digest: String,
 }
 
 /// The user's additions to the components (`--feature-gates`, `--extra-arg`); none in
@@ -171,32 +196,23 @@ pub struct Master {
     pub spec: ContainerSpec,
     /// Those the kubelet reads, and the static pods.
     pub files: Vec<File>,
-    /// The API server's audit policy, when the audit log is on; read by the API server
-    /// alone, so its changes restart only that pod.
-    pub audit_policy: Option<File>,
+    /// The API server's audit policy (when the audit log is on) and admission
+    /// configuration (when it enforces a Pod Security level): read by the API server
+    /// alone, so their changes restart only that pod.
+    pub apiserver_files: Vec<File>,
 }
 
-fn path(p: PathBuf) -> String {
+pub(super) fn path(p: PathBuf) -> String {
     p.to_string_lossy().into_owned()
 }
 
 /// Renders the master for these settings; refuses a user's extra arg or feature gate that
 /// contradicts what kinit sets itself (read from a render without them).
-pub fn render(
-    settings: &Settings,
-    layout: &Layout,
-    host: &Host,
-    images: &Images,
-    node_image: &str,
-    verbosity: u8,
-    credentials: &str,
-) -> Result<Master> {
-    let start = Start {
-        node_image,
-        verbosity,
-        credentials,
-    };
-    let mut values = values(settings, layout, host, images, &start)?;
+pub fn render(inputs: &Inputs, credentials: &str) -> Result<Master> {
+    let Inputs {
+        settings, layout, ..
+    } = *inputs;
+    let mut values = values(inputs, credentials)?;
     let own = owned_by_kinit(&files(&values, layout)?)?;
     owned::check(settings, &own)?;
     let kubelet = own
@@ -210,10 +226,15 @@ pub fn render(
         contents: audit.policy_text.clone(),
         mode: Mode::Public,
     });
+    let admission = values.admission.as_ref().map(|admission| File {
+        path: PathBuf::from(&admission.config),
+        contents: admission.config_text.clone(),
+        mode: Mode::Public,
+    });
     Ok(Master {
         spec: manifests::MASTER.render(&values)?,
         files: files(&values, layout)?,
-        audit_policy,
+        apiserver_files: audit_policy.into_iter().chain(admission).collect(),
     })
 }
 
@@ -226,12 +247,15 @@ pub fn owned(
     host: &Host,
     images: &Images,
 ) -> Result<Vec<(Component, Owned)>> {
-    let start = Start {
+    let inputs = Inputs {
+        settings,
+        layout,
+        host,
+        images,
         node_image: "",
         verbosity: 0,
-        credentials: "",
     };
-    let values = values(settings, layout, host, images, &start)?;
+    let values = values(&inputs, "")?;
     owned_by_kinit(&files(&values, layout)?)
 }
 
@@ -259,23 +283,33 @@ fn owned_by_kinit(files: &[File]) -> Result<Vec<(Component, Owned)>> {
     Ok(own)
 }
 
-const ENTRYPOINT: &str = "master-entrypoint.sh";
-const KUBELET_CONFIG: &str = "kubelet.yaml";
+pub(super) const ENTRYPOINT: &str = "master-entrypoint.sh";
+pub(super) const KUBELET_CONFIG: &str = "kubelet.yaml";
 
-/// What the kubelet starts with that sets no flag: its image, log level and credentials.
-struct Start<'a> {
-    node_image: &'a str,
-    verbosity: u8,
-    credentials: &'a str,
+/// What the master's container, and a joined node's, is rendered from.
+#[derive(Clone, Copy)]
+pub struct Inputs<'a> {
+    pub settings: &'a Settings,
+    pub layout: &'a Layout,
+    pub host: &'a Host,
+    pub images: &'a Images,
+    /// The node image the kubelet runs in.
+    pub node_image: &'a str,
+    /// The kubelet's log level.
+    pub verbosity: u8,
 }
 
-fn values(
-    settings: &Settings,
-    layout: &Layout,
-    host: &Host,
-    images: &Images,
-    start: &Start,
-) -> Result<Values> {
+/// The template values; `credentials` is the digest of the certificates the containers
+/// start with (a change of it restarts them).
+pub(super) fn values(inputs: &Inputs, credentials: &str) -> Result<Values> {
+    let Inputs {
+        settings,
+        layout,
+        host,
+        images,
+        node_image,
+        verbosity,
+    } = *inputs;
     let config = layout.config();
     let cni = layout.cni();
     let audit = if settings.audit_log {
@@ -289,10 +323,26 @@ fn values(
     } else {
         None
     };
+    let admission = if settings.pod_security.is_privileged() {
+        None
+    } else {
+        let config_text = manifests::ADMISSION.render_text(&serde_json::json!({
+            "level": settings.pod_security.as_str(),
+        }))?;
+        Some(Admission {
+            config: path(config.join("admission.yaml")),
+            config_digest: docker::short_digest(config_text.as_bytes()),
+            config_text,
+        })
+    };
     Ok(Values {
-        image: start.node_image.to_string(),
+        component: Container::Master.label(),
+        control_plane: true,
+        bootstrap_kubeconfig: path(super::node::bootstrap_kubeconfig(layout)),
+        kubelet_cert_dir: path(super::node::kubelet_cert_dir(layout)),
+        image: node_image.to_string(),
         eviction_free_mib: EVICTION_FREE_MIB,
-        credentials: start.credentials.to_string(),
+        credentials: credentials.to_string(),
         state_dir: path(layout.root().to_path_buf()),
         entrypoint: path(config.join(ENTRYPOINT)),
         docker_socket: Docker::socket_path(),
@@ -321,6 +371,13 @@ fn values(
             ipnet::IpNet::V4(_) => "iptables",
             ipnet::IpNet::V6(_) => "ip6tables",
         },
+        node_iptables: match settings.node_ip {
+            std::net::IpAddr::V4(_) => "iptables",
+            std::net::IpAddr::V6(_) => "ip6tables",
+        },
+        router_bgp_port: cluster::ROUTER_BGP_PORT,
+        router_health_port: cluster::ROUTER_HEALTH_PORT,
+        router_admin_port: cluster::ROUTER_ADMIN_PORT,
         pod_cidr: settings.pod_cidr.to_string(),
         node_pod_cidr: settings.pod_cidr.node_range().to_string(),
         node_cidr_prefix: cluster::NODE_CIDR_PREFIX,
@@ -341,7 +398,7 @@ fn values(
         kubelet_dir: path(layout.kubelet()),
         kubelet_config: path(config.join(KUBELET_CONFIG)),
         kubelet_kubeconfig: path(layout.kubeconfig("kubelet.conf")),
-        kubelet_verbosity: start.verbosity,
+        kubelet_verbosity: verbosity,
         extend_websockets_gate: settings.release()?.minor_number() >= 36,
         controller_manager_kubeconfig: path(layout.kubeconfig("controller-manager.conf")),
         scheduler_kubeconfig: path(layout.kubeconfig("scheduler.conf")),
@@ -356,6 +413,7 @@ fn values(
         ipam_dir: path(ipam_dir(layout)),
         pod_logs_dir: path(layout.pod_logs()),
         audit,
+        admission,
         additions: Additions::default(),
     })
 }
@@ -419,6 +477,6 @@ mod host;
 pub use host::{Host, host_system_paths};
 
 #[cfg(test)]
-mod tests;
+pub(super) mod tests;
 #[cfg(test)]
 mod user_settings_tests;

@@ -5,5 +5,6 @@
 pub mod boot;
 pub mod etcd;
 pub mod master;
+pub mod node;
 pub mod owned;
 pub mod proxy;

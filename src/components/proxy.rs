@@ -27,9 +27,13 @@ struct Values {
     config: String,
     kubeconfig: String,
     hostname: String,
+    node_ip: String,
     pod_cidr: String,
     modules: bool,
     healthz_port: u16,
+    /// On a joined host: the kubelet's certificate directory, whose renewed client
+    /// certificate kube-proxy uses.
+    credentials_dir: Option<String>,
     /// The user's gates (besides any kinit sets) and extra args; none in the render that
     /// finds what kinit sets itself.
     feature_gates: BTreeMap<String, bool>,
@@ -47,18 +51,27 @@ pub fn config_file(layout: &Layout) -> PathBuf {
     layout.config().join("kube-proxy.yaml")
 }
 
+/// kube-proxy's kubeconfig: its own certificate's on the control-plane host, the
+/// kubelet's on a joined one.
+pub fn kubeconfig_file(layout: &Layout) -> PathBuf {
+    layout.kubeconfig("kube-proxy.conf")
+}
+
 fn values(settings: &Settings, layout: &Layout, images: &Images) -> Values {
     Values {
         image: images.kube("kube-proxy"),
         config: config_file(layout).to_string_lossy().into_owned(),
-        kubeconfig: layout
-            .kubeconfig("kube-proxy.conf")
-            .to_string_lossy()
-            .into_owned(),
+        kubeconfig: kubeconfig_file(layout).to_string_lossy().into_owned(),
         hostname: settings.hostname.to_string(),
+        node_ip: settings.node_ip.to_string(),
         pod_cidr: settings.pod_cidr.to_string(),
         modules: Path::new("/lib/modules").exists(),
         healthz_port: PROXY_HEALTHZ_PORT,
+        credentials_dir: (!settings.is_control_plane()).then(|| {
+            super::node::kubelet_cert_dir(layout)
+                .to_string_lossy()
+                .into_owned()
+        }),
         feature_gates: BTreeMap::new(),
         extra_args: BTreeMap::new(),
     }

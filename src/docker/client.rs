@@ -114,14 +114,22 @@ impl Docker {
         }
     }
 
-    /// kinit's containers, whatever their state.
+    /// kinit's containers, whatever their state: labelled as kinit's, and named as kinit
+    /// names the component of the label. A pod can carry any label (cri-dockerd copies a
+    /// pod's labels onto its containers) but not such a name (cri-dockerd's are `k8s_...`),
+    /// so a pod is never taken for one of kinit's components.
     pub async fn list(&self) -> Result<Vec<ContainerState>> {
         let names = self
             .names_with_labels(&[format!("{LABEL_MANAGED}=true")])
             .await?;
         let mut out = Vec::new();
         for name in names {
-            if let Some(state) = self.inspect(&name).await? {
+            if let Some(state) = self.inspect(&name).await?
+                && state
+                    .component
+                    .as_deref()
+                    .is_some_and(|c| name == super::spec::container_name(c))
+            {
                 out.push(state);
             }
         }

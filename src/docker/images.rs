@@ -68,16 +68,16 @@ impl Docker {
         })
     }
 
-    /// Removes kinit's node images: those carrying `label` whose every tag is in
-    /// `repository` (an image built `FROM` one inherits the label, not the name), but the
+    /// Removes kinit's node images: those carrying `label` whose every tag is in one of
+    /// `repositories` (an image built `FROM` one inherits the label, not the name), but the
     /// one tagged `keep`. An image a container still uses stays. Returns the tags removed.
     pub async fn remove_labelled_images(
         &self,
         label: &str,
-        repository: &str,
+        repositories: &[&str],
         keep: Option<&str>,
     ) -> Result<Vec<String>> {
-        let prefix = format!("{repository}:");
+        let prefixes: Vec<String> = repositories.iter().map(|r| format!("{r}:")).collect();
         let options = ListImagesOptions {
             filters: Some(HashMap::from([(
                 "label".to_string(),
@@ -93,7 +93,10 @@ impl Docker {
         let mut removed = Vec::new();
         for image in images {
             let ours = !image.repo_tags.is_empty()
-                && image.repo_tags.iter().all(|t| t.starts_with(&prefix));
+                && image
+                    .repo_tags
+                    .iter()
+                    .all(|t| prefixes.iter().any(|p| t.starts_with(p.as_str())));
             if !ours || keep.is_some_and(|k| image.repo_tags.iter().any(|t| t == k)) {
                 continue;
             }

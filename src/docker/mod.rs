@@ -18,6 +18,7 @@ mod images;
 mod pods;
 mod privilege;
 mod spec;
+mod tool;
 
 use std::sync::atomic::AtomicBool;
 

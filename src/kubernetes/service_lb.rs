@@ -6,7 +6,7 @@ use std::collections::{BTreeSet, HashSet};
 use std::net::IpAddr;
 use std::pin::pin;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use futures_util::StreamExt;
@@ -19,17 +19,14 @@ use serde_json::json;
 use tracing::{info, warn};
 
 use super::{Kube, WATCH_SECONDS};
-use crate::service_lb::{self, CONTROLLER, Claim, Decision, Port, Protocol};
-
-/// Decided again this often without a change to any Service: the node's address may have
-/// moved, and a program may have stopped listening on a port a waiting Service wants.
-const RESYNC: Duration = Duration::from_secs(10);
+use crate::service_lb::{self, CONTROLLER, Claim, Decision, Pace, Port, Protocol};
 
 impl Kube {
     /// A client from inside a pod, with its service account.
     pub async fn in_cluster() -> Result<Self> {
-        let config = kube::Config::incluster()
-            .context("no in-cluster configuration: `kinit service-lb` runs in its pod")?;
+        let config = kube::Config::incluster().context(
+            "no in-cluster configuration: this command runs in its pod, as kinit deploys it",
+        )?;
         Self::from_config(config)
     }
 
@@ -39,6 +36,10 @@ impl Kube {
         &self,
         listening: impl Fn(IpAddr) -> BTreeSet<Port>,
     ) -> Result<()> {
+        // The address given out is that of the node this pod runs on: the one host whose
+        // listening ports the controller can see.
+        let node = std::env::var("NODE_NAME")
+            .context("NODE_NAME is not set: this command runs in its pod, as kinit deploys it")?;
         let services: Api<Service> = Api::all(self.client.clone());
         let (store, writer) = reflector::store();
         let config = watcher::Config::default().timeout(WATCH_SECONDS);
@@ -54,7 +55,9 @@ impl Kube {
             },
         );
         let mut told = HashSet::new();
-        let mut resync = tokio::time::interval(RESYNC);
+        let mut pace = Pace::default();
+        let mut tick = tokio::time::interval(service_lb::MIN_GAP);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         // Nothing is decided before the first full list: a Service not seen yet could hold
         // a port another would be given.
         let mut listed = false;
@@ -64,18 +67,18 @@ impl Kube {
                     Some(Ok(watcher::Event::InitDone)) => listed = true,
                     // The rest of a list comes before its InitDone.
                     Some(Ok(watcher::Event::Init | watcher::Event::InitApply(_))) => continue,
-                    Some(Ok(watcher::Event::Apply(_) | watcher::Event::Delete(_))) => {}
+                    Some(Ok(watcher::Event::Apply(_) | watcher::Event::Delete(_))) => pace.changed(),
                     // The watcher retries with backoff; say so, and decide on what is known.
                     Some(Err(e)) => warn!("watching Services: {e}"),
                     None => bail!("the watch of Services ended"),
                 },
-                _ = resync.tick() => {}
+                _ = tick.tick() => {}
             }
-            if !listed {
+            if !listed || !pace.due(Instant::now()) {
                 continue;
             }
             if let Err(e) = self
-                .decide_all(&store.state(), &listening, &recorder, &mut told)
+                .decide_all(&node, &store.state(), &listening, &recorder, &mut told)
                 .await
             {
                 warn!("{e:#}");
@@ -85,12 +88,13 @@ impl Kube {
 
     async fn decide_all(
         &self,
+        node: &str,
         services: &[Arc<Service>],
         listening: &impl Fn(IpAddr) -> BTreeSet<Port>,
         recorder: &Recorder,
         told: &mut HashSet<(String, String)>,
     ) -> Result<()> {
-        let node_ip = self.node_ip().await?;
+        let node_ip = self.node_ip(node).await?;
         // A Service changed from type LoadBalancer to another type keeps its status: the
         // address it had is this controller's to take back.
         for service in services.iter().filter(|s| was_load_balancer(s, node_ip)) {
@@ -105,6 +109,9 @@ impl Kube {
             .collect();
         let claims: Vec<Claim> = ours.iter().map(|s| claim(s, node_ip)).collect();
         let decisions = service_lb::decide(&claims, &listening(node_ip));
+        // What is told stays told only while it is still so: the set is as large as the
+        // waiting Services, and a Service that waits again for a reason is told again.
+        let mut waiting = HashSet::new();
         for (service, decision) in ours.into_iter().zip(decisions) {
             let name = format!(
                 "{}/{}",
@@ -124,9 +131,11 @@ impl Kube {
                         result = self.set_address(service, None).await;
                     }
                     // Told once per Service and reason, not on every resync.
-                    if told.insert((service.uid().unwrap_or_default(), why.clone())) {
+                    let key = (service.uid().unwrap_or_default(), why.clone());
+                    if told.insert(key.clone()) {
                         tell(recorder, service, &why).await;
                     }
+                    waiting.insert(key);
                     result
                 }
             };
@@ -134,23 +143,20 @@ impl Kube {
                 warn!("{name}: {e:#}");
             }
         }
+        told.retain(|key| waiting.contains(key));
         Ok(())
     }
 
-    /// The node's InternalIP (a kinit cluster has one node).
-    async fn node_ip(&self) -> Result<IpAddr> {
+    /// The node's InternalIP, read at every decision: a host's address may move.
+    async fn node_ip(&self, name: &str) -> Result<IpAddr> {
         let nodes: Api<Node> = Api::all(self.client.clone());
-        let list = nodes
-            .list(&ListParams::default())
+        let node = nodes
+            .get(name)
             .await
-            .context("cannot list the nodes")?;
-        list.items
-            .iter()
-            .filter_map(|n| n.status.as_ref()?.addresses.as_ref())
-            .flatten()
-            .find(|a| a.type_ == "InternalIP")
-            .and_then(|a| a.address.parse().ok())
-            .context("no node has an InternalIP yet")
+            .with_context(|| format!("cannot read the node {name}"))?;
+        super::internal_ips(&node)
+            .next()
+            .with_context(|| format!("the node {name} has no InternalIP yet"))
     }
 
     /// Sets a Service's `status.loadBalancer.ingress` to the address, or clears it.

@@ -8,7 +8,10 @@ use bytes::Bytes;
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full, StreamBody};
 use hyper::body::Frame;
+use k8s_openapi::api::core::v1::Node;
 use serde_json::{Value, json};
+
+use super::watch::node_readiness;
 
 use super::*;
 use crate::wait;

@@ -48,31 +48,53 @@ fn one_port_number_serves_one_service_per_protocol() {
 }
 
 #[test]
-fn a_port_a_host_program_listens_on_is_refused_unless_already_held() {
+fn a_port_a_host_program_listens_on_is_refused_even_to_a_service_that_held_it() {
     let listening = BTreeSet::from([Port {
         protocol: Protocol::Tcp,
-        number: 22,
+        number: 8080,
     }]);
-    let d = decide(
-        &[claim("ssh", T1, &[(Protocol::Tcp, 22)], false)],
-        &listening,
-    );
-    let Decision::Pending(why) = &d[0] else {
-        panic!("{d:?}")
-    };
-    assert!(
-        why.contains("a program on the host listens on 22/TCP"),
-        "{why}"
-    );
-    // A Service that has the address keeps it: the listener came after it, and kube-proxy
-    // forwards the port before that program sees a packet.
-    assert_eq!(
-        decide(
-            &[claim("ssh", T1, &[(Protocol::Tcp, 22)], true)],
-            &listening
-        ),
-        [Decision::Assign]
-    );
+    for holds in [false, true] {
+        let d = decide(
+            &[claim("web", T1, &[(Protocol::Tcp, 8080)], holds)],
+            &listening,
+        );
+        let Decision::Pending(why) = &d[0] else {
+            panic!("holds {holds}: {d:?}")
+        };
+        assert!(
+            why.contains("a program on the host listens on 8080/TCP"),
+            "{why}"
+        );
+    }
+}
+
+#[test]
+fn ssh_kinits_own_ports_and_the_node_port_range_are_never_given() {
+    for (number, what) in [
+        (22, "SSH"),
+        (6443, "the API server"),
+        (2379, "etcd clients"),
+        (10250, "the kubelet"),
+        (179, "kube-router"),
+        (30000, "NodePorts"),
+        (32767, "NodePorts"),
+    ] {
+        for protocol in [Protocol::Tcp, Protocol::Udp] {
+            // Even to a Service that held it (one from before this rule, say).
+            let d = decide(
+                &[claim("greedy", T1, &[(protocol, number)], true)],
+                &BTreeSet::new(),
+            );
+            let Decision::Pending(why) = &d[0] else {
+                panic!("{number}: {d:?}")
+            };
+            assert!(why.contains("is reserved for"), "{number}: {why}");
+            assert!(why.contains(what), "{number}: {why}");
+        }
+    }
+    for number in [80, 443, 8080, 29999, 32768] {
+        assert_eq!(reserved(number), None, "{number}");
+    }
 }
 
 #[test]
@@ -147,4 +169,26 @@ fn listeners_on_the_node_address_or_every_address_count_loopback_ones_do_not() {
             number: 68
         }]
     );
+}
+
+#[test]
+fn a_burst_of_changes_is_one_decision_a_second_and_quiet_means_every_ten() {
+    let t0 = Instant::now();
+    let at = |ms: u64| t0 + Duration::from_millis(ms);
+    let mut pace = Pace::default();
+    assert!(pace.due(at(0)), "the first list is decided at once");
+    // A hundred changes within the next second: none decided before the gap is over...
+    for ms in 1..100 {
+        pace.changed();
+        assert!(
+            !pace.due(at(ms * 10)),
+            "decided again {ms}0 ms after the last"
+        );
+    }
+    // ...then once for all of them.
+    assert!(pace.due(at(1000)));
+    assert!(!pace.due(at(1500)), "nothing changed since");
+    // Without a change, the resync.
+    assert!(!pace.due(at(10_999)));
+    assert!(pace.due(at(11_000)));
 }

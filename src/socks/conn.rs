@@ -9,6 +9,7 @@ use anyhow::{Result, anyhow};
 use fast_socks5::server::{Socks5ServerProtocol, SocksServerError, states};
 use fast_socks5::util::target_addr::TargetAddr;
 use fast_socks5::{ReplyError, Socks5Command};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio::time::timeout;
 use tracing::{debug, info};
@@ -18,8 +19,9 @@ use super::policy::Credentials;
 use super::refusals::Kind;
 use super::{Proxy, Stats, relay};
 
-type Request = (
-    Socks5ServerProtocol<TcpStream, states::CommandRead>,
+/// A handshake's outcome: the connection, ready for the reply, and what it asked for.
+pub type Request<S> = (
+    Socks5ServerProtocol<S, states::CommandRead>,
     Socks5Command,
     TargetAddr,
 );
@@ -189,10 +191,12 @@ fn handshake_error(e: SocksServerError, auth_required: bool) -> anyhow::Error {
 /// fast-socks5 answers malformed input itself (0xFF for no acceptable method, a failure
 /// status for wrong credentials, 0x07/0x08 for unknown commands and address types) or
 /// stops reading, and the connection is dropped.
-async fn handshake(
-    stream: TcpStream,
+/// Any byte stream, so that the handshake can be fuzzed without sockets
+/// (fuzz/fuzz_targets/socks_handshake.rs).
+pub async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: S,
     auth: Option<&Credentials>,
-) -> Result<Request, SocksServerError> {
+) -> Result<Request<S>, SocksServerError> {
     let authenticated = match auth {
         None => Socks5ServerProtocol::accept_no_auth(stream).await?,
         Some(creds) => {

@@ -5,6 +5,7 @@
 //! [`dns`] resolves names, [`pac`] writes the browser help.
 
 mod conn;
+pub use conn::handshake;
 pub mod detach;
 pub mod dns;
 pub mod limits;

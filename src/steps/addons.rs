@@ -1,6 +1,6 @@
 //! Applies what the cluster needs on top of the control plane through the API: the RBAC
-//! binding that lets the API server use the kubelet API (logs, exec), cluster DNS, and the
-//! enabled addons (without waiting for them: `kinit addons list` says when they are ready).
+//! binding that lets the API server use the kubelet API (logs, exec), cluster DNS, what
+//! lets other hosts join ([`super::join`]), and the enabled addons (without waiting for them: `kinit addons list` says when they are ready).
 
 use anyhow::Result;
 use serde::Serialize;
@@ -17,6 +17,14 @@ struct Values {
     dns_domain: String,
 }
 
+#[derive(Serialize)]
+struct NetworkValues {
+    image: String,
+    /// Whether its firewall enforces NetworkPolicy.
+    policy: bool,
+    health_port: u16,
+}
+
 pub async fn run(ctx: &Context) -> Result<Outcome> {
     let kube = Kube::connect(&ctx.layout.kubeconfig("admin.conf")).await?;
     let values = Values {
@@ -28,6 +36,12 @@ pub async fn run(ctx: &Context) -> Result<Outcome> {
     for manifest in [manifests::RBAC, manifests::COREDNS] {
         texts.push(manifest.render_text(&values)?);
     }
+    texts.push(manifests::KUBE_ROUTER.render_text(&NetworkValues {
+        image: ctx.images.kube_router(),
+        policy: true,
+        health_port: crate::cluster::ROUTER_HEALTH_PORT,
+    })?);
+    texts.extend(super::join::objects(ctx)?);
     for addon in &ctx.settings.addons {
         texts.push(addon.render(&ctx.layout, &ctx.images, ctx.node_image()?)?);
     }

@@ -18,7 +18,11 @@ pub async fn run(ctx: &Context) -> Result<Outcome> {
     if written.iter().any(|f| f == host::LOGIND_FILE) {
         host::reload_logind()?;
     }
-    let spec = boot::spec(ctx.node_image()?, &master::host_system_paths())?;
+    let spec = boot::spec(
+        ctx.node_image()?,
+        &master::host_system_paths(),
+        ctx.layout.root(),
+    )?;
     let applied = ctx.docker.apply(&spec).await?;
     let mut done = Vec::new();
     if !written.is_empty() {

@@ -12,19 +12,26 @@ use crate::release::{self, Artifact};
 
 /// The files this cluster's node and kubectl come from.
 pub fn artifacts(kubernetes: &str) -> Vec<Artifact> {
+    let mut all = node_artifacts(kubernetes);
+    all.push(Artifact::kubectl(kubernetes));
+    all
+}
+
+/// The files a joined host's node comes from (no kubectl: its user works on the
+/// control-plane host, or with its kubeconfig elsewhere).
+fn node_artifacts(kubernetes: &str) -> Vec<Artifact> {
     let node = release::node_artifacts(kubernetes);
-    vec![
-        node.kubelet,
-        node.cri_dockerd,
-        node.cni_plugins,
-        Artifact::kubectl(kubernetes),
-    ]
+    vec![node.kubelet, node.cri_dockerd, node.cni_plugins]
 }
 
 pub async fn run(ctx: &Context) -> Result<Outcome> {
     let downloader = Downloader::new(ctx.sources.mirror.as_deref(), &ctx.cache);
+    downloader.warn_if_plain_http();
     let mut downloaded = Vec::new();
-    let wanted = artifacts(ctx.release.kubernetes);
+    let wanted = match ctx.settings.is_control_plane() {
+        true => artifacts(ctx.release.kubernetes),
+        false => node_artifacts(ctx.release.kubernetes),
+    };
     for artifact in &wanted {
         let got = downloader.fetch(artifact).await?;
         if got.how == Fetched::Downloaded {

@@ -11,16 +11,19 @@ use crate::docker::{ImageSource, record_image_id};
 use crate::progress::Outcome;
 
 pub async fn run(ctx: &Context) -> Result<Outcome> {
+    let mut images = match ctx.settings.is_control_plane() {
+        true => ctx.images.all(),
+        false => ctx.images.node(),
+    };
+    for addon in &ctx.settings.addons {
+        images.extend(addon.images(&ctx.images));
+    }
     let mut loaded = 0;
     if let Some(dir) = &ctx.sources.bundle {
-        loaded = bundle::load_missing(&ctx.docker, dir, false)
+        loaded = bundle::load_wanted(&ctx.docker, dir, &images)
             .await?
             .loaded
             .len();
-    }
-    let mut images = ctx.images.all();
-    for addon in &ctx.settings.addons {
-        images.extend(addon.images(&ctx.images));
     }
     // An image pulled under a new name may be one the engine had under another: that one
     // is not kinit's to remove.

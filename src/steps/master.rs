@@ -22,15 +22,15 @@ const KUBELET_VERBOSITY: u8 = 2;
 pub async fn run(ctx: &Context) -> Result<Outcome> {
     let host = Host::probe(ctx.docker.engine_info().await?)?;
     let credentials = pki::digest(ctx.layout.root())?;
-    let mut rendered = master::render(
-        &ctx.settings,
-        &ctx.layout,
-        &host,
-        &ctx.images,
-        ctx.node_image()?,
-        KUBELET_VERBOSITY,
-        &credentials,
-    )?;
+    let inputs = master::Inputs {
+        settings: &ctx.settings,
+        layout: &ctx.layout,
+        host: &host,
+        images: &ctx.images,
+        node_image: ctx.node_image()?,
+        verbosity: KUBELET_VERBOSITY,
+    };
+    let mut rendered = master::render(&inputs, &credentials)?;
     for dir in [
         ctx.layout.static_pods(),
         ctx.layout.kubelet(),
@@ -45,12 +45,12 @@ pub async fn run(ctx: &Context) -> Result<Outcome> {
     }
     let mut started_with = Vec::new();
     let mut changed = Vec::new();
-    // The API server's audit policy is the API server's alone (its pod carries its digest),
-    // and is in place before the pod that mounts it.
-    if let Some(policy) = &rendered.audit_policy
-        && !fs::is_current(&policy.path, policy.contents.as_bytes(), policy.mode)?
-    {
-        changed.push(policy);
+    // The API server's audit policy and admission configuration are the API server's alone
+    // (its pod carries their digests), and are in place before the pod that mounts them.
+    for file in &rendered.apiserver_files {
+        if !fs::is_current(&file.path, file.contents.as_bytes(), file.mode)? {
+            changed.push(file);
+        }
     }
     for file in &rendered.files {
         if !fs::is_current(&file.path, file.contents.as_bytes(), file.mode)? {

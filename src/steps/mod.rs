@@ -6,6 +6,7 @@ pub mod boot;
 pub mod download;
 pub mod etcd;
 pub mod images;
+pub mod join;
 pub mod kubeconfig;
 pub mod kubectl;
 pub mod master;
@@ -14,6 +15,8 @@ pub mod pki;
 pub mod preflight;
 pub mod proxy;
 pub mod ready;
+pub mod router;
+pub mod worker;
 
 use std::path::PathBuf;
 use std::sync::OnceLock;
@@ -23,6 +26,7 @@ use anyhow::{Result, anyhow};
 use crate::cluster::Settings;
 use crate::config::Sources;
 use crate::docker::Docker;
+use crate::download::Downloader;
 use crate::layout::Layout;
 use crate::versions::{Images, Release};
 
@@ -47,6 +51,33 @@ pub struct Context {
 }
 
 impl Context {
+    /// The context of a bring-up: the release and images the settings name, Docker
+    /// connected, the default download cache. `bin_dir` and `user_kubeconfig` are where
+    /// kubectl and the cluster's context go (a joined host installs neither).
+    pub async fn new(
+        layout: Layout,
+        settings: Settings,
+        sources: Sources,
+        bin_dir: PathBuf,
+        user_kubeconfig: Option<PathBuf>,
+    ) -> Result<Self> {
+        let release = settings.release()?;
+        let docker = Docker::connect().await?;
+        let images = Images::new(settings.image_repository.as_deref(), release);
+        Ok(Self {
+            layout,
+            settings,
+            docker,
+            images,
+            release,
+            cache: Downloader::default_cache()?,
+            sources,
+            bin_dir,
+            user_kubeconfig,
+            node_image: Default::default(),
+        })
+    }
+
     /// The node image the [`node`] step made present.
     pub fn node_image(&self) -> Result<&str> {
         self.node_image

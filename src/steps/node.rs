@@ -1,13 +1,15 @@
 //! Makes kinit's node image present: assembles it from the kubelet, cri-dockerd and the
 //! CNI plugins the download step verified, and kinit's own binary. Already done when
-//! Docker has the image of exactly these files.
+//! Docker has the image of exactly these files: its tag names the image ID kinit recorded
+//! when it loaded it (a tag is only a name; whoever can reach Docker can move it).
 
 use std::time::Instant;
 
-use anyhow::{Context as _, Result, anyhow};
+use anyhow::{Context as _, Result, anyhow, bail};
 
 use super::Context;
 use crate::download::{Downloader, sha256_file};
+use crate::fs::{self, Mode};
 use crate::node_image::{self, Inputs};
 use crate::progress::Outcome;
 use crate::release;
@@ -36,7 +38,12 @@ async fn assemble(
     cni: &crate::download::Download,
     kinit: &std::path::Path,
 ) -> Result<Outcome> {
-    tokio::fs::copy("/proc/self/exe", kinit)
+    let mut copy =
+        tokio::fs::File::from_std(crate::fs::create_fresh(kinit, crate::fs::Mode::Public)?);
+    let mut running = tokio::fs::File::open("/proc/self/exe")
+        .await
+        .context("cannot read kinit's own binary")?;
+    tokio::io::copy(&mut running, &mut copy)
         .await
         .context("cannot copy kinit's own binary into the download cache")?;
     let kinit_sha256 = sha256_file(kinit).await?;
@@ -50,9 +57,31 @@ async fn assemble(
     ctx.node_image
         .set(tag.clone())
         .map_err(|_| anyhow!("the node image was chosen twice in one run"))?;
-    if ctx.docker.has_image(&tag).await? {
-        return Ok(Outcome::AlreadyDone(format!("{tag} present")));
-    }
+    let record = ctx.layout.node_image_record();
+    let recorded = fs::read_optional(&record)?.map(|b| String::from_utf8_lossy(&b).into_owned());
+    let present = ctx.docker.image_id(&tag).await?;
+    let replaced = match (
+        &present,
+        recorded.as_deref().and_then(|r| r.split_once(' ')),
+    ) {
+        (Some(id), Some((t, want))) if t == tag && want.trim() == id => {
+            return Ok(Outcome::AlreadyDone(format!("{tag} present")));
+        }
+        (Some(id), Some((t, want))) if t == tag => {
+            tracing::warn!(
+                "{tag} names {id}, not the image kinit assembled ({}): assembling it again",
+                want.trim()
+            );
+            true
+        }
+        // After a purge that kept the image (a container used it), or from another state
+        // directory: not known to be what kinit made, so made again.
+        (Some(id), _) => {
+            tracing::info!("{tag} ({id}) is not recorded as kinit's: assembling it again");
+            false
+        }
+        (None, _) => false,
+    };
 
     let started = Instant::now();
     let inputs = Inputs {
@@ -63,7 +92,7 @@ async fn assemble(
     };
     let archive = ctx.cache.join(format!("kinit-node-{recipe}.tar"));
     let (write_tag, write_recipe, write_to) = (tag.clone(), recipe.clone(), archive.clone());
-    tokio::task::spawn_blocking(move || {
+    let config = tokio::task::spawn_blocking(move || {
         node_image::write_archive(&inputs, &write_tag, &write_recipe, &write_to)
     })
     .await
@@ -71,8 +100,21 @@ async fn assemble(
     let loaded = ctx.docker.load_archive(&archive).await;
     let _ = std::fs::remove_file(&archive);
     loaded.with_context(|| format!("cannot load the node image {tag} into Docker"))?;
+    // Docker's classic image store names the image by its config's digest (`config`);
+    // the containerd image store (Docker 29's default) by its manifest's. The record is
+    // whichever this engine reports for the tag it just loaded.
+    let Some(now) = ctx.docker.image_id(&tag).await? else {
+        bail!("Docker has no {tag} after loading it; run `kinit up` again");
+    };
+    tracing::debug!("loaded {tag}: config {config}, image ID {now}");
+    fs::write_file(&record, format!("{tag} {now}\n").as_bytes(), Mode::Public)?;
+    let again = if replaced {
+        " (its tag had been moved to another image)"
+    } else {
+        ""
+    };
     Ok(Outcome::Done(format!(
-        "assembled {tag} in {:.1}s",
+        "assembled {tag} in {:.1}s{again}",
         started.elapsed().as_secs_f64()
     )))
 }
@@ -83,7 +125,7 @@ pub async fn remove_older_images(ctx: &Context) -> Result<()> {
         .docker
         .remove_labelled_images(
             node_image::LABEL_RECIPE,
-            node_image::REPOSITORY,
+            &node_image::REPOSITORIES,
             Some(ctx.node_image()?),
         )
         .await?;

@@ -23,6 +23,9 @@ const DNS_TIMEOUT: Duration = Duration::from_secs(120);
 /// (metrics-server's takes 20 s and more) is not the cluster's.
 const NOT_ADDONS: &str = "!kinit/addon";
 
+/// The label kubeadm gives its control-plane nodes.
+const CONTROL_PLANE_LABEL: &str = "node-role.kubernetes.io/control-plane";
+
 pub async fn run(ctx: &Context) -> Result<Outcome> {
     let kube = Kube::connect(&ctx.layout.kubeconfig("admin.conf")).await?;
     let node = ctx.settings.hostname.as_str();
@@ -42,6 +45,9 @@ pub async fn run(ctx: &Context) -> Result<Outcome> {
         )
         .await?;
         phase(&format!("node {node} Ready"));
+        // As kubeadm marks its control-plane nodes (`kubectl get nodes` ROLES); no taint:
+        // pods run on every host.
+        kube.label_node(node, CONTROL_PLANE_LABEL, "").await?;
         wait::within(
             "the kube-system pods did not all become ready",
             PODS_TIMEOUT,
@@ -89,6 +95,22 @@ pub async fn run(ctx: &Context) -> Result<Outcome> {
     Ok(Outcome::Checked(format!(
         "node {node} Ready, control plane and CoreDNS running, cluster DNS answers"
     )))
+}
+
+/// On a joined host: until its node is Ready (the kubelet, its network and the runtime
+/// up), seen with the kubelet's own credentials.
+pub async fn node(ctx: &Context) -> Result<Outcome> {
+    let kubeconfig = crate::components::node::kubelet_kubeconfig(&ctx.layout);
+    let kube = Kube::connect_current(&kubeconfig).await?;
+    let node = ctx.settings.hostname.as_str();
+    wait::within(
+        &format!("the node {node} did not become Ready"),
+        NODE_TIMEOUT,
+        async |seen| kube.wait_node_ready(node, seen).await,
+    )
+    .await
+    .map_err(|e| anyhow!("{e:#}; see `kinit status` and `kinit logs kubelet`"))?;
+    Ok(Outcome::Checked(format!("node {node} Ready")))
 }
 
 /// The names of the pods that are not running and ready, and of the control-plane pods

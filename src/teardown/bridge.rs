@@ -69,6 +69,26 @@ fn attached_after_pods_went(brif: &Path) -> usize {
     ports
 }
 
+/// Runs `ip` with `args`; its output.
+pub(super) fn ip(args: &[&str]) -> Result<String> {
+    let Some(ip) = fs::system_tool("ip") else {
+        bail!("this host has no ip command");
+    };
+    let out = Command::new(&ip)
+        .env("PATH", fs::SYSTEM_PATH)
+        .args(args)
+        .output()
+        .with_context(|| format!("cannot run ip {}", args.join(" ")))?;
+    if !out.status.success() {
+        bail!(
+            "ip {} failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
 /// Deletes the pod bridge if kinit's network made it for `node_pod_cidr`.
 pub fn remove(node_pod_cidr: IpNet) -> Result<Outcome> {
     let sys = Path::new("/sys/class/net").join(BRIDGE);
@@ -90,24 +110,9 @@ pub fn remove(node_pod_cidr: IpNet) -> Result<Outcome> {
             "{ports} interfaces are still attached to {BRIDGE}"
         )));
     }
-    let Some(ip) = fs::system_tool("ip") else {
+    if fs::system_tool("ip").is_none() {
         return Ok(Outcome::Kept("this host has no ip command".into()));
-    };
-    let ip = |args: &[&str]| -> Result<String> {
-        let out = Command::new(&ip)
-            .env("PATH", fs::SYSTEM_PATH)
-            .args(args)
-            .output()
-            .with_context(|| format!("cannot run ip {}", args.join(" ")))?;
-        if !out.status.success() {
-            bail!(
-                "ip {} failed: {}",
-                args.join(" "),
-                String::from_utf8_lossy(&out.stderr).trim()
-            );
-        }
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-    };
+    }
     let addrs = addresses(&ip(&["-o", "addr", "show", "dev", BRIDGE])?);
     if !marked && !has_gateway(&addrs, node_pod_cidr) {
         return Ok(Outcome::Kept(format!(

@@ -7,9 +7,10 @@
 //!   `dnat name: "kinit" ...`), and the per-pod chains they jump to are named from a hash
 //!   of that network and the container;
 //! - kinit's own chain is [`KINIT_CHAINS`];
-//! - kube-proxy's and the kubelet's chains have fixed names or a fixed prefix and a hash
-//!   ([`is_kube_chain`]), and are taken only when the caller established that kinit's
-//!   kube-proxy made them;
+//! - kube-proxy's, the kubelet's and kube-router's chains have fixed names or a fixed
+//!   prefix and a hash ([`is_kube_chain`]), and kube-router's pod egress rule matches its
+//!   own ipset ([`is_kube_router_rule`]); they are taken only when the caller established
+//!   that kinit's cluster made them;
 //! - portmap's chains are shared by every CNI network that maps ports, and are taken only
 //!   when no other network has a port mapped.
 //!
@@ -28,10 +29,11 @@ use anyhow::{Context, Result, bail};
 use crate::components::master::NETWORK;
 use crate::fs;
 
-/// The chains kinit's master makes: one in FORWARD so the pod bridge gets through
-/// Docker's DROP, one in mangle PREROUTING that drops traffic for the pod and Service
-/// ranges arriving from outside.
-pub const KINIT_CHAINS: [&str; 2] = ["KINIT-FORWARD", "KINIT-PREROUTING"];
+/// The chains kinit's node container makes: one in FORWARD so the pod bridge gets
+/// through Docker's DROP, one in mangle PREROUTING that drops traffic for the pod and
+/// Service ranges arriving from outside (but from the other nodes), and one in INPUT that
+/// keeps kube-router's BGP admin port to this host.
+pub const KINIT_CHAINS: [&str; 3] = ["KINIT-FORWARD", "KINIT-PREROUTING", "KINIT-INPUT"];
 
 /// portmap's chains, shared by every CNI network on the host that maps a port.
 const PORTMAP_CHAINS: [&str; 3] = [
@@ -40,9 +42,10 @@ const PORTMAP_CHAINS: [&str; 3] = [
     "CNI-HOSTPORT-MASQ",
 ];
 
-/// The chains kube-proxy (iptables mode) and the kubelet create under fixed names; the
-/// list `kube-proxy --cleanup` works from, with those of older releases.
-const KUBE_FIXED_CHAINS: [&str; 14] = [
+/// The chains kube-proxy (iptables mode), the kubelet and kube-router's firewall create
+/// under fixed names; kube-proxy's are the list `kube-proxy --cleanup` works from, with
+/// those of older releases.
+const KUBE_FIXED_CHAINS: [&str; 19] = [
     "KUBE-SERVICES",
     "KUBE-EXTERNAL-SERVICES",
     "KUBE-NODEPORTS",
@@ -57,26 +60,37 @@ const KUBE_FIXED_CHAINS: [&str; 14] = [
     "KUBE-IPTABLES-HINT",
     "KUBE-LOAD-BALANCER",
     "KUBE-NODE-PORT",
+    "KUBE-ROUTER-INPUT",
+    "KUBE-ROUTER-FORWARD",
+    "KUBE-ROUTER-OUTPUT",
+    "KUBE-NWPLCY-DEFAULT",
+    "KUBE-NWPLCY-COMMON",
 ];
 
-/// kube-proxy's per-Service and per-endpoint chains: a prefix and 16 characters of a
-/// base32 hash.
-const KUBE_HASHED_PREFIXES: [&str; 6] = [
+/// kube-proxy's per-Service and per-endpoint chains and kube-router's per-pod and
+/// per-policy ones: a prefix and 16 characters of a base32 hash.
+const KUBE_HASHED_PREFIXES: [&str; 8] = [
     "KUBE-SVC-",
     "KUBE-SVL-",
     "KUBE-EXT-",
     "KUBE-FW-",
     "KUBE-SEP-",
     "KUBE-XLB-",
+    "KUBE-POD-FW-",
+    "KUBE-NWPLCY-",
 ];
+
+/// The ipsets kube-router's pod egress masquerade matches (in nat POSTROUTING, with no
+/// comment and no chain of its own).
+const KUBE_ROUTER_SETS: [&str; 2] = ["kube-router-pod-subnets", "kube-router-node-ips"];
 
 /// What to take out of the host's iptables.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Scope {
     /// Also kinit's own chain and portmap's shared chains, not only the per-pod ones.
     pub purge: bool,
-    /// Also kube-proxy's and the kubelet's chains: the caller established that kinit's
-    /// kube-proxy made them.
+    /// Also kube-proxy's, the kubelet's and kube-router's chains and rules: the caller
+    /// established that kinit's cluster made them.
     pub kube: bool,
 }
 
@@ -220,6 +234,37 @@ pub fn is_kube_chain(chain: &str) -> bool {
         })
 }
 
+/// The comments of the ACCEPT rules kube-router's router puts in FORWARD (its
+/// `enableForwarding`), with no chain of their own.
+const KUBE_ROUTER_FORWARD_COMMENTS: [&str; 4] = [
+    "allow outbound node port traffic on node interface with which node ip is associated",
+    "allow inbound traffic to pods",
+    "allow outbound traffic from pods",
+    "allow local traffic to pods",
+];
+
+/// Whether kube-router wrote this rule in a built-in chain: its pod egress masquerade
+/// (matching only kube-router's sets), or one of its FORWARD accepts.
+fn is_kube_router_rule(rule: &Rule) -> bool {
+    if rule.target.as_deref() == Some("ACCEPT")
+        && rule
+            .comment
+            .as_deref()
+            .is_some_and(|c| KUBE_ROUTER_FORWARD_COMMENTS.contains(&c))
+    {
+        return true;
+    }
+    let words = words(&rule.spec);
+    let sets: Vec<&str> = words
+        .windows(2)
+        .filter(|w| w[0] == "--match-set")
+        .map(|w| w[1].as_str())
+        .collect();
+    rule.target.as_deref() == Some("MASQUERADE")
+        && !sets.is_empty()
+        && sets.iter().all(|s| KUBE_ROUTER_SETS.contains(s))
+}
+
 /// Whether the CNI plugins wrote this rule for a pod of kinit's network: the bridge
 /// plugin's masquerade rules and portmap's DNAT rules name the network in their comment.
 fn is_kinit_pod_rule(rule: &Rule) -> bool {
@@ -275,6 +320,7 @@ fn plan(table: &Table, scope: Scope) -> Plan {
     let deleted = |rule: &Rule, owned: &BTreeSet<String>| {
         owned.contains(&rule.chain)
             || is_kinit_pod_rule(rule)
+            || (scope.kube && !user_chain(&rule.chain) && is_kube_router_rule(rule))
             || (!user_chain(&rule.chain) && rule.target.as_ref().is_some_and(|t| owned.contains(t)))
     };
     loop {

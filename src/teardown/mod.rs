@@ -11,6 +11,7 @@
 
 pub mod bridge;
 pub mod iptables;
+pub mod kube_router;
 
 use std::path::{Path, PathBuf};
 
@@ -24,16 +25,18 @@ use crate::fs;
 use crate::kubeconfig;
 use crate::layout::Layout;
 use crate::socks::detach;
+use crate::versions::Images;
 
 /// Seconds a component gets to shut down cleanly (etcd flushes its WAL).
 const STOP_GRACE_SECONDS: i32 = 10;
 
-/// Processes that program the host's KUBE- chains: kube-proxy and the kubelet, and the
+/// Processes that program the host's KUBE- chains: kube-proxy, the kubelet, kube-router and the
 /// distributions that run them inside one binary (k3s, MicroK8s). `/proc/<pid>/comm`
 /// holds at most 15 characters.
-const KUBE_AGENTS: [&str; 5] = [
+const KUBE_AGENTS: [&str; 6] = [
     "kube-proxy",
     "kubelet",
+    "kube-router",
     "k3s-server",
     "k3s-agent",
     "kubelite",
@@ -83,7 +86,9 @@ pub async fn run(layout: &Layout, docker: &Docker, purge: bool, note: &dyn Fn(No
     remove_containers(docker, &done).await?;
     crate::crash::point("containers-removed");
     release_pod_state(layout, &done)?;
-    clean_network(layout, purge, note)?;
+    if clean_network(layout, purge, note)? {
+        clean_kube_router(layout, docker, note).await;
+    }
     if purge {
         remove_kubeconfig_context(layout, note);
         remove_cgroups(note);
@@ -105,7 +110,7 @@ pub async fn run(layout: &Layout, docker: &Docker, purge: bool, note: &dyn Fn(No
         let images = docker
             .remove_labelled_images(
                 crate::node_image::LABEL_RECIPE,
-                crate::node_image::REPOSITORY,
+                &crate::node_image::REPOSITORIES,
                 None,
             )
             .await?;
@@ -135,12 +140,18 @@ fn pulled_images(layout: &Layout) -> Result<std::collections::BTreeSet<String>> 
     Ok(ids)
 }
 
-/// kinit's components, the kubelet first so it does not start pods again while they are
+/// kinit's components, the kubelet (kinit-master, or kinit-node on a joined host) first so
+/// it does not start pods again while they are
 /// removed, and etcd last, so it flushes after everything that writes to it has stopped;
 /// between them the pods kinit's kubelet made, and no other kubelet's.
 async fn remove_containers(docker: &Docker, done: &impl Fn(String)) -> Result<()> {
     let containers = docker.list().await?;
-    let order = [Container::Master, Container::Proxy, Container::Etcd];
+    let order = [
+        Container::Master,
+        Container::Node,
+        Container::Proxy,
+        Container::Etcd,
+    ];
     let mut removed = Vec::new();
     for component in order {
         for c in containers
@@ -151,7 +162,7 @@ async fn remove_containers(docker: &Docker, done: &impl Fn(String)) -> Result<()
             docker.remove(&c.name).await?;
             removed.push(c.name.clone());
         }
-        if component == Container::Master {
+        if matches!(component, Container::Master | Container::Node) {
             let pods = docker.pod_containers(crate::cgroup::is_kinits).await?;
             for pod in &pods.ours {
                 docker.remove(pod).await?;
@@ -206,8 +217,9 @@ fn release_pod_state(layout: &Layout, done: &impl Fn(String)) -> Result<()> {
 }
 
 /// Takes kinit's rules and chains out of the host's iptables (the per-pod ones always,
-/// everything with `purge`), and with `purge` the pod bridge.
-fn clean_network(layout: &Layout, purge: bool, note: &dyn Fn(Note)) -> Result<()> {
+/// everything with `purge`), and with `purge` the pod bridge. Whether the cluster's own
+/// chains went too (kinit's cluster was established to have made them).
+fn clean_network(layout: &Layout, purge: bool, note: &dyn Fn(Note)) -> Result<bool> {
     let kube = if purge {
         match kube_chains_owner(layout) {
             Ok(()) => true,
@@ -248,17 +260,17 @@ fn clean_network(layout: &Layout, purge: bool, note: &dyn Fn(Note)) -> Result<()
         ));
     }
     if !purge {
-        return Ok(());
+        return Ok(kube);
     }
     let settings = match Settings::load(&layout.settings_file()) {
         Ok(Some(settings)) => settings,
-        Ok(None) => return Ok(()),
+        Ok(None) => return Ok(kube),
         Err(e) => {
             note(Note::Warning(format!(
                 "Left the {} bridge alone: {e:#}",
                 master::BRIDGE
             )));
-            return Ok(());
+            return Ok(kube);
         }
     };
     match bridge::remove(settings.pod_cidr.node_range())? {
@@ -271,7 +283,55 @@ fn clean_network(layout: &Layout, purge: bool, note: &dyn Fn(Note)) -> Result<()
             master::BRIDGE
         ))),
     }
-    Ok(())
+    Ok(kube)
+}
+
+/// kube-router's routes, bridge and ipsets, once its chains are gone; each left with a
+/// warning when it cannot go.
+async fn clean_kube_router(layout: &Layout, docker: &Docker, note: &dyn Fn(Note)) {
+    let warn = |what: &str, e: anyhow::Error| {
+        note(Note::Warning(format!(
+            "Left kube-router's {what} alone: {e:#}"
+        )))
+    };
+    let settings = match Settings::load(&layout.settings_file()) {
+        Ok(Some(settings)) => settings,
+        Ok(None) => return,
+        Err(e) => return warn("routes, bridge and ipsets", e),
+    };
+    match kube_router::remove_routes(settings.pod_cidr.net()) {
+        Ok(0) => {}
+        Ok(n) => note(Note::Done(format!(
+            "Removed {n} routes to other nodes' pods"
+        ))),
+        Err(e) => warn("routes", e),
+    }
+    match kube_router::remove_bridge() {
+        Ok(true) => note(Note::Done("Deleted the bridge kube-bridge".into())),
+        Ok(false) => {}
+        Err(e) => warn("kube-bridge", e),
+    }
+    let image = match settings.release() {
+        Ok(release) => Images::new(settings.image_repository.as_deref(), release).kube_router(),
+        Err(e) => return warn("ipsets", e),
+    };
+    match docker.has_image(&image).await {
+        Ok(true) => {}
+        Ok(false) => {
+            return note(Note::Warning(format!(
+                "Left kube-router's ipsets alone: its image {image} is gone; `ipset list -n` shows them (kube-router-*, KUBE-SRC-*, KUBE-DST-*)"
+            )));
+        }
+        Err(e) => return warn("ipsets", e),
+    }
+    match kube_router::remove_sets(docker, &image).await {
+        Ok(sets) if sets.is_empty() => {}
+        Ok(sets) => note(Note::Done(format!(
+            "Destroyed {} of kube-router's ipsets",
+            sets.len()
+        ))),
+        Err(e) => warn("ipsets", e),
+    }
 }
 
 /// Whether the KUBE- chains in the host's iptables are kinit's kube-proxy's; if not, why.
@@ -405,6 +465,8 @@ fn remove_state(layout: &Layout) -> Result<()> {
     match std::fs::remove_dir(root) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        // A mount point (the state on a disk or volume of its own) stays, emptied.
+        Err(e) if e.raw_os_error() == Some(nix::libc::EBUSY) => Ok(()),
         Err(e) => Err(e).with_context(|| format!("cannot delete {}", root.display())),
     }
 }

@@ -75,15 +75,20 @@ pub fn storage(c: &Cluster) -> String {
         "true"
     );
     c.apply(STATEFUL);
+    // The StatefulSet's controller makes the claim: after a control-plane restart (the
+    // phase before restarts it) that may take a moment, so "not found" means not yet.
     c.wait_for("the claim bound", Duration::from_secs(60), || {
-        let phase = c.kubectl_ok(&[
+        let out = c.kubectl(&[
             "get",
             "pvc",
             "data-keeper-0",
             "-o",
             "jsonpath={.status.phase}",
         ]);
-        if phase == "Bound" { Ok(()) } else { Err(phase) }
+        match String::from_utf8_lossy(&out.stdout).trim() {
+            "Bound" => Ok(()),
+            _ => Err(text(&out)),
+        }
     });
     let first = token(c);
     let volumes = c.state.join("local-path");
@@ -319,9 +324,10 @@ pub fn load_balancer(c: &Cluster, socks: &str) {
     );
     drop(lan);
 
-    // The same port again, and the API server's port: both wait, and say why.
+    // The same port again, the API server's port and SSH's: all wait, and say why.
     c.apply(&lb_service("web-lb-again", LB_PORT));
     c.apply(&lb_service("web-lb-api", 6443));
+    c.apply(&lb_service("web-lb-ssh", 22));
     for (service, why) in [
         (
             "web-lb-again",
@@ -329,35 +335,64 @@ pub fn load_balancer(c: &Cluster, socks: &str) {
         ),
         (
             "web-lb-api",
-            "a program on the host listens on 6443/TCP".to_string(),
+            "6443/TCP is reserved for the API server".to_string(),
         ),
+        ("web-lb-ssh", "22/TCP is reserved for SSH".to_string()),
     ] {
-        c.wait_for(
-            &format!("an event on {service} saying why it waits"),
-            Duration::from_secs(60),
-            || {
-                let events = c.kubectl_ok(&[
-                    "get",
-                    "events",
-                    "--field-selector",
-                    &format!("involvedObject.name={service}"),
-                    "-o",
-                    "jsonpath={.items[*].message}",
-                ]);
-                if events.contains(&why) {
-                    Ok(())
-                } else {
-                    Err(format!("events: {events:?}"))
-                }
-            },
-        );
+        wait_event(c, service, &why);
         assert_eq!(external_ip(c, service), "", "{service} got an address");
     }
     // The API server still answers on its port: the waiting Service took nothing.
     let api = curl(&["-k", &format!("https://{ip}:6443/readyz")]);
     assert!(text(&api).contains("ok"), "{}", text(&api));
+
+    // A Service that has the address gives it up once a program on the host listens on
+    // one of its ports: kube-proxy would otherwise cut that program off.
+    let port = std::net::TcpListener::bind("0.0.0.0:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    c.apply(&lb_service("web-lb-held", port));
+    wait_external_ip(c, "web-lb-held", &ip);
+    let _listener = std::net::TcpListener::bind(("0.0.0.0", port)).expect("the port is still free");
+    wait_event(
+        c,
+        "web-lb-held",
+        &format!("a program on the host listens on {port}/TCP"),
+    );
+    wait_external_ip(c, "web-lb-held", "");
     // web-lb stays, for the addon's disable and enable.
-    c.kubectl_ok(&["delete", "service", "web-lb-api", "web-lb-again"]);
+    c.kubectl_ok(&[
+        "delete",
+        "service",
+        "web-lb-api",
+        "web-lb-again",
+        "web-lb-ssh",
+        "web-lb-held",
+    ]);
+}
+
+/// Waits until an event on the Service says `why`.
+fn wait_event(c: &Cluster, service: &str, why: &str) {
+    c.wait_for(
+        &format!("an event on {service} saying why it waits"),
+        Duration::from_secs(60),
+        || {
+            let events = c.kubectl_ok(&[
+                "get",
+                "events",
+                "--field-selector",
+                &format!("involvedObject.name={service}"),
+                "-o",
+                "jsonpath={.items[*].message}",
+            ]);
+            if events.contains(why) {
+                Ok(())
+            } else {
+                Err(format!("events: {events:?}"))
+            }
+        },
+    );
 }
 
 /// An Ingress routing the host web.kinit.test to the tutorial's web Service, and one
@@ -496,6 +531,7 @@ pub fn tutorial(c: &Cluster) {
         "http://telescope.kinit.test/",
     ]);
     assert!(text(&page).contains("Hello from"), "{}", text(&page));
+    only_telescope_reaches_the_database(c);
     let db = "deployment/telescope-ingress-db";
     c.kubectl_ok(&[
         "exec",
@@ -563,6 +599,76 @@ spec:
 "#;
 
 /// An HPA on CPU, fed by metrics-server, scales a busy Deployment up.
+/// The example's NetworkPolicy: the database's pod takes connections from Telescope's pod
+/// only. (The web stand-in in the database's slot serves HTTP on port 80.) A pod of no
+/// policy reaches Telescope's pod, and not the database's.
+fn only_telescope_reaches_the_database(c: &Cluster) {
+    let pod_ip = |app: &str| {
+        c.kubectl_ok(&[
+            "get",
+            "pod",
+            "-l",
+            &format!("app={app}"),
+            "-o",
+            "jsonpath={.items[0].status.podIP}",
+        ])
+    };
+    let (app, db) = (pod_ip("telescope-ingress"), pod_ip("telescope-ingress-db"));
+    let get = |ip: &str| {
+        format!("printf 'GET /hostname HTTP/1.0\\r\\n\\r\\n' | nc -w 5 {ip} 80 | head -n 1")
+    };
+    c.wait_for(
+        "Telescope's pod reaches the database",
+        Duration::from_secs(60),
+        || {
+            let out = c.kubectl(&[
+                "exec",
+                "deploy/telescope-ingress",
+                "--",
+                "sh",
+                "-c",
+                &get(&db),
+            ]);
+            if String::from_utf8_lossy(&out.stdout).contains("200 OK") {
+                Ok(())
+            } else {
+                Err(text(&out))
+            }
+        },
+    );
+    let probe = format!("echo app: $({}); echo db: $({})", get(&app), get(&db));
+    // Run to completion, then read: an attached `kubectl run -i` may miss early output.
+    c.kubectl_ok(&[
+        "run",
+        "policy-probe",
+        "--restart=Never",
+        "--image=kinit-examples/web:1",
+        "--image-pull-policy=Never",
+        "--command",
+        "--",
+        "sh",
+        "-c",
+        &probe,
+    ]);
+    c.kubectl_ok(&[
+        "wait",
+        "--for=jsonpath={.status.phase}=Succeeded",
+        "pod/policy-probe",
+        "--timeout=120s",
+    ]);
+    let out = c.kubectl_ok(&["logs", "policy-probe"]);
+    c.kubectl_ok(&["delete", "pod", "policy-probe", "--wait=false"]);
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("app:") && l.contains("200 OK")),
+        "the probe pod did not reach Telescope's pod:\n{out}"
+    );
+    assert!(
+        out.lines().any(|l| l.trim() == "db:"),
+        "a pod the policy does not allow reached the database:\n{out}"
+    );
+}
+
 pub fn autoscaling(c: &Cluster) {
     c.apply(BUSY);
     c.wait_for(

@@ -8,13 +8,14 @@ use std::time::{Duration, Instant};
 use super::{bundle, docker_cli, iptables_save, text, with_stdin};
 
 /// The components of `kinit status` and `kinit logs`, in their order.
-pub const COMPONENTS: [&str; 8] = [
+pub const COMPONENTS: [&str; 9] = [
     "etcd",
     "kubelet",
     "apiserver",
     "controller-manager",
     "scheduler",
     "proxy",
+    "router",
     "coredns",
     "boot",
 ];

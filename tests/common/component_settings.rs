@@ -1,7 +1,8 @@
-//! The end-to-end phase of `kinit up --feature-gates`, `--extra-arg` and `--audit-log`: a
-//! flag kinit sets is refused and nothing changes; a scheduler flag restarts the scheduler
-//! alone; a gate and an extra arg reach the running API server's command line; the audit
-//! log records requests; clearing them all gives the cluster back kinit's own settings.
+//! The end-to-end phase of `kinit up --feature-gates`, `--extra-arg`, `--audit-log` and
+//! `--pod-security`: a flag kinit sets is refused and nothing changes; a scheduler flag
+//! restarts the scheduler alone; a gate and an extra arg reach the running API server's
+//! command line; the audit log records requests; the Pod Security level refuses pods
+//! outside kube-system; clearing them all gives the cluster back kinit's own settings.
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
@@ -16,6 +17,28 @@ const GATE_FLAG: &str = "--feature-gates=AllAlpha=false";
 const EXTRA: &str = "apiserver:event-ttl=2h0m0s";
 const EXTRA_FLAG: &str = "--event-ttl=2h0m0s";
 const AUDIT_FLAG: &str = "--audit-log-path=/var/log/kubernetes/audit/audit.log";
+const ADMISSION_FLAG: &str = "--admission-control-config-file=/etc/kubernetes/admission.yaml";
+
+/// Whether the API server admits a pod on the host's network (which the baseline level
+/// forbids) in `namespace`; asked with a server-side dry run, so admission runs and
+/// nothing is made.
+fn admits_host_network_pod(c: &Cluster, namespace: &str) -> Result<(), String> {
+    let out = c.kubectl(&[
+        "run",
+        "pod-security-probe",
+        "--namespace",
+        namespace,
+        "--image=registry.k8s.io/pause:3.10",
+        "--restart=Never",
+        "--dry-run=server",
+        r#"--overrides={"apiVersion":"v1","spec":{"hostNetwork":true}}"#,
+    ]);
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(text(&out))
+    }
+}
 
 const PODS: [&str; 3] = ["apiserver", "controller-manager", "scheduler"];
 
@@ -105,8 +128,10 @@ pub fn component_settings(c: &Cluster) {
         "--extra-arg",
         EXTRA,
         "--audit-log",
+        "--pod-security",
+        "baseline",
     ]);
-    for flag in [GATE_FLAG, EXTRA_FLAG, AUDIT_FLAG] {
+    for flag in [GATE_FLAG, EXTRA_FLAG, AUDIT_FLAG, ADMISSION_FLAG] {
         wait_for_flag(c, "apiserver", flag, true);
     }
     wait_for_flag(c, "scheduler", GATE_FLAG, true);
@@ -122,6 +147,13 @@ pub fn component_settings(c: &Cluster) {
         serde_json::json!({"apiserver": {"event-ttl": "2h0m0s"}})
     );
     assert_eq!(recorded["auditLog"], true);
+    assert_eq!(recorded["podSecurity"], "baseline");
+    let refused = admits_host_network_pod(c, "default").expect_err("admitted under baseline");
+    assert!(
+        refused.contains(r#"violates PodSecurity "baseline:latest""#),
+        "{refused}"
+    );
+    admits_host_network_pod(c, "kube-system").expect("kube-system is exempt");
     let kubelet = std::fs::read_to_string(c.state.join("config/kubelet.yaml")).unwrap();
     assert!(kubelet.contains("\"AllAlpha\": false"), "{kubelet}");
 
@@ -163,13 +195,15 @@ pub fn component_settings(c: &Cluster) {
         "--feature-gates=",
         "--no-extra-args",
         "--audit-log=false",
+        "--pod-security=privileged",
     ]);
-    for flag in [GATE_FLAG, EXTRA_FLAG, AUDIT_FLAG] {
+    for flag in [GATE_FLAG, EXTRA_FLAG, AUDIT_FLAG, ADMISSION_FLAG] {
         wait_for_flag(c, "apiserver", flag, false);
     }
     c.all_healthy();
+    admits_host_network_pod(c, "default").expect("privileged again");
     let recorded = &c.status()["cluster"];
-    for field in ["featureGates", "extraArgs", "auditLog"] {
+    for field in ["featureGates", "extraArgs", "auditLog", "podSecurity"] {
         assert!(recorded[field].is_null(), "{field}: {recorded}");
     }
     assert!(log.exists());

@@ -5,7 +5,7 @@ use super::*;
 use crate::cgroup::tests::Fixture;
 
 /// This test machine as recorded: cgroup v1, Docker's cgroupfs driver.
-pub(super) fn host() -> Host {
+pub(crate) fn host() -> Host {
     recorded_host(&fixture("debian12-v1-cgroupfs"))
 }
 
@@ -39,16 +39,16 @@ fn rendered_for(host: &Host) -> Master {
 
 /// The master for these settings, state directory and host, with credentials `c0ffee`.
 pub(super) fn rendered_with(settings: &Settings, layout: &Layout, host: &Host) -> Master {
-    render(
+    let images = Images::default();
+    let inputs = Inputs {
         settings,
         layout,
         host,
-        &Images::default(),
-        "kinit/node:test",
-        2,
-        "c0ffee",
-    )
-    .unwrap()
+        images: &images,
+        node_image: "kinit/node:test",
+        verbosity: 2,
+    };
+    render(&inputs, "c0ffee").unwrap()
 }
 
 pub(super) fn contents(m: &Master, name: &str) -> String {

@@ -1,5 +1,5 @@
-//! The user's additions to the master: feature gates, extra args, the audit log, and the
-//! refusal of what kinit sets itself.
+//! The user's additions to the master: feature gates, extra args, the audit log, the Pod
+//! Security level, and the refusal of what kinit sets itself.
 
 use super::tests::{contents, host, rendered_with};
 use super::*;
@@ -21,9 +21,16 @@ fn rendered(settings: &Settings) -> Master {
 
 fn refusal(settings: &Settings) -> String {
     let layout = Layout::new("/var/lib/kinit");
-    let err = render(settings, &layout, &host(), &Images::default(), "n", 2, "c")
-        .err()
-        .expect("refused");
+    let images = Images::default();
+    let inputs = Inputs {
+        settings,
+        layout: &layout,
+        host: &host(),
+        images: &images,
+        node_image: "n",
+        verbosity: 2,
+    };
+    let err = render(&inputs, "c").err().expect("refused");
     format!("{err:#}")
 }
 
@@ -161,7 +168,7 @@ fn flags_kinit_sets_itself_or_that_open_the_cluster_are_refused_all_at_once() {
 #[test]
 fn the_audit_flags_are_kinits_while_its_audit_log_is_on() {
     let arg = ["apiserver:audit-log-path=-"];
-    assert!(rendered(&with("", &arg, false)).audit_policy.is_none());
+    assert!(rendered(&with("", &arg, false)).apiserver_files.is_empty());
     let err = refusal(&with("", &arg, true));
     assert!(err.contains("kinit sets --audit-log-path"), "{err}");
 }
@@ -169,7 +176,9 @@ fn the_audit_flags_are_kinits_while_its_audit_log_is_on() {
 #[test]
 fn the_audit_log_gives_the_api_server_a_policy_a_private_log_and_rotation() {
     let m = rendered(&with("", &[], true));
-    let policy = m.audit_policy.as_ref().expect("a policy");
+    let [policy] = &m.apiserver_files[..] else {
+        panic!("not one file: {:?}", m.apiserver_files.len());
+    };
     assert_eq!(
         policy.path,
         PathBuf::from("/var/lib/kinit/config/audit-policy.yaml")
@@ -221,6 +230,68 @@ fn the_audit_log_gives_the_api_server_a_policy_a_private_log_and_rotation() {
     assert_eq!(
         pod["metadata"]["annotations"]["kinit.io/audit-policy"].as_str(),
         Some(crate::docker::short_digest(policy.contents.as_bytes()).as_str())
+    );
+}
+
+#[test]
+fn a_pod_security_level_is_the_api_servers_default_outside_kube_system() {
+    let layout = Layout::new("/var/lib/kinit");
+    let privileged = rendered(&cluster::test_settings());
+    assert!(privileged.apiserver_files.is_empty());
+    let flag = "--admission-control-config-file=/etc/kubernetes/admission.yaml";
+    assert!(
+        !command(&privileged, "kube-apiserver")
+            .iter()
+            .any(|a| a == flag)
+    );
+
+    let settings = Settings {
+        pod_security: cluster::PodSecurity::Baseline,
+        ..cluster::test_settings()
+    };
+    let m = rendered_with(&settings, &layout, &host());
+    let [config] = &m.apiserver_files[..] else {
+        panic!("not one file: {:?}", m.apiserver_files.len());
+    };
+    assert_eq!(config.path, layout.config().join("admission.yaml"));
+    let doc: serde_yaml::Value = serde_yaml::from_str(&config.contents).unwrap();
+    let psa = &doc["plugins"][0];
+    assert_eq!(psa["name"], "PodSecurity");
+    for mode in ["enforce", "audit", "warn"] {
+        assert_eq!(psa["configuration"]["defaults"][mode], "baseline", "{mode}");
+    }
+    assert_eq!(
+        psa["configuration"]["exemptions"]["namespaces"],
+        serde_yaml::to_value(["kube-system"]).unwrap()
+    );
+    assert!(command(&m, "kube-apiserver").iter().any(|a| a == flag));
+    let pod: serde_yaml::Value =
+        serde_yaml::from_str(&contents(&m, "kube-apiserver.yaml")).unwrap();
+    let volumes = pod["spec"]["volumes"].as_sequence().unwrap();
+    let volume = volumes.iter().find(|v| v["name"] == "admission").unwrap();
+    assert_eq!(volume["hostPath"]["path"], path(config.path.clone()));
+    // Another level restarts the API server; the static pods' other files stay as they are.
+    assert_eq!(
+        pod["metadata"]["annotations"]["kinit.io/admission"].as_str(),
+        Some(crate::docker::short_digest(config.contents.as_bytes()).as_str())
+    );
+    let restricted = Settings {
+        pod_security: cluster::PodSecurity::Restricted,
+        ..cluster::test_settings()
+    };
+    let other = rendered_with(&restricted, &layout, &host());
+    assert_eq!(differing(&m, &other), ["kube-apiserver.yaml"]);
+    // kinit's flag while it is on.
+    let arg: ExtraArg = "apiserver:admission-control-config-file=/x"
+        .parse()
+        .unwrap();
+    let err = refusal(&Settings {
+        extra_args: ExtraArgs::from_list(&[arg]).unwrap(),
+        ..settings
+    });
+    assert!(
+        err.contains("kinit sets --admission-control-config-file"),
+        "{err}"
     );
 }
 

@@ -237,3 +237,75 @@ fn deletions_go_by_specification_in_one_transaction_per_table() {
         "a rule deleted by number:\n{input}"
     );
 }
+
+/// kube-router's firewall and pod egress as v2.1.0 leaves them on a one-node cluster
+/// (shortened), beside another tool's masquerade on a set of its own.
+const KUBE_ROUTER_SAVE: &str = r#"*filter
+:INPUT ACCEPT [0:0]
+:FORWARD ACCEPT [0:0]
+:OUTPUT ACCEPT [0:0]
+:KUBE-NWPLCY-DEFAULT - [0:0]
+:KUBE-POD-FW-3WVDG2JMCM7WF3NX - [0:0]
+:KUBE-ROUTER-FORWARD - [0:0]
+:KUBE-ROUTER-INPUT - [0:0]
+:KUBE-ROUTER-OUTPUT - [0:0]
+-A INPUT -m comment --comment "kube-router netpol - 4IA2OSFRMVNDXBVV" -j KUBE-ROUTER-INPUT
+-A FORWARD -m comment --comment "kube-router netpol - TEMCG2JMHZYE7H7T" -j KUBE-ROUTER-FORWARD
+-A FORWARD -o eth0 -m comment --comment "allow outbound node port traffic on node interface with which node ip is associated" -j ACCEPT
+-A FORWARD -o kube-bridge -m comment --comment "allow inbound traffic to pods" -j ACCEPT
+-A FORWARD -i kube-bridge -m comment --comment "allow outbound traffic from pods" -j ACCEPT
+-A FORWARD -o eth0 -m comment --comment "an administrator's" -j ACCEPT
+-A OUTPUT -m comment --comment "kube-router netpol - VEAAIY32XVBHCSCY" -j KUBE-ROUTER-OUTPUT
+-A KUBE-NWPLCY-DEFAULT -m comment --comment "rule to mark traffic matching a network policy" -j MARK --set-xmark 0x10000/0x10000
+-A KUBE-POD-FW-3WVDG2JMCM7WF3NX -s 10.244.0.2/32 -m comment --comment "run through default egress network policy chain" -j KUBE-NWPLCY-DEFAULT
+-A KUBE-ROUTER-FORWARD -d 10.244.0.2/32 -m comment --comment "rule to jump traffic destined to POD" -j KUBE-POD-FW-3WVDG2JMCM7WF3NX
+-A KUBE-ROUTER-INPUT -d 10.96.0.0/12 -m comment --comment "allow traffic to primary/secondary cluster IP range - BVHX2PIHDXXEO43X" -j RETURN
+-A KUBE-ROUTER-OUTPUT -d 10.244.0.2/32 -j KUBE-POD-FW-3WVDG2JMCM7WF3NX
+COMMIT
+*nat
+:PREROUTING ACCEPT [0:0]
+:POSTROUTING ACCEPT [0:0]
+-A POSTROUTING -m set --match-set kube-router-pod-subnets src -m set ! --match-set kube-router-pod-subnets dst -m set ! --match-set kube-router-node-ips dst -j MASQUERADE --random-fully
+-A POSTROUTING -m set --match-set other-tool src -j MASQUERADE
+COMMIT
+"#;
+
+#[test]
+fn kube_routers_chains_hooks_and_egress_rule_go_with_the_kube_chains() {
+    let plans = plans(KUBE_ROUTER_SAVE, ALL);
+    assert_eq!(
+        plans[0].chains,
+        [
+            "KUBE-NWPLCY-DEFAULT",
+            "KUBE-POD-FW-3WVDG2JMCM7WF3NX",
+            "KUBE-ROUTER-FORWARD",
+            "KUBE-ROUTER-INPUT",
+            "KUBE-ROUTER-OUTPUT",
+        ]
+    );
+    // The three hooks and three forwarding accepts; the administrator's rule stays.
+    assert_eq!(plans[0].rules.len(), 6, "{:?}", plans[0].rules);
+    assert!(
+        !plans[0]
+            .rules
+            .iter()
+            .any(|r| r.contains("an administrator's")),
+        "{:?}",
+        plans[0].rules
+    );
+    assert_eq!(
+        plans[1].rules,
+        [
+            "POSTROUTING -m set --match-set kube-router-pod-subnets src -m set ! --match-set kube-router-pod-subnets dst -m set ! --match-set kube-router-node-ips dst -j MASQUERADE --random-fully"
+        ]
+    );
+    let scope = Scope {
+        purge: true,
+        kube: false,
+    };
+    assert!(plans_are_empty(KUBE_ROUTER_SAVE, scope));
+}
+
+fn plans_are_empty(save: &str, scope: Scope) -> bool {
+    plans(save, scope).iter().all(Plan::is_empty)
+}
