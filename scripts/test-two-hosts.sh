@@ -119,6 +119,14 @@ say "$A: kinit up took $((SECONDS - t0))s"
 say "$A: kinit join-command"
 join=$(hx "$A" 'kinit join-command')
 [[ $join == "sudo kinit join "* ]] || die "kinit join-command printed: $join"
+# An address B does not have is refused by B's checks, before B keeps anything.
+if refused=$(hx "$B" "${join#sudo } --bundle /bundle --node-ip 192.0.2.77" 2>&1); then
+  die "kinit join with another host's --node-ip succeeded"
+fi
+grep -q "192.0.2.77 is not an address of this host" <<<"$refused" ||
+  die "kinit join with another host's --node-ip: $refused"
+! hx "$B" 'test -e /var/lib/kinit/cluster.yaml' || die "a refused join left B's settings"
+say "$B: kinit join --node-ip of another host refused, nothing kept"
 say "$B: ${join%% --token*} --token ... (the printed command, with --bundle)"
 t0=$SECONDS
 hx "$B" "${join#sudo } --bundle /bundle" 2>&1 | indent
@@ -129,6 +137,12 @@ hx "$A" 'kinit status' | indent
 # broken pipe would fail the check.
 status=$(hx "$A" 'kinit status')
 grep -q "^  $B  *Ready  *$B_IP" <<<"$status" || die "kinit status on $A does not list $B Ready"
+if refused=$(hx "$B" 'kinit up --bundle /bundle --pod-security baseline' 2>&1); then
+  die "kinit up --pod-security on the joined $B succeeded"
+fi
+grep -q "node of the cluster at .*: --pod-security set the cluster" <<<"$refused" ||
+  die "kinit up --pod-security on $B: $refused"
+say "$B: kinit up with a cluster's flag is refused on the joined host"
 labels=$(kubectl_a "get node $A -o jsonpath='{.metadata.labels}'")
 grep -q 'node-role.kubernetes.io/control-plane' <<<"$labels" ||
   die "$A is not labelled as the control plane"

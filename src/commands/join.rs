@@ -177,13 +177,14 @@ async fn node_context(layout: Layout, settings: Settings, sources: Sources) -> R
 /// A joined host's bring-up, by `kinit join` (with the bootstrap credentials) and by
 /// `kinit up` on a joined host (repairing it: the kubelet has its own credentials).
 pub async fn node_steps(ctx: &Context, bootstrap: Option<&Bootstrap>) -> Result<Steps> {
-    // The settings are saved first: a join that stops half-way is resumed by `kinit up`
-    // or undone by `kinit down --purge`, which both read them.
-    ctx.settings.save(&ctx.layout.settings_file())?;
     let mut steps = Steps::new();
     steps
         .run("Checking the host", steps::preflight::run(ctx))
         .await?;
+    // Saved once the host passed its checks (a refused `--node-ip` leaves nothing), before
+    // anything else: a join that stops half-way is resumed by `kinit up` or undone by
+    // `kinit down --purge`, which both read them.
+    ctx.settings.save(&ctx.layout.settings_file())?;
     steps
         .run("Downloading release files", steps::download::run(ctx))
         .await?;

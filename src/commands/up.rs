@@ -38,6 +38,15 @@ pub async fn run(
     requested.pod_security = flags.pod_security.or(config.pod_security);
     let saved = Settings::load(&layout.settings_file())?;
     if let Some(node) = saved.as_ref().filter(|s| !s.is_control_plane()) {
+        refuse_cluster_flags(node, args)?;
+        let in_config = cluster_settings_in_config(&config);
+        if !in_config.is_empty() {
+            progress::println(&format!(
+                " ! This host is a node of another host's cluster: {} in the config file \
+                 apply on that host (`kinit up` there), not here",
+                in_config.join(", ")
+            ));
+        }
         let sources = args
             .sources
             .resolve(&config, node.image_repository.as_deref())?;
@@ -150,4 +159,105 @@ pub async fn run(
     say("  kubectl create deployment web --image=nginx && kubectl expose deployment web --port=80");
     say("  kinit socks        # browse pod and Service IPs through a SOCKS5 proxy on :8082");
     Ok(())
+}
+
+/// The flags of `kinit up` that set the cluster, given on the command line.
+fn cluster_flags(args: &UpArgs) -> Vec<&'static str> {
+    let (c, k) = (&args.cluster, &args.components);
+    [
+        ("--hostname", c.hostname.is_some()),
+        ("--service-cidr", c.service_cidr.is_some()),
+        ("--dns-domain", c.dns_domain.is_some()),
+        ("--pod-cidr", c.pod_cidr.is_some()),
+        ("--kubernetes-version", c.kubernetes_version.is_some()),
+        ("--feature-gates", k.feature_gates.is_some()),
+        ("--extra-arg", !k.extra_arg.is_empty()),
+        ("--no-extra-args", k.no_extra_args),
+        ("--audit-log", k.audit_log.is_some()),
+        ("--pod-security", k.pod_security.is_some()),
+        ("--addons", args.addons.is_some()),
+    ]
+    .into_iter()
+    .filter_map(|(flag, given)| given.then_some(flag))
+    .collect()
+}
+
+/// A joined host takes the cluster's settings from the control plane and keeps the name
+/// it joined with, so a flag that would change either is refused rather than ignored.
+fn refuse_cluster_flags(node: &Settings, args: &UpArgs) -> Result<()> {
+    let given = cluster_flags(args);
+    if given.is_empty() {
+        return Ok(());
+    }
+    let server = node.joined.as_ref().map_or("", |j| j.server.as_str());
+    Err(anyhow!(
+        "this host is a node of the cluster at {server}: {} set the cluster (run `kinit up` \
+         with them on its control-plane host) or name the node (it keeps the name it joined \
+         with; `sudo kinit down --purge` and `kinit join --hostname` give it another); \
+         here only --node-ip and where files come from can change",
+        given.join(", ")
+    ))
+}
+
+/// The config file's cluster settings, which a joined host does not use.
+fn cluster_settings_in_config(config: &crate::config::Config) -> Vec<&'static str> {
+    [
+        ("kubernetesVersion", config.kubernetes_version.is_some()),
+        ("featureGates", config.feature_gates.is_some()),
+        ("extraArgs", config.extra_args.is_some()),
+        ("auditLog", config.audit_log.is_some()),
+        ("podSecurity", config.pod_security.is_some()),
+        ("addons", config.addons.is_some()),
+    ]
+    .into_iter()
+    .filter_map(|(key, given)| given.then_some(key))
+    .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+    use crate::cli::{Cli, Command};
+    use crate::cluster::{self, Joined};
+
+    fn up_args(flags: &[&str]) -> UpArgs {
+        let argv = ["kinit", "up"].iter().chain(flags);
+        match Cli::try_parse_from(argv).expect("valid flags").command {
+            Command::Up(args) => args,
+            other => panic!("not up: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_joined_host_refuses_the_clusters_flags_and_takes_its_own() {
+        let node = Settings {
+            joined: Some(Joined {
+                server: "https://10.0.2.15:6443".into(),
+                control_plane: "kinit-a".parse().expect("valid name"),
+            }),
+            ..cluster::test_settings()
+        };
+        let own = up_args(&["--node-ip", "10.0.2.16", "--mirror", "http://127.0.0.1:1"]);
+        assert!(refuse_cluster_flags(&node, &own).is_ok());
+        let err = refuse_cluster_flags(
+            &node,
+            &up_args(&[
+                "--pod-security",
+                "baseline",
+                "--addons",
+                "",
+                "--node-ip",
+                "10.0.2.16",
+            ]),
+        )
+        .expect_err("cluster flags on a node")
+        .to_string();
+        assert!(
+            err.contains("node of the cluster at https://10.0.2.15:6443: --pod-security, --addons"),
+            "{err}"
+        );
+        assert!(!err.contains("--node-ip,"), "{err}");
+    }
 }

@@ -200,7 +200,18 @@ pub struct Master {
     /// configuration (when it enforces a Pod Security level): read by the API server
     /// alone, so their changes restart only that pod.
     pub apiserver_files: Vec<File>,
+    /// Those of them these settings turn off: kinit wrote them for earlier settings, and
+    /// removes them once no API server mounts them.
+    pub retired_files: Vec<PathBuf>,
 }
+
+/// Where the API server's optional files go.
+fn apiserver_file(layout: &Layout, name: &str) -> PathBuf {
+    layout.config().join(name)
+}
+
+const AUDIT_POLICY_FILE: &str = "audit-policy.yaml";
+const ADMISSION_FILE: &str = "admission.yaml";
 
 pub(super) fn path(p: PathBuf) -> String {
     p.to_string_lossy().into_owned()
@@ -231,10 +242,17 @@ pub fn render(inputs: &Inputs, credentials: &str) -> Result<Master> {
         contents: admission.config_text.clone(),
         mode: Mode::Public,
     });
+    let apiserver_files: Vec<File> = audit_policy.into_iter().chain(admission).collect();
+    let retired_files = [AUDIT_POLICY_FILE, ADMISSION_FILE]
+        .into_iter()
+        .map(|name| apiserver_file(layout, name))
+        .filter(|p| apiserver_files.iter().all(|f| f.path != *p))
+        .collect();
     Ok(Master {
         spec: manifests::MASTER.render(&values)?,
         files: files(&values, layout)?,
-        apiserver_files: audit_policy.into_iter().chain(admission).collect(),
+        apiserver_files,
+        retired_files,
     })
 }
 
@@ -315,7 +333,7 @@ pub(super) fn values(inputs: &Inputs, credentials: &str) -> Result<Values> {
     let audit = if settings.audit_log {
         let policy_text = manifests::AUDIT_POLICY.render_text(&())?;
         Some(Audit {
-            policy: path(config.join("audit-policy.yaml")),
+            policy: path(apiserver_file(layout, AUDIT_POLICY_FILE)),
             policy_digest: docker::short_digest(policy_text.as_bytes()),
             policy_text,
             log_dir: path(layout.logs()),
@@ -330,7 +348,7 @@ pub(super) fn values(inputs: &Inputs, credentials: &str) -> Result<Values> {
             "level": settings.pod_security.as_str(),
         }))?;
         Some(Admission {
-            config: path(config.join("admission.yaml")),
+            config: path(apiserver_file(layout, ADMISSION_FILE)),
             config_digest: docker::short_digest(config_text.as_bytes()),
             config_text,
         })

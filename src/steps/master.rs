@@ -142,6 +142,10 @@ pub async fn run(ctx: &Context) -> Result<Outcome> {
     for file in after_ready {
         fs::write_file(&file.path, file.contents.as_bytes(), file.mode)?;
     }
+    // The ready API server was started from the new manifest, which mounts none of these.
+    for retired in &rendered.retired_files {
+        fs::remove_file(retired)?;
+    }
     let endpoint = ctx.settings.api_server_url();
     Ok(match (applied, written) {
         (Applied::Unchanged, 0) => Outcome::AlreadyDone(format!("API server ready at {endpoint}")),

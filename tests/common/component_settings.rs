@@ -207,4 +207,8 @@ pub fn component_settings(c: &Cluster) {
         assert!(recorded[field].is_null(), "{field}: {recorded}");
     }
     assert!(log.exists());
+    // The API server's files for settings now off are gone with them.
+    for file in ["config/audit-policy.yaml", "config/admission.yaml"] {
+        assert!(!c.state.join(file).exists(), "{file} left behind");
+    }
 }

@@ -238,6 +238,14 @@ fn a_pod_security_level_is_the_api_servers_default_outside_kube_system() {
     let layout = Layout::new("/var/lib/kinit");
     let privileged = rendered(&cluster::test_settings());
     assert!(privileged.apiserver_files.is_empty());
+    // Both optional files, written for other settings, go once no API server mounts them.
+    assert_eq!(
+        privileged.retired_files,
+        [
+            layout.config().join("audit-policy.yaml"),
+            layout.config().join("admission.yaml")
+        ]
+    );
     let flag = "--admission-control-config-file=/etc/kubernetes/admission.yaml";
     assert!(
         !command(&privileged, "kube-apiserver")
@@ -254,6 +262,7 @@ fn a_pod_security_level_is_the_api_servers_default_outside_kube_system() {
         panic!("not one file: {:?}", m.apiserver_files.len());
     };
     assert_eq!(config.path, layout.config().join("admission.yaml"));
+    assert_eq!(m.retired_files, [layout.config().join("audit-policy.yaml")]);
     let doc: serde_yaml::Value = serde_yaml::from_str(&config.contents).unwrap();
     let psa = &doc["plugins"][0];
     assert_eq!(psa["name"], "PodSecurity");
