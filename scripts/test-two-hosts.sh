@@ -99,11 +99,16 @@ host_snapshot() {
 host_snapshot "$A" before
 host_snapshot "$B" before
 
+# ON_TIMEOUT names a command that prints what explains a wait that ran out.
+ON_TIMEOUT=
 wait_for() {
   local what=$1 limit=$2 t0=$SECONDS
   shift 2
   until "$@" >/dev/null 2>&1; do
-    ((SECONDS - t0 < limit)) || die "$what: not within ${limit}s"
+    if ((SECONDS - t0 >= limit)); then
+      [ -z "$ON_TIMEOUT" ] || "$ON_TIMEOUT" 2>&1 | indent || true
+      die "$what: not within ${limit}s"
+    fi
     sleep 2
   done
   say "$what ($((SECONDS - t0))s)"
@@ -351,11 +356,25 @@ move_b() {
   wait_for "$B moved to $to: a pod on $A reaches a pod on it" 60 dials "$name_b" "$A" "$pod_a" http "$pod_b" 8080
   say "$B's address moved from $from to $to and the cluster followed it in $((SECONDS - t0))s"
 }
+# What decides where pod traffic goes, on both hosts: addresses and routes, kube-router's
+# BGP sessions and kinit's iptables rules.
+pod_network_state() {
+  local h pod
+  for h in "$A" "$B"; do
+    echo "---- $h"
+    hx "$h" 'ip -4 -brief addr; ip route; iptables-save | grep KINIT-'
+    pod=$(kubectl_a "-n kube-system get pods -l k8s-app=kube-router --field-selector spec.nodeName=$h -o name")
+    kubectl_a "-n kube-system exec $pod -- gobgp neighbor" || true
+    kubectl_a "-n kube-system logs $pod --tail=20" || true
+  done
+}
 if [ -n "$MOVE" ]; then
+  ON_TIMEOUT=pod_network_state
   rebalance
   wait_for "$B runs a spread pod again" 60 spread_on_both_ready
   move_b "$B_IP" 172.31.0.12
   move_b 172.31.0.12 "$B_IP"
+  ON_TIMEOUT=
 fi
 
 # ---- 12. purge ---------------------------------------------------------------------------
