@@ -165,7 +165,8 @@ pub enum ImagesCommand {
         /// The bundle directory (with images/*.tar) or a directory of `docker save` archives.
         #[arg(value_name = "DIR")]
         dir: PathBuf,
-        /// Load every archive, even when Docker has its images already.
+        /// Load every archive, even when Docker has its images already (re-pointing any name
+        /// Docker has to the archive's image).
         #[arg(long)]
         all: bool,
     },

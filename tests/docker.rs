@@ -14,7 +14,7 @@ use kinit::docker::{Applied, ContainerSpec, Docker};
 
 mod common;
 use common::cluster::inspect;
-use common::{bundle, require_engine, text};
+use common::{bundle, require_engine, run, run_ok, text};
 
 /// `kinit down` removes every kinit container, so these tests take turns.
 static DOCKER: Mutex<()> = Mutex::new(());
@@ -217,4 +217,49 @@ fn a_second_kinit_refuses_while_one_holds_the_lock() {
     // Released: certs into the state directory goes ahead.
     let out = kinit(&state, &["certs", "--out", state_arg]);
     assert!(out.status.success(), "{}", text(&out));
+}
+
+/// `kinit images load` never re-points a name Docker has: an archive that carries one
+/// (beside a new image) is refused before anything is loaded, unless `--all`.
+#[test]
+fn a_bundle_cannot_re_point_a_name_docker_has() {
+    let _turn = DOCKER.lock().unwrap_or_else(|e| e.into_inner());
+    require_engine();
+    let images = kinit::versions::Images::default();
+    let (pause, etcd) = (images.pause(), images.etcd());
+    let (new, held) = ("kinit.test/bundle-new:1", "kinit.test/bundle-held:1");
+    let id = |name: &str| {
+        let out = run(&["docker", "image", "inspect", "-f", "{{.Id}}", name]);
+        out.status.success().then(|| text(&out).trim().to_string())
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let archive = dir.path().join("both.tar");
+    let archive_arg = archive.to_str().unwrap();
+    run_ok(&["docker", "tag", &pause, new]);
+    run_ok(&["docker", "tag", &pause, held]);
+    run_ok(&["docker", "save", "-o", archive_arg, new, held]);
+    // On this host the held name means another image; the new one is not there.
+    run_ok(&["docker", "tag", &etcd, held]);
+    run_ok(&["docker", "rmi", new]);
+    let etcd_id = id(&etcd);
+
+    let load = |all: bool| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_kinit"));
+        cmd.args(["images", "load"]).arg(dir.path());
+        if all {
+            cmd.arg("--all");
+        }
+        cmd.output().expect("kinit runs")
+    };
+    let refused = load(false);
+    let msg = text(&refused);
+    let refused_ok = !refused.status.success()
+        && msg.contains(&format!("would re-point {held}, which Docker has already"));
+    let kept = id(held) == etcd_id && id(new).is_none();
+    let forced = load(true);
+    let forced_ok = forced.status.success() && id(held) == id(&pause) && id(new).is_some();
+    run(&["docker", "rmi", new, held]);
+    assert!(refused_ok, "{msg}");
+    assert!(kept, "the refused load changed Docker's names");
+    assert!(forced_ok, "{}", text(&forced));
 }

@@ -164,12 +164,12 @@ async fn enable(state_dir: Option<&Path>, config_path: Option<&Path>, addon: Add
     Ok(())
 }
 
-/// Loads what the config file's bundle has and Docker lacks, then makes each image
+/// Loads the addon's images the config file's bundle has and Docker lacks, then makes each image
 /// present (as it is, or pulled), as `kinit up` does.
 async fn addon_images(docker: &Docker, config: &Config, images: &[String]) -> Result<Outcome> {
     let mut loaded = 0;
     if let Some(dir) = &config.bundle {
-        loaded = bundle::load_missing(docker, dir, false).await?.loaded.len();
+        loaded = bundle::load_wanted(docker, dir, images).await?.loaded.len();
     }
     let mut pulled = 0;
     for image in images {
