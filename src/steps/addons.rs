@@ -20,8 +20,6 @@ struct Values {
 #[derive(Serialize)]
 struct NetworkValues {
     image: String,
-    /// Whether its firewall enforces NetworkPolicy.
-    policy: bool,
     health_port: u16,
 }
 
@@ -38,7 +36,6 @@ pub async fn run(ctx: &Context) -> Result<Outcome> {
     }
     texts.push(manifests::KUBE_ROUTER.render_text(&NetworkValues {
         image: ctx.images.kube_router(),
-        policy: true,
         health_port: crate::cluster::ROUTER_HEALTH_PORT,
     })?);
     texts.extend(super::join::objects(ctx)?);
