@@ -15,6 +15,9 @@ use crate::docker::Docker;
 pub struct Archive {
     pub path: PathBuf,
     pub tags: Vec<String>,
+    /// The IDs of its images (`sha256:` and their config's digest), as Docker's own image
+    /// store names them.
+    pub ids: Vec<String>,
 }
 
 /// What [`load_missing`] did, by image name.
@@ -41,8 +44,8 @@ pub fn archives(dir: &Path) -> Result<Vec<Archive>> {
             .with_context(|| format!("cannot read the bundle {}", dir.display()))?
             .path();
         if path.extension().is_some_and(|e| e == "tar") {
-            let tags = archive_tags(&path)?;
-            out.push(Archive { path, tags });
+            let (tags, ids) = archive_manifest(&path)?;
+            out.push(Archive { path, tags, ids });
         }
     }
     if out.is_empty() {
@@ -55,9 +58,9 @@ pub fn archives(dir: &Path) -> Result<Vec<Archive>> {
     Ok(out)
 }
 
-/// Loads every archive whose images Docker has none of; `all` reloads them all. An archive
-/// that would re-point a name Docker has (one of its images present, another missing) is
-/// refused unless `all`: loading it replaces what that name meant on this host.
+/// Loads every archive with an image Docker lacks; `all` reloads them all. An archive that
+/// would re-point a name Docker has to another image is refused unless `all`: loading it
+/// replaces what that name means on this host.
 pub async fn load_missing(docker: &Docker, dir: &Path, all: bool) -> Result<LoadReport> {
     load_archives(docker, dir, Want::Any { all }).await
 }
@@ -86,8 +89,9 @@ enum Plan {
     Skip,
 }
 
-/// Decides, from the archive's own manifest and what Docker has, before anything is loaded.
-fn plan(archive: &Archive, want: Want, has: &dyn Fn(&str) -> bool) -> Result<Plan> {
+/// Decides, from the archive's own manifest and what Docker has (the ID each name has
+/// there, if any), before anything is loaded.
+fn plan(archive: &Archive, want: Want, id_of: &dyn Fn(&str) -> Option<String>) -> Result<Plan> {
     let name = |t: &String| crate::versions::docker_name(t).to_string();
     if let Want::Only(wanted) = want {
         let wanted: Vec<String> = wanted.iter().map(name).collect();
@@ -108,21 +112,28 @@ fn plan(archive: &Archive, want: Want, has: &dyn Fn(&str) -> bool) -> Result<Pla
         }
     }
     let (present, missing): (Vec<&String>, Vec<&String>) =
-        archive.tags.iter().partition(|t| has(t));
-    Ok(match (present.is_empty(), missing.is_empty(), want) {
-        (_, _, Want::Any { all: true }) => Plan::Load,
-        (_, true, _) => Plan::Present,
-        (true, false, _) => Plan::Load,
-        (false, false, want) => {
+        archive.tags.iter().partition(|t| id_of(t).is_some());
+    // A name Docker has for an image this archive does not hold (under the containerd
+    // image store, IDs are manifest digests: a name is then taken as re-pointed).
+    let re_pointed: Vec<&String> = present
+        .iter()
+        .copied()
+        .filter(|t| id_of(t).is_some_and(|id| !archive.ids.contains(&id)))
+        .collect();
+    Ok(match want {
+        Want::Any { all: true } => Plan::Load,
+        _ if missing.is_empty() => Plan::Present,
+        _ if re_pointed.is_empty() => Plan::Load,
+        want => {
             let hint = match want {
                 Want::Any { .. } => " (`kinit images load --all` loads it anyway)",
                 Want::Only(_) => "",
             };
             bail!(
-                "{} would re-point {}, which Docker has already, to load {}: remove those \
-                 names or the archive{hint}",
+                "{} would re-point {}, which Docker has as another image, to load {}: \
+                 remove those names or the archive{hint}",
                 archive.path.display(),
-                join(&present),
+                join(&re_pointed),
                 join(&missing),
             )
         }
@@ -138,16 +149,16 @@ fn join(tags: &[&String]) -> String {
 
 async fn load_archives(docker: &Docker, dir: &Path, want: Want<'_>) -> Result<LoadReport> {
     let archives = archives(dir)?;
-    let mut present = std::collections::HashSet::new();
+    let mut present = std::collections::HashMap::new();
     for tag in archives.iter().flat_map(|a| &a.tags) {
-        if docker.has_image(tag).await? {
-            present.insert(tag.clone());
+        if let Some(id) = docker.image_id(tag).await? {
+            present.insert(tag.clone(), id);
         }
     }
     // Every archive is checked before the first is loaded: a refused bundle loads nothing.
     let mut plans = Vec::new();
     for archive in archives {
-        let plan = plan(&archive, want, &|t| present.contains(t))?;
+        let plan = plan(&archive, want, &|t| present.get(t).cloned())?;
         plans.push((archive, plan));
     }
     let mut report = LoadReport::default();
@@ -167,11 +178,23 @@ async fn load_archives(docker: &Docker, dir: &Path, want: Want<'_>) -> Result<Lo
 #[derive(Deserialize)]
 #[serde(rename_all = "PascalCase")]
 struct ManifestEntry {
+    /// The image's config: `<hex>.json` (Docker before 25) or `blobs/sha256/<hex>`.
+    config: String,
     #[serde(default)]
     repo_tags: Option<Vec<String>>,
 }
 
-fn archive_tags(path: &Path) -> Result<Vec<String>> {
+impl ManifestEntry {
+    fn id(&self) -> Option<String> {
+        let name = self.config.rsplit('/').next()?;
+        let hex = name.strip_suffix(".json").unwrap_or(name);
+        let valid = hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit());
+        valid.then(|| format!("sha256:{}", hex.to_ascii_lowercase()))
+    }
+}
+
+/// The archive's image names and image IDs, from its own manifest.json.
+fn archive_manifest(path: &Path) -> Result<(Vec<String>, Vec<String>)> {
     let bad = || format!("{} is not a `docker save` archive", path.display());
     let file =
         std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
@@ -185,6 +208,7 @@ fn archive_tags(path: &Path) -> Result<Vec<String>> {
         let mut text = String::new();
         entry.read_to_string(&mut text).with_context(bad)?;
         let manifest: Vec<ManifestEntry> = serde_json::from_str(&text).with_context(bad)?;
+        let ids = manifest.iter().filter_map(ManifestEntry::id).collect();
         let tags: Vec<String> = manifest
             .into_iter()
             .flat_map(|m| m.repo_tags.unwrap_or_default())
@@ -195,7 +219,7 @@ fn archive_tags(path: &Path) -> Result<Vec<String>> {
                 path.display()
             );
         }
-        return Ok(tags);
+        return Ok((tags, ids));
     }
     Err(anyhow::anyhow!(bad()))
 }
@@ -216,28 +240,59 @@ mod tests {
         builder.finish().unwrap();
     }
 
+    const ID_A: &str = "sha256:aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+    const ID_B: &str = "sha256:bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb";
+
     #[test]
-    fn reads_image_names_from_each_archive() {
+    fn reads_image_names_and_ids_from_each_archive() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir(dir.path().join("images")).unwrap();
-        let manifest = br#"[{"Config":"x.json","RepoTags":["registry.k8s.io/etcd:3.6.8-0"],"Layers":["l/layer.tar"]}]"#;
-        archive_with(
-            &dir.path().join("images/etcd.tar"),
-            &[
-                ("l/layer.tar", &[0u8; 4096][..]),
-                ("manifest.json", &manifest[..]),
-            ],
-        );
+        let hex = &ID_A["sha256:".len()..];
+        // Docker 25 and later name the config by its blob; earlier ones as <hex>.json.
+        for (file, config) in [
+            ("etcd.tar", format!("blobs/sha256/{hex}")),
+            ("old.tar", format!("{hex}.json")),
+        ] {
+            let manifest = format!(
+                r#"[{{"Config":"{config}","RepoTags":["registry.k8s.io/etcd:3.6.8-0"],"Layers":["l/layer.tar"]}}]"#
+            );
+            archive_with(
+                &dir.path().join("images").join(file),
+                &[
+                    ("l/layer.tar", &[0u8; 4096][..]),
+                    ("manifest.json", manifest.as_bytes()),
+                ],
+            );
+        }
         std::fs::write(dir.path().join("images/README"), "not an archive").unwrap();
         let found = archives(dir.path()).unwrap();
-        assert_eq!(found.len(), 1);
-        assert_eq!(found[0].tags, ["registry.k8s.io/etcd:3.6.8-0"]);
+        assert_eq!(found.len(), 2);
+        for archive in found {
+            assert_eq!(archive.tags, ["registry.k8s.io/etcd:3.6.8-0"]);
+            assert_eq!(archive.ids, [ID_A]);
+        }
     }
 
+    /// An archive of one image (ID_A) under `tags`.
     fn archive(tags: &[&str]) -> Archive {
         Archive {
             path: PathBuf::from("/bundle/images/x.tar"),
             tags: tags.iter().map(|t| t.to_string()).collect(),
+            ids: vec![ID_A.to_string()],
+        }
+    }
+
+    /// Docker with these names, each for an image ID.
+    fn docker_has(names: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let names: Vec<(String, String)> = names
+            .iter()
+            .map(|(n, id)| (n.to_string(), id.to_string()))
+            .collect();
+        move |tag| {
+            names
+                .iter()
+                .find(|(n, _)| n == tag)
+                .map(|(_, id)| id.clone())
         }
     }
 
@@ -245,7 +300,7 @@ mod tests {
     fn kinit_up_loads_only_archives_of_the_images_it_asked_for() {
         let wanted = ["registry.k8s.io/pause:3.10".to_string()];
         let want = Want::Only(&wanted);
-        let none = |_: &str| false;
+        let none = docker_has(&[]);
         let plan_of = |tags: &[&str]| plan(&archive(tags), want, &none);
         assert_eq!(
             plan_of(&["registry.k8s.io/pause:3.10"]).unwrap(),
@@ -260,38 +315,37 @@ mod tests {
             err.contains("carries nginx:latest, which kinit did not ask for, beside registry.k8s.io/pause:3.10"),
             "{err}"
         );
-        let present = |t: &str| t == "registry.k8s.io/pause:3.10";
+        let present = docker_has(&[("registry.k8s.io/pause:3.10", ID_B)]);
         let plan_present = plan(&archive(&["registry.k8s.io/pause:3.10"]), want, &present);
         assert_eq!(plan_present.unwrap(), Plan::Present);
     }
 
     #[test]
     fn a_load_never_re_points_a_name_docker_has_unless_told() {
-        let present = |t: &str| t == "nginx:latest";
+        let any = Want::Any { all: false };
         let mixed = archive(&["kinit.test/new:1", "nginx:latest"]);
-        let err = plan(&mixed, Want::Any { all: false }, &present)
-            .unwrap_err()
-            .to_string();
+        // nginx:latest names another image here: loading would re-point it.
+        let other = docker_has(&[("nginx:latest", ID_B)]);
+        let err = plan(&mixed, any, &other).unwrap_err().to_string();
         assert!(
             err.contains(
-                "would re-point nginx:latest, which Docker has already, to load kinit.test/new:1"
+                "would re-point nginx:latest, which Docker has as another image, to load kinit.test/new:1"
             ),
             "{err}"
         );
         assert!(err.contains("--all"), "{err}");
         assert_eq!(
-            plan(&mixed, Want::Any { all: true }, &present).unwrap(),
+            plan(&mixed, Want::Any { all: true }, &other).unwrap(),
             Plan::Load
         );
+        // The same image under that name (one of an archive's names untagged by the
+        // kubelet's image GC): loading changes no name's meaning.
+        let same = docker_has(&[("nginx:latest", ID_A)]);
+        assert_eq!(plan(&mixed, any, &same).unwrap(), Plan::Load);
         let fresh = archive(&["kinit.test/new:1"]);
-        let plan_fresh = plan(&fresh, Want::Any { all: false }, &present);
-        assert_eq!(plan_fresh.unwrap(), Plan::Load);
-        let plan_old = plan(
-            &archive(&["nginx:latest"]),
-            Want::Any { all: false },
-            &present,
-        );
-        assert_eq!(plan_old.unwrap(), Plan::Present);
+        assert_eq!(plan(&fresh, any, &other).unwrap(), Plan::Load);
+        let old = archive(&["nginx:latest"]);
+        assert_eq!(plan(&old, any, &other).unwrap(), Plan::Present);
     }
 
     #[test]

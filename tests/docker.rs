@@ -254,7 +254,9 @@ fn a_bundle_cannot_re_point_a_name_docker_has() {
     let refused = load(false);
     let msg = text(&refused);
     let refused_ok = !refused.status.success()
-        && msg.contains(&format!("would re-point {held}, which Docker has already"));
+        && msg.contains(&format!(
+            "would re-point {held}, which Docker has as another image"
+        ));
     let kept = id(held) == etcd_id && id(new).is_none();
     let forced = load(true);
     let forced_ok = forced.status.success() && id(held) == id(&pause) && id(new).is_some();
