@@ -115,6 +115,20 @@ wait_for() {
 }
 kubectl_a() { hx "$A" "kubectl $*"; }
 
+# What decides where pod traffic goes, on both hosts: addresses and routes, kube-router's
+# BGP sessions and kinit's iptables rules.
+pod_network_state() {
+  local h pod
+  for h in "$A" "$B"; do
+    echo "---- $h"
+    hx "$h" 'ip -4 -brief addr; ip route; iptables-save | grep KINIT-'
+    pod=$(kubectl_a "-n kube-system get pods -l k8s-app=kube-router --field-selector spec.nodeName=$h -o name")
+    kubectl_a "-n kube-system exec $pod -- gobgp neighbor" || true
+    kubectl_a "-n kube-system logs $pod --tail=20" || true
+    [ -z "${1:-}" ] || hx "$h" 'ipset save; iptables-save'
+  done
+}
+
 # ---- 1. join ----------------------------------------------------------------------------
 say "$A: kinit up"
 t0=$SECONDS
@@ -260,9 +274,13 @@ for h in "$A" "$B"; do
   hx "$h" 'kinit images load /bundle/conformance/images' >/dev/null
 done
 hx "$A" 'kinit kubeconfig' >"$WORK/admin.kubeconfig"
-"$REPO/scripts/conformance.sh" "${suite_args[@]}" \
-  --kubeconfig "$WORK/admin.kubeconfig" --kinit "$KINIT_BIN" 2>&1 | indent ||
-  die "the conformance tests ($SUITE) on two nodes failed (reports above)"
+if ! "$REPO/scripts/conformance.sh" "${suite_args[@]}" \
+  --kubeconfig "$WORK/admin.kubeconfig" --kinit "$KINIT_BIN" 2>&1 | indent; then
+  # The failed tests' pods are gone by now; what the hosts' rules and sets were is not.
+  state=/var/tmp/kinit-two-hosts-$SUITE-$(date +%Y%m%d-%H%M%S).txt
+  pod_network_state full >"$state" 2>&1 || true
+  die "the conformance tests ($SUITE) on two nodes failed (reports above; both hosts' rules and sets in $state)"
+fi
 # The suite deletes its namespaces when it ends, not before it returns: their bare pods
 # would stop the drain below.
 suite_gone() { [ -z "$(kubectl_a 'get namespaces -l e2e-framework -o name')" ]; }
@@ -355,18 +373,6 @@ move_b() {
   wait_for "$B moved to $to: a pod on it reaches a pod on $A" 180 dials "$name_a" "$B" "$pod_b" http "$pod_a" 8080
   wait_for "$B moved to $to: a pod on $A reaches a pod on it" 60 dials "$name_b" "$A" "$pod_a" http "$pod_b" 8080
   say "$B's address moved from $from to $to and the cluster followed it in $((SECONDS - t0))s"
-}
-# What decides where pod traffic goes, on both hosts: addresses and routes, kube-router's
-# BGP sessions and kinit's iptables rules.
-pod_network_state() {
-  local h pod
-  for h in "$A" "$B"; do
-    echo "---- $h"
-    hx "$h" 'ip -4 -brief addr; ip route; iptables-save | grep KINIT-'
-    pod=$(kubectl_a "-n kube-system get pods -l k8s-app=kube-router --field-selector spec.nodeName=$h -o name")
-    kubectl_a "-n kube-system exec $pod -- gobgp neighbor" || true
-    kubectl_a "-n kube-system logs $pod --tail=20" || true
-  done
 }
 if [ -n "$MOVE" ]; then
   ON_TIMEOUT=pod_network_state
