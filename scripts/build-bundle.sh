@@ -649,8 +649,9 @@ image_traefik() {
   smoke "$ref" version
 }
 
-# kube-router (the pod network between nodes and NetworkPolicy) and its gobgp client, stamped
-# like its Makefile (the version variables; upstream puts the commit where the tag is).
+# kube-router (the pod network between nodes and NetworkPolicy), stamped like its Makefile
+# (the version variables; upstream puts the commit where the tag is). Upstream's image also
+# carries a gobgp client; this one does not.
 build_kube_router() {
   local out=$1 m=github.com/cloudnativelabs/kube-router/v2 date
   go_wrapper kube-router

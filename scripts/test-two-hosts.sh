@@ -115,17 +115,22 @@ wait_for() {
 }
 kubectl_a() { hx "$A" "kubectl $*"; }
 
-# What decides where pod traffic goes, on both hosts: addresses and routes, kube-router's
-# BGP sessions and kinit's iptables rules.
+# What decides where pod traffic goes, on both hosts: addresses and routes, kinit's
+# iptables rules, the BGP sessions (TCP 179; the bundle's kube-router image has no gobgp
+# client) and kube-router's log; with an argument, every rule and ipset too (read with
+# this machine's ipset in the host's network namespace, as host_snapshot does).
 pod_network_state() {
   local h pod
   for h in "$A" "$B"; do
     echo "---- $h"
     hx "$h" 'ip -4 -brief addr; ip route; iptables-save | grep KINIT-'
+    hx "$h" "ss -tn '( sport = :179 or dport = :179 )'" || true
     pod=$(kubectl_a "-n kube-system get pods -l k8s-app=kube-router --field-selector spec.nodeName=$h -o name")
-    kubectl_a "-n kube-system exec $pod -- gobgp neighbor" || true
-    kubectl_a "-n kube-system logs $pod --tail=20" || true
-    [ -z "${1:-}" ] || hx "$h" 'ipset save; iptables-save'
+    kubectl_a "-n kube-system logs $pod --tail=30" || true
+    if [ -n "${1:-}" ]; then
+      hx "$h" 'iptables-save'
+      nsenter -t "$(docker inspect -f '{{.State.Pid}}' "$h")" -n ipset save
+    fi
   done
 }
 
@@ -159,7 +164,7 @@ grep -q "^  $B  *Ready  *$B_IP" <<<"$status" || die "kinit status on $A does not
 if refused=$(hx "$B" 'kinit up --bundle /bundle --pod-security baseline' 2>&1); then
   die "kinit up --pod-security on the joined $B succeeded"
 fi
-grep -q "node of the cluster at .*: --pod-security set the cluster" <<<"$refused" ||
+grep -q "node of the cluster at .*: --pod-security do not apply here" <<<"$refused" ||
   die "kinit up --pod-security on $B: $refused"
 say "$B: kinit up with a cluster's flag is refused on the joined host"
 labels=$(kubectl_a "get node $A -o jsonpath='{.metadata.labels}'")

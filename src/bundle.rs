@@ -159,6 +159,15 @@ async fn load_archives(docker: &Docker, dir: &Path, want: Want<'_>) -> Result<Lo
     let mut plans = Vec::new();
     for archive in archives {
         let plan = plan(&archive, want, &|t| present.get(t).cloned())?;
+        if plan == Plan::Load {
+            // A later archive with one of these names would re-point it: it is taken.
+            for tag in &archive.tags {
+                present.insert(
+                    tag.clone(),
+                    format!("loaded from {}", archive.path.display()),
+                );
+            }
+        }
         plans.push((archive, plan));
     }
     let mut report = LoadReport::default();
@@ -193,35 +202,57 @@ impl ManifestEntry {
     }
 }
 
-/// The archive's image names and image IDs, from its own manifest.json.
+/// An OCI layout's index.json (`docker save` from Docker 25 on): the digest of each image's
+/// manifest, which is its ID under the containerd image store.
+#[derive(Deserialize)]
+struct OciIndex {
+    #[serde(default)]
+    manifests: Vec<OciDescriptor>,
+}
+
+#[derive(Deserialize)]
+struct OciDescriptor {
+    digest: String,
+}
+
+/// The archive's image names and image IDs, from its own manifest.json (and index.json,
+/// when it is an OCI layout).
 fn archive_manifest(path: &Path) -> Result<(Vec<String>, Vec<String>)> {
     let bad = || format!("{} is not a `docker save` archive", path.display());
     let file =
         std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
     let mut archive = tar::Archive::new(file);
+    let (mut manifest, mut index) = (None, None);
     // Seeking skips the layers' contents; manifest.json is usually at the end.
     for entry in archive.entries_with_seek().with_context(bad)? {
         let mut entry = entry.with_context(bad)?;
-        if entry.path().with_context(bad)?.as_os_str() != "manifest.json" {
-            continue;
-        }
+        let slot = match entry.path().with_context(bad)?.to_str() {
+            Some("manifest.json") => &mut manifest,
+            Some("index.json") => &mut index,
+            _ => continue,
+        };
         let mut text = String::new();
         entry.read_to_string(&mut text).with_context(bad)?;
-        let manifest: Vec<ManifestEntry> = serde_json::from_str(&text).with_context(bad)?;
-        let ids = manifest.iter().filter_map(ManifestEntry::id).collect();
-        let tags: Vec<String> = manifest
-            .into_iter()
-            .flat_map(|m| m.repo_tags.unwrap_or_default())
-            .collect();
-        if tags.is_empty() {
-            bail!(
-                "{} carries no image names (save it with `docker save NAME:TAG`)",
-                path.display()
-            );
-        }
-        return Ok((tags, ids));
+        *slot = Some(text);
     }
-    Err(anyhow::anyhow!(bad()))
+    let manifest: Vec<ManifestEntry> =
+        serde_json::from_str(&manifest.ok_or_else(|| anyhow::anyhow!(bad()))?).with_context(bad)?;
+    let mut ids: Vec<String> = manifest.iter().filter_map(ManifestEntry::id).collect();
+    if let Some(index) = index {
+        let index: OciIndex = serde_json::from_str(&index).with_context(bad)?;
+        ids.extend(index.manifests.into_iter().map(|m| m.digest));
+    }
+    let tags: Vec<String> = manifest
+        .into_iter()
+        .flat_map(|m| m.repo_tags.unwrap_or_default())
+        .collect();
+    if tags.is_empty() {
+        bail!(
+            "{} carries no image names (save it with `docker save NAME:TAG`)",
+            path.display()
+        );
+    }
+    Ok((tags, ids))
 }
 
 #[cfg(test)]
@@ -249,6 +280,7 @@ mod tests {
         std::fs::create_dir(dir.path().join("images")).unwrap();
         let hex = &ID_A["sha256:".len()..];
         // Docker 25 and later name the config by its blob; earlier ones as <hex>.json.
+        let index = format!(r#"{{"schemaVersion":2,"manifests":[{{"digest":"{ID_B}"}}]}}"#);
         for (file, config) in [
             ("etcd.tar", format!("blobs/sha256/{hex}")),
             ("old.tar", format!("{hex}.json")),
@@ -256,21 +288,27 @@ mod tests {
             let manifest = format!(
                 r#"[{{"Config":"{config}","RepoTags":["registry.k8s.io/etcd:3.6.8-0"],"Layers":["l/layer.tar"]}}]"#
             );
-            archive_with(
-                &dir.path().join("images").join(file),
-                &[
-                    ("l/layer.tar", &[0u8; 4096][..]),
-                    ("manifest.json", manifest.as_bytes()),
-                ],
-            );
+            let mut files = vec![
+                ("l/layer.tar", &[0u8; 4096][..]),
+                ("manifest.json", manifest.as_bytes()),
+            ];
+            if file == "etcd.tar" {
+                files.push(("index.json", index.as_bytes()));
+            }
+            archive_with(&dir.path().join("images").join(file), &files);
         }
         std::fs::write(dir.path().join("images/README"), "not an archive").unwrap();
         let found = archives(dir.path()).unwrap();
         assert_eq!(found.len(), 2);
-        for archive in found {
-            assert_eq!(archive.tags, ["registry.k8s.io/etcd:3.6.8-0"]);
-            assert_eq!(archive.ids, [ID_A]);
-        }
+        assert!(
+            found
+                .iter()
+                .all(|a| a.tags == ["registry.k8s.io/etcd:3.6.8-0"])
+        );
+        // The OCI layout's index names the manifest's digest: the image's ID under the
+        // containerd image store.
+        assert_eq!(found[0].ids, [ID_A, ID_B]);
+        assert_eq!(found[1].ids, [ID_A]);
     }
 
     /// An archive of one image (ID_A) under `tags`.

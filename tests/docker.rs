@@ -225,6 +225,13 @@ fn a_second_kinit_refuses_while_one_holds_the_lock() {
 fn a_bundle_cannot_re_point_a_name_docker_has() {
     let _turn = DOCKER.lock().unwrap_or_else(|e| e.into_inner());
     require_engine();
+    // The bundle's pause and etcd images stand in for any two images.
+    let loaded = Command::new(env!("CARGO_BIN_EXE_kinit"))
+        .args(["images", "load"])
+        .arg(bundle())
+        .output()
+        .expect("kinit runs");
+    assert!(loaded.status.success(), "{}", text(&loaded));
     let images = kinit::versions::Images::default();
     let (pause, etcd) = (images.pause(), images.etcd());
     let (new, held) = ("kinit.test/bundle-new:1", "kinit.test/bundle-held:1");

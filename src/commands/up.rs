@@ -161,7 +161,8 @@ pub async fn run(
     Ok(())
 }
 
-/// The flags of `kinit up` that set the cluster, given on the command line.
+/// The flags of `kinit up` that set the cluster or this host's part in it, given on the
+/// command line.
 fn cluster_flags(args: &UpArgs) -> Vec<&'static str> {
     let (c, k) = (&args.cluster, &args.components);
     [
@@ -176,6 +177,7 @@ fn cluster_flags(args: &UpArgs) -> Vec<&'static str> {
         ("--audit-log", k.audit_log.is_some()),
         ("--pod-security", k.pod_security.is_some()),
         ("--addons", args.addons.is_some()),
+        ("--kubeconfig", args.kubeconfig.is_some()),
     ]
     .into_iter()
     .filter_map(|(flag, given)| given.then_some(flag))
@@ -191,10 +193,11 @@ fn refuse_cluster_flags(node: &Settings, args: &UpArgs) -> Result<()> {
     }
     let server = node.joined.as_ref().map_or("", |j| j.server.as_str());
     Err(anyhow!(
-        "this host is a node of the cluster at {server}: {} set the cluster (run `kinit up` \
-         with them on its control-plane host) or name the node (it keeps the name it joined \
-         with; `sudo kinit down --purge` and `kinit join --hostname` give it another); \
-         here only --node-ip and where files come from can change",
+        "this host is a node of the cluster at {server}: {} do not apply here. The \
+         cluster's settings are set by `kinit up` on its control-plane host; a node keeps \
+         the name it joined with (`sudo kinit down --purge`, then `kinit join --hostname`, \
+         renames it); kubectl's kubeconfig is the control-plane host's. On a node, `kinit \
+         up` takes --node-ip and where files come from",
         given.join(", ")
     ))
 }

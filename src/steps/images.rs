@@ -10,7 +10,8 @@ use crate::bundle;
 use crate::docker::{ImageSource, record_image_id};
 use crate::progress::Outcome;
 
-pub async fn run(ctx: &Context) -> Result<Outcome> {
+/// The images this host runs: the control plane's or a node's, and the enabled addons'.
+pub fn wanted(ctx: &Context) -> Vec<String> {
     let mut images = match ctx.settings.is_control_plane() {
         true => ctx.images.all(),
         false => ctx.images.node(),
@@ -18,6 +19,11 @@ pub async fn run(ctx: &Context) -> Result<Outcome> {
     for addon in &ctx.settings.addons {
         images.extend(addon.images(&ctx.images));
     }
+    images
+}
+
+pub async fn run(ctx: &Context) -> Result<Outcome> {
+    let images = wanted(ctx);
     let mut loaded = 0;
     if let Some(dir) = &ctx.sources.bundle {
         loaded = bundle::load_wanted(&ctx.docker, dir, &images)

@@ -20,9 +20,9 @@ use crate::progress::Outcome;
 /// Below this, etcd and the component images would soon fill the disk.
 const MIN_FREE_BYTES: u64 = 2 << 30;
 
-/// What an `up` on a cluster whose images are already in Docker needs: room for etcd's
-/// growth, logs and an addon's image, not for a second copy of everything. Refusing the
-/// full [`MIN_FREE_BYTES`] there would stop `up` from repairing a cluster that runs.
+/// What an `up` needs when Docker has every image it runs already: room for etcd's growth
+/// and logs. Refusing the full [`MIN_FREE_BYTES`] there would stop `up` from repairing a
+/// cluster that runs.
 const REPAIR_FREE_BYTES: u64 = 512 << 20;
 
 /// The host tools the node runs (its container mounts the host's system directories),
@@ -74,11 +74,9 @@ pub async fn run(ctx: &Context) -> Result<Outcome> {
     check_node_ip(ctx.settings.node_ip)?;
     check_ports(&ports(ctx.settings.is_control_plane()), &running)?;
     check_foreign_pods(ctx).await?;
-    // The node image's record is written once its image is in Docker: from then on the
-    // large images are loaded.
-    let headroom = match crate::fs::read_optional(&ctx.layout.node_image_record())? {
-        Some(_) => REPAIR_FREE_BYTES,
-        None => MIN_FREE_BYTES,
+    let headroom = match images_loaded(ctx).await? {
+        true => REPAIR_FREE_BYTES,
+        false => MIN_FREE_BYTES,
     };
     check_disk(ctx.layout.root(), Path::new(&engine.root_dir), headroom)?;
     // What kinit changed on the host, so the user knows.
@@ -102,6 +100,27 @@ pub async fn run(ctx: &Context) -> Result<Outcome> {
     } else {
         Outcome::Done(format!("{found}; set {}", changed.join(", ")))
     })
+}
+
+/// Whether Docker has every large image this bring-up needs already: the node image kinit
+/// assembled (by the ID its record names) and every component's and addon's.
+async fn images_loaded(ctx: &Context) -> Result<bool> {
+    let Some(record) = crate::fs::read_optional(&ctx.layout.node_image_record())? else {
+        return Ok(false);
+    };
+    let record = String::from_utf8_lossy(&record);
+    let Some((_, id)) = record.trim().split_once(' ') else {
+        return Ok(false);
+    };
+    if !ctx.docker.image_ids().await?.contains(id) {
+        return Ok(false);
+    }
+    for image in super::images::wanted(ctx) {
+        if !ctx.docker.has_image(&image).await? {
+            return Ok(false);
+        }
+    }
+    Ok(true)
 }
 
 /// The user's feature gates and extra args against what kinit sets on every component,
