@@ -87,6 +87,21 @@ pub async fn run(state_dir: Option<&Path>, args: &ExampleArgs) -> Result<()> {
                     },
                 )
                 .await?;
+                // A claim goes only once no pod uses it (its protection finalizer): waited
+                // for too, so the example can be made again at once.
+                wait::within(
+                    &format!("the {name} example's objects did not go away"),
+                    DELETE_TIMEOUT,
+                    async |seen| loop {
+                        let left = kube.existing(&manifest).await?;
+                        if left.is_empty() {
+                            return Ok(());
+                        }
+                        seen.set(format!("{} still there", left.join(", ")));
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                    },
+                )
+                .await?;
                 Ok(if deleted == 0 {
                     Outcome::AlreadyDone("nothing of it was there".into())
                 } else {
