@@ -31,6 +31,8 @@
 #   --kinit PATH         the kinit binary (default: kinit on PATH, else this checkout's build)
 #   --kubeconfig FILE    the cluster to test (default: `kinit kubeconfig`)
 #   --report-dir DIR     where reports go (default /var/tmp/kinit-conformance/<time>)
+#   --keep-failed        leave a failed test's namespaces and pods in place (e2e's
+#                        --delete-namespace-on-failure=false), to look at them
 #   --build-only         build and load everything, run nothing
 #   --dry-run            list the tests a run would run, with ginkgo's --dry-run
 #
@@ -46,7 +48,7 @@ all_args=("$@")
 ci=0 procs=4 serial=1 parallel=1 up=0 build_only=0 dry_run=0
 # The tests a run picks, by label; --ci and --list name theirs exactly, of any label.
 base="Conformance && !Disruptive"
-kinit="" kubeconfig="" report_dir=""
+kinit="" kubeconfig="" report_dir="" delete_failed=true
 focus=() skip=()
 while [[ $# -gt 0 ]]; do
   case $1 in
@@ -64,6 +66,7 @@ while [[ $# -gt 0 ]]; do
     --kinit) kinit=$2; shift 2 ;;
     --kubeconfig) kubeconfig=$2; shift 2 ;;
     --report-dir) report_dir=$2; shift 2 ;;
+    --keep-failed) delete_failed=false; shift ;;
     --build-only) build_only=1; shift ;;
     --dry-run) dry_run=1; shift ;;
     -h|--help) usage; exit 0 ;;
@@ -220,6 +223,7 @@ run_pass() {
     --kubeconfig="$kubeconfig" --provider=skeleton --kubectl-path="$kubectl" \
     --num-nodes="${nodes:-1}" --node-os-distro=debian --report-dir="$dir" \
     --e2e-output-dir="$dir/output" --dump-logs-on-failure=false \
+    --delete-namespace-on-failure="$delete_failed" \
     >"$dir/ginkgo.log" 2>&1 || rc=$?
   if [[ $dry_run -eq 1 ]]; then
     grep -E '^\[sig-|^  \[sig-' "$dir/ginkgo.log" | sed 's/^ *//' | sort -u

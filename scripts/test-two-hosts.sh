@@ -23,7 +23,8 @@
 #      Docker containers as they were before `kinit up`.
 #
 #   scripts/test-two-hosts.sh [--keep] [--move] [--conformance ci|netpol|full]
-#     --keep           leave the hosts running at the end
+#     --keep           leave the hosts running at the end, and a failed suite test's
+#                      namespaces and pods in them
 #     --move           step 11 too (out of CI: in one run of four, pod traffic from B did
 #                      not follow its move within 180 s, not yet understood)
 #     --conformance    step 4's suite: ci (default) the two-node list; netpol every
@@ -279,6 +280,7 @@ for h in "$A" "$B"; do
   hx "$h" 'kinit images load /bundle/conformance/images' >/dev/null
 done
 hx "$A" 'kinit kubeconfig' >"$WORK/admin.kubeconfig"
+[ -z "$KEEP" ] || suite_args+=(--keep-failed)
 if ! "$REPO/scripts/conformance.sh" "${suite_args[@]}" \
   --kubeconfig "$WORK/admin.kubeconfig" --kinit "$KINIT_BIN" 2>&1 | indent; then
   # The failed tests' pods are gone by now; what the hosts' rules and sets were is not.
