@@ -220,14 +220,7 @@ async fn disable(state_dir: Option<&Path>, addon: Addon, force: bool) -> Result<
             let deleted = kube.delete(&objects).await?;
             let what = format!("the {addon} addon's objects did not go away");
             wait::within(&what, DELETE_TIMEOUT, async |seen| {
-                loop {
-                    let left = kube.existing(&objects).await?;
-                    if left.is_empty() {
-                        return Ok(());
-                    }
-                    seen.set(format!("{} still there", left.join(", ")));
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                }
+                kube.wait_gone(&objects, seen).await
             })
             .await?;
             let workload = addon.workload();

@@ -92,14 +92,7 @@ pub async fn run(state_dir: Option<&Path>, args: &ExampleArgs) -> Result<()> {
                 wait::within(
                     &format!("the {name} example's objects did not go away"),
                     DELETE_TIMEOUT,
-                    async |seen| loop {
-                        let left = kube.existing(&manifest).await?;
-                        if left.is_empty() {
-                            return Ok(());
-                        }
-                        seen.set(format!("{} still there", left.join(", ")));
-                        tokio::time::sleep(Duration::from_secs(1)).await;
-                    },
+                    async |seen| kube.wait_gone(&manifest, seen).await,
                 )
                 .await?;
                 Ok(if deleted == 0 {

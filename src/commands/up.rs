@@ -165,7 +165,7 @@ pub async fn run(
 /// command line.
 fn cluster_flags(args: &UpArgs) -> Vec<&'static str> {
     let (c, k) = (&args.cluster, &args.components);
-    [
+    given([
         ("--hostname", c.hostname.is_some()),
         ("--service-cidr", c.service_cidr.is_some()),
         ("--dns-domain", c.dns_domain.is_some()),
@@ -178,17 +178,14 @@ fn cluster_flags(args: &UpArgs) -> Vec<&'static str> {
         ("--pod-security", k.pod_security.is_some()),
         ("--addons", args.addons.is_some()),
         ("--kubeconfig", args.kubeconfig.is_some()),
-    ]
-    .into_iter()
-    .filter_map(|(flag, given)| given.then_some(flag))
-    .collect()
+    ])
 }
 
 /// A joined host takes the cluster's settings from the control plane and keeps the name
 /// it joined with, so a flag that would change either is refused rather than ignored.
 fn refuse_cluster_flags(node: &Settings, args: &UpArgs) -> Result<()> {
-    let given = cluster_flags(args);
-    if given.is_empty() {
+    let flags = cluster_flags(args);
+    if flags.is_empty() {
         return Ok(());
     }
     let server = node.joined.as_ref().map_or("", |j| j.server.as_str());
@@ -198,23 +195,28 @@ fn refuse_cluster_flags(node: &Settings, args: &UpArgs) -> Result<()> {
          the name it joined with (`sudo kinit down --purge`, then `kinit join --hostname`, \
          renames it); kubectl's kubeconfig is the control-plane host's. On a node, `kinit \
          up` takes --node-ip and where files come from",
-        given.join(", ")
+        flags.join(", ")
     ))
 }
 
 /// The config file's cluster settings, which a joined host does not use.
 fn cluster_settings_in_config(config: &crate::config::Config) -> Vec<&'static str> {
-    [
+    given([
         ("kubernetesVersion", config.kubernetes_version.is_some()),
         ("featureGates", config.feature_gates.is_some()),
         ("extraArgs", config.extra_args.is_some()),
         ("auditLog", config.audit_log.is_some()),
         ("podSecurity", config.pod_security.is_some()),
         ("addons", config.addons.is_some()),
-    ]
-    .into_iter()
-    .filter_map(|(key, given)| given.then_some(key))
-    .collect()
+    ])
+}
+
+/// The names whose setting was given.
+fn given<const N: usize>(settings: [(&'static str, bool); N]) -> Vec<&'static str> {
+    settings
+        .into_iter()
+        .filter_map(|(name, given)| given.then_some(name))
+        .collect()
 }
 
 #[cfg(test)]

@@ -1,5 +1,8 @@
-//! One-shot reads of objects' state for `kinit addons`: what of a manifest still exists,
-//! a Deployment's replicas, an APIService's availability, a provisioner's volumes.
+//! One-shot reads of objects' state for `kinit addons`: what of a manifest still exists
+//! (and a wait until none does), a Deployment's replicas, an APIService's availability, a
+//! provisioner's volumes.
+
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 use k8s_openapi::api::apps::v1::Deployment;
@@ -8,6 +11,7 @@ use k8s_openapi::kube_aggregator::pkg::apis::apiregistration::v1::APIService;
 use kube::api::{Api, ListParams};
 
 use super::{Kube, parse_objects};
+use crate::wait::Seen;
 
 /// The annotation the PersistentVolume controller puts on a volume a provisioner made.
 const PROVISIONED_BY: &str = "pv.kubernetes.io/provisioned-by";
@@ -36,6 +40,19 @@ impl Kube {
             }
         }
         Ok(found)
+    }
+
+    /// Waits until no object of a multi-document YAML text exists any more, checking every
+    /// second. Endless: bound it with [`crate::wait::within`].
+    pub async fn wait_gone(&self, yaml: &str, seen: &Seen) -> Result<()> {
+        loop {
+            let left = self.existing(yaml).await?;
+            if left.is_empty() {
+                return Ok(());
+            }
+            seen.set(format!("{} still there", left.join(", ")));
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
     }
 
     /// A Deployment's replicas; `None` when there is no such Deployment.

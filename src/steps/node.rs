@@ -58,19 +58,14 @@ async fn assemble(
         .set(tag.clone())
         .map_err(|_| anyhow!("the node image was chosen twice in one run"))?;
     let record = ctx.layout.node_image_record();
-    let recorded = fs::read_optional(&record)?.map(|b| String::from_utf8_lossy(&b).into_owned());
     let present = ctx.docker.image_id(&tag).await?;
-    let replaced = match (
-        &present,
-        recorded.as_deref().and_then(|r| r.split_once(' ')),
-    ) {
-        (Some(id), Some((t, want))) if t == tag && want.trim() == id => {
+    let replaced = match (&present, recorded(ctx)?) {
+        (Some(id), Some((t, want))) if t == tag && want == *id => {
             return Ok(Outcome::AlreadyDone(format!("{tag} present")));
         }
         (Some(id), Some((t, want))) if t == tag => {
             tracing::warn!(
-                "{tag} names {id}, not the image kinit assembled ({}): assembling it again",
-                want.trim()
+                "{tag} names {id}, not the image kinit assembled ({want}): assembling it again"
             );
             true
         }
@@ -117,6 +112,17 @@ async fn assemble(
         "assembled {tag} in {:.1}s{again}",
         started.elapsed().as_secs_f64()
     )))
+}
+
+/// The node image kinit last assembled here, as its record names it: the tag and the
+/// image ID Docker reported for it.
+pub fn recorded(ctx: &Context) -> Result<Option<(String, String)>> {
+    let bytes = fs::read_optional(&ctx.layout.node_image_record())?;
+    Ok(bytes.and_then(|b| {
+        let text = String::from_utf8_lossy(&b);
+        let (tag, id) = text.trim().split_once(' ')?;
+        Some((tag.to_string(), id.trim().to_string()))
+    }))
 }
 
 /// Node images of older kinits or kubelets, once the master no longer runs them.

@@ -105,14 +105,10 @@ pub async fn run(ctx: &Context) -> Result<Outcome> {
 /// Whether Docker has every large image this bring-up needs already: the node image kinit
 /// assembled (by the ID its record names) and every component's and addon's.
 async fn images_loaded(ctx: &Context) -> Result<bool> {
-    let Some(record) = crate::fs::read_optional(&ctx.layout.node_image_record())? else {
+    let Some((_, id)) = super::node::recorded(ctx)? else {
         return Ok(false);
     };
-    let record = String::from_utf8_lossy(&record);
-    let Some((_, id)) = record.trim().split_once(' ') else {
-        return Ok(false);
-    };
-    if !ctx.docker.image_ids().await?.contains(id) {
+    if !ctx.docker.image_ids().await?.contains(&id) {
         return Ok(false);
     }
     for image in super::images::wanted(ctx) {
